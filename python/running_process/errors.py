@@ -1,0 +1,199 @@
+"""Exceptions raised by running_process.
+
+Every error the package raises is a :class:`RunningProcessError`. Each family
+has its own subclass carrying the offending input and the reason as
+attributes, so callers can act on them without parsing messages. Families that
+describe bad input also derive from :class:`ValueError`; file system and host
+failures also derive from :class:`OSError` (with ``errno`` set where the
+operating system gave one).
+
+All exceptions pickle with their attributes, so they cross process pools.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Optional
+
+__all__ = [
+    "RunningProcessError",
+    "InvalidNameError",
+    "InvalidVersionError",
+    "VersionRefusedError",
+    "InvalidServiceDefinitionError",
+    "ServiceDefinitionStemMismatchError",
+    "ServiceDefinitionNotFoundError",
+    "InvalidTraceContextError",
+    "InvalidIdentityError",
+    "DecodeError",
+    "InsecureDirectoryError",
+    "FilesystemError",
+    "HostIdentityError",
+    "PathTooLongError",
+    "AllocationExhaustedError",
+]
+
+
+def _rebuild(cls: type[RunningProcessError], message: str, fields: dict[str, Any]) -> RunningProcessError:
+    return cls(message, **fields)
+
+
+class RunningProcessError(Exception):
+    """Root of every exception raised by running_process."""
+
+    _fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        missing = [name for name in self._fields if name not in fields]
+        unknown = [name for name in fields if name not in self._fields]
+        if missing or unknown:
+            raise TypeError(
+                f"{type(self).__name__} needs fields {self._fields}; "
+                f"missing {missing}, unknown {unknown}"
+            )
+        super().__init__(message)
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+    @property
+    def message(self) -> str:
+        """The human-readable message (also ``str(error)``)."""
+        return str(self.args[0])
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        fields = {name: getattr(self, name) for name in self._fields}
+        return (_rebuild, (type(self), self.message, fields))
+
+
+class InvalidNameError(RunningProcessError, ValueError):
+    """A service name, instance name, per-user hash or instance id with a bad
+    shape. ``kind`` says which (``"service name"``, ``"instance name"``,
+    ``"user sid hash"``, ``"endpoint token"``, ``"instance id"``)."""
+
+    _fields = ("kind", "value", "reason")
+    kind: str
+    value: str
+    reason: str
+
+
+class InvalidVersionError(RunningProcessError, ValueError):
+    """A version that is not ``MAJOR.MINOR.PATCH[-pre]``."""
+
+    _fields = ("value", "reason")
+    value: str
+    reason: str
+
+
+class VersionRefusedError(RunningProcessError):
+    """A valid version that a service definition's policy refuses
+    (below ``min_version`` or outside ``version_allow_list``)."""
+
+    _fields = ("service_name", "version", "reason")
+    service_name: str
+    version: str
+    reason: str
+
+
+class InvalidServiceDefinitionError(RunningProcessError, ValueError):
+    """A service definition field that breaks a rule of the contract."""
+
+    _fields: ClassVar[tuple[str, ...]] = ("field", "value", "reason")
+    field: str
+    value: str
+    reason: str
+
+
+class ServiceDefinitionStemMismatchError(InvalidServiceDefinitionError):
+    """A ``.servicedef`` file whose name differs from the service it defines."""
+
+    _fields = ("field", "value", "reason", "path", "stem")
+    path: str
+    stem: str
+
+
+class ServiceDefinitionNotFoundError(RunningProcessError, FileNotFoundError):
+    """No ``.servicedef`` file for the requested service."""
+
+    _fields = ("service_name", "path")
+    service_name: str
+    path: str
+
+
+class InvalidTraceContextError(RunningProcessError, ValueError):
+    """A ``traceparent`` or ``tracestate`` that breaks the W3C grammar."""
+
+    _fields = ("field", "value", "reason")
+    field: str
+    value: str
+    reason: str
+
+
+class InvalidIdentityError(RunningProcessError, ValueError):
+    """A daemon identity or endpoint field that cannot be right (a hash that
+    is not 32 bytes, pid 0, a relative path, ...)."""
+
+    _fields = ("field", "value", "reason")
+    field: str
+    value: str
+    reason: str
+
+
+class DecodeError(RunningProcessError, ValueError):
+    """Bytes or text that do not decode into the expected message. ``what``
+    names the message (``"ServiceDefinition"``, ``"DaemonProcess"``, ...)."""
+
+    _fields = ("what", "reason")
+    what: str
+    reason: str
+
+
+class InsecureDirectoryError(RunningProcessError):
+    """A directory that is a symlink, belongs to someone else, or grants group
+    or other access. It is refused, never repaired."""
+
+    _fields = ("path", "reason")
+    path: str
+    reason: str
+
+
+class FilesystemError(RunningProcessError, OSError):
+    """An operating system call on a file or directory failed."""
+
+    _fields = ("path", "operation", "os_errno")
+    path: str
+    operation: str
+    os_errno: Optional[int]
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message, **fields)
+        self.errno = fields.get("os_errno")
+
+
+class HostIdentityError(RunningProcessError, OSError):
+    """A fact about this host (machine id, boot id, OS randomness) that could
+    not be read. ``what`` says which."""
+
+    _fields = ("what", "path", "reason")
+    what: str
+    path: Optional[str]
+    reason: str
+
+
+class PathTooLongError(RunningProcessError, ValueError):
+    """A Unix socket path that would not fit ``sun_path``; names are never
+    truncated."""
+
+    _fields = ("path", "length", "limit")
+    path: str
+    length: int
+    limit: int
+
+
+class AllocationExhaustedError(RunningProcessError):
+    """Every attempt to draw a free endpoint path collided."""
+
+    _fields = ("attempts", "dir")
+    attempts: int
+    dir: str

@@ -1,0 +1,283 @@
+//! Private directories and atomic files.
+//!
+//! Every directory the broker keeps secrets in (sockets, service definitions,
+//! and later state and logs) goes through [`ensure_private_dir`]: it is created
+//! with mode 0700 when missing, and when it already exists it must be a real
+//! directory (not a symlink), owned by the effective user, with no group or
+//! other permission bits. A directory that fails is refused, never repaired: a
+//! directory pre-created by someone else is an attack, not a convenience.
+//!
+//! Files are written with [`write_atomic`] (temporary file, fsync, rename,
+//! fsync of the directory) so a reader sees the old content or the new, never
+//! a torn write, and a failed write leaves no temporary file behind.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use super::error::FsError;
+use super::host;
+
+/// Permission bits of a private directory.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+/// Permission bits of a private file.
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+
+fn insecure(path: &Path, reason: String) -> FsError {
+    FsError::InsecureDirectory {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
+/// Checks that `path` is a private directory of the effective user: a real
+/// directory (symlinks are not followed), owned by the effective uid, with
+/// `mode & 0o077 == 0`.
+pub fn check_private_dir(path: &Path) -> Result<(), FsError> {
+    let meta = fs::symlink_metadata(path).map_err(|e| FsError::io("inspect", path, e))?;
+    let file_type = meta.file_type();
+    if file_type.is_symlink() {
+        return Err(insecure(
+            path,
+            "is a symbolic link; a private directory must be a real directory".to_owned(),
+        ));
+    }
+    if !file_type.is_dir() {
+        return Err(insecure(path, "is not a directory".to_owned()));
+    }
+    let euid = host::effective_uid();
+    if meta.uid() != euid {
+        return Err(insecure(
+            path,
+            format!(
+                "is owned by uid {}, not by this user (uid {euid})",
+                meta.uid()
+            ),
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(insecure(
+            path,
+            format!("has mode {mode:04o}, which gives group or other access; it must be 0700"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the directory a private tree hangs from: it must be a directory
+/// owned by this user or root, and if group or other can write to it, it must
+/// carry the sticky bit (as `/tmp` does), so nobody else can rename our
+/// entries in it.
+fn check_trusted_base(base: &Path) -> Result<(), FsError> {
+    let meta = fs::metadata(base).map_err(|e| FsError::io("inspect", base, e))?;
+    if !meta.is_dir() {
+        return Err(insecure(base, "is not a directory".to_owned()));
+    }
+    let euid = host::effective_uid();
+    if meta.uid() != euid && meta.uid() != 0 {
+        return Err(insecure(
+            base,
+            format!(
+                "is owned by uid {}, neither this user (uid {euid}) nor root",
+                meta.uid()
+            ),
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        return Err(insecure(
+            base,
+            format!("has mode {mode:04o}: writable by others without the sticky bit"),
+        ));
+    }
+    Ok(())
+}
+
+fn make_dir(path: &Path) -> Result<bool, FsError> {
+    match DirBuilder::new().mode(PRIVATE_DIR_MODE).create(path) {
+        Ok(()) => {
+            log::info!("created private directory {}", path.display());
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(FsError::io("create directory", path, e)),
+    }
+}
+
+/// Makes sure `path` is a private directory, creating what is missing.
+///
+/// `base` is the directory the private tree hangs from (for the socket
+/// directory, `$XDG_RUNTIME_DIR` or `/tmp`); it defaults to the parent of
+/// `path`. Missing directories up to and including `base` are created 0700;
+/// `base` must then pass the trusted-base check, and every component below it
+/// is created 0700 if missing and must pass [`check_private_dir`].
+pub fn ensure_private_dir(path: &Path, base: Option<&Path>) -> Result<(), FsError> {
+    if !path.is_absolute() {
+        return Err(insecure(path, "is not an absolute path".to_owned()));
+    }
+    if path
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        return Err(insecure(path, "contains '.' or '..' components".to_owned()));
+    }
+    let base = match base {
+        Some(base) => base.to_path_buf(),
+        None => path
+            .parent()
+            .map_or_else(|| PathBuf::from("/"), Path::to_path_buf),
+    };
+    let below = path.strip_prefix(&base).map_err(|_| {
+        insecure(
+            path,
+            format!("is not inside its base directory {}", base.display()),
+        )
+    })?;
+    if !base.exists() {
+        DirBuilder::new()
+            .mode(PRIVATE_DIR_MODE)
+            .recursive(true)
+            .create(&base)
+            .map_err(|e| FsError::io("create directory", &base, e))?;
+    }
+    check_trusted_base(&base)?;
+    let mut current = base;
+    for component in below.components() {
+        current.push(component);
+        make_dir(&current)?;
+        check_private_dir(&current)?;
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `dir/file_name` atomically with mode 0600.
+pub fn write_atomic(dir: &Path, file_name: &str, bytes: &[u8]) -> Result<PathBuf, FsError> {
+    let target = dir.join(file_name);
+    let mut token = [0u8; 8];
+    host::fill_random(&mut token).map_err(|e| {
+        FsError::io(
+            "create temporary file in",
+            dir,
+            io::Error::other(e.to_string()),
+        )
+    })?;
+    let temp = dir.join(format!(".{file_name}.{}.tmp", hex::encode(token)));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(PRIVATE_FILE_MODE)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&temp)
+            .map_err(|e| FsError::io("create", &temp, e))?;
+        // The mode given to open() is filtered by the umask; make it exact.
+        file.set_permissions(fs::Permissions::from_mode(PRIVATE_FILE_MODE))
+            .map_err(|e| FsError::io("chmod", &temp, e))?;
+        file.write_all(bytes)
+            .map_err(|e| FsError::io("write", &temp, e))?;
+        file.sync_all()
+            .map_err(|e| FsError::io("fsync", &temp, e))?;
+        fs::rename(&temp, &target).map_err(|e| FsError::io("rename into place", &target, e))
+    })();
+    if let Err(err) = result {
+        let _ = fs::remove_file(&temp);
+        return Err(err);
+    }
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| FsError::io("fsync directory", dir, e))?;
+    Ok(target)
+}
+
+/// Outcome of [`read_bounded`] for a file that is over the limit.
+pub enum Bounded {
+    Read(Vec<u8>),
+    TooLarge(u64),
+}
+
+/// Reads a regular file (symlinks refused) of at most `limit` bytes, checking
+/// the size before reading so an oversized file costs no memory.
+pub fn read_bounded(path: &Path, limit: u64) -> Result<Bounded, io::Error> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    if meta.len() > limit {
+        return Ok(Bounded::TooLarge(meta.len()));
+    }
+    let mut buf = Vec::with_capacity(meta.len() as usize);
+    // Never read past the limit even if the file grows under us.
+    file.take(limit + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > limit {
+        return Ok(Bounded::TooLarge(buf.len() as u64));
+    }
+    Ok(Bounded::Read(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_private_tree_and_refuses_loose_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path();
+        fs::set_permissions(base, fs::Permissions::from_mode(0o700)).unwrap();
+        let dir = base.join("a").join("b");
+        ensure_private_dir(&dir, Some(base)).unwrap();
+        for p in [base.join("a"), dir.clone()] {
+            assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o700);
+        }
+        ensure_private_dir(&dir, Some(base)).unwrap();
+
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o750)).unwrap();
+        let err = ensure_private_dir(&dir, Some(base)).unwrap_err();
+        assert!(matches!(err, FsError::InsecureDirectory { .. }), "{err}");
+    }
+
+    #[test]
+    fn refuses_symlinked_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real");
+        fs::create_dir(&real).unwrap();
+        fs::set_permissions(&real, fs::Permissions::from_mode(0o700)).unwrap();
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let err = ensure_private_dir(&link, None).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+    }
+
+    #[test]
+    fn atomic_write_leaves_only_the_target() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = write_atomic(tmp.path(), "x.bin", b"hello").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"hello");
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        let names: Vec<_> = fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("x.bin")]);
+    }
+
+    #[test]
+    fn read_bounded_refuses_big_files_without_reading() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("big");
+        fs::write(&path, vec![0u8; 100]).unwrap();
+        assert!(matches!(
+            read_bounded(&path, 99).unwrap(),
+            Bounded::TooLarge(100)
+        ));
+        assert!(matches!(read_bounded(&path, 100).unwrap(), Bounded::Read(v) if v.len() == 100));
+    }
+}

@@ -1,0 +1,15 @@
+//! The broker v1 core: names, wire messages, value types, and the endpoint
+//! allocator. Each submodule holds one concept of the contract.
+
+pub mod allocator;
+pub mod env;
+pub mod error;
+pub mod frame;
+pub mod fs;
+pub mod host;
+pub mod identity;
+pub mod keys;
+pub mod names;
+pub mod proto;
+pub mod service;
+pub mod trace;

@@ -1,0 +1,503 @@
+//! Service definitions: what a backend is, where its binaries may come from,
+//! which versions it may run, and the on-disk `.servicedef` store.
+//!
+//! A [`ServiceDefinition`] is plain data (its fields mirror the v1 protobuf
+//! message); [`ServiceDefinition::validate`] applies every rule of the
+//! contract and is run on every way in (constructors in Python, decoding,
+//! loading, saving). The launch-time rule that the canonical binary lies
+//! inside the canonical allow-list root is the launcher's, not this module's:
+//! it needs the file system as it is at launch.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+
+use super::env::ENV_SERVICE_DEF_DIR;
+use super::error::{DecodeError, StoreError, ValidationError};
+use super::fs::{self as pfs, Bounded};
+use super::names::{validate_instance_name, validate_service_name, Version};
+use super::proto::{BrokerIsolation, ServiceDefinitionMsg};
+
+/// Extension of a service definition file.
+pub const SERVICEDEF_EXTENSION: &str = "servicedef";
+/// Largest `.servicedef` file that will be read.
+pub const MAX_SERVICEDEF_BYTES: u64 = 1024 * 1024;
+/// Longest path accepted in a definition (Linux `PATH_MAX`).
+pub const MAX_PATH_LEN: usize = 4096;
+/// Most labels a definition may carry.
+pub const MAX_LABELS: usize = 64;
+/// Longest label key, in bytes.
+pub const MAX_LABEL_KEY_LEN: usize = 128;
+/// Longest label value, in bytes.
+pub const MAX_LABEL_VALUE_LEN: usize = 1024;
+/// Most entries in a version allow-list.
+pub const MAX_ALLOW_LIST: usize = 256;
+
+/// Which broker instance serves a service (`BrokerIsolation` of the contract).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Isolation {
+    /// One broker per service (the default).
+    #[default]
+    Private = 0,
+    /// One broker shared by all services of the user.
+    Shared = 1,
+    /// A named broker instance given by `explicit_instance`.
+    Explicit = 2,
+}
+
+impl Isolation {
+    /// The isolation with wire value `value`, if there is one.
+    pub fn from_i32(value: i32) -> Option<Isolation> {
+        match BrokerIsolation::try_from(value).ok()? {
+            BrokerIsolation::PrivateBroker => Some(Isolation::Private),
+            BrokerIsolation::SharedBroker => Some(Isolation::Shared),
+            BrokerIsolation::ExplicitInstance => Some(Isolation::Explicit),
+        }
+    }
+
+    /// Upper-case name, as in Python (`PRIVATE`, `SHARED`, `EXPLICIT`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Isolation::Private => "PRIVATE",
+            Isolation::Shared => "SHARED",
+            Isolation::Explicit => "EXPLICIT",
+        }
+    }
+}
+
+/// A backend service: the v1 `ServiceDefinition` message as a Rust value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ServiceDefinition {
+    pub service_name: String,
+    /// Absolute path of the backend binary.
+    pub binary_path: String,
+    /// Absolute path of the allow-list root the binary must lie in.
+    pub per_version_binary_dir: String,
+    pub isolation: Isolation,
+    /// Instance name; set exactly when `isolation` is `Explicit`.
+    pub explicit_instance: String,
+    /// Lowest admitted version (numeric MAJOR.MINOR.PATCH); empty for none.
+    pub min_version: String,
+    /// Exact versions admitted; empty admits any.
+    pub version_allow_list: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+fn sd_error(field: &'static str, value: &str, reason: impl Into<String>) -> ValidationError {
+    ValidationError::ServiceDefinition {
+        field,
+        value: value.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn check_abs_path(field: &'static str, value: &str) -> Result<(), ValidationError> {
+    if value.is_empty() {
+        return Err(sd_error(field, value, "must not be empty"));
+    }
+    if value.len() > MAX_PATH_LEN {
+        return Err(sd_error(
+            field,
+            value,
+            format!(
+                "is {} bytes; at most {MAX_PATH_LEN} are allowed",
+                value.len()
+            ),
+        ));
+    }
+    if value.contains('\0') {
+        return Err(sd_error(field, value, "contains a NUL byte"));
+    }
+    if !value.starts_with('/') {
+        return Err(sd_error(field, value, "must be an absolute path"));
+    }
+    Ok(())
+}
+
+fn check_label(key: &str, value: &str) -> Result<(), ValidationError> {
+    if key.is_empty() || key.len() > MAX_LABEL_KEY_LEN {
+        return Err(sd_error(
+            "labels",
+            key,
+            format!("label keys must be 1 to {MAX_LABEL_KEY_LEN} bytes"),
+        ));
+    }
+    if !key
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'))
+    {
+        return Err(sd_error(
+            "labels",
+            key,
+            "label keys may use A-Z, a-z, 0-9, '.', '_', '-' and '/'",
+        ));
+    }
+    if value.len() > MAX_LABEL_VALUE_LEN {
+        return Err(sd_error(
+            "labels",
+            key,
+            format!(
+                "value is {} bytes; at most {MAX_LABEL_VALUE_LEN} are allowed",
+                value.len()
+            ),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(sd_error(
+            "labels",
+            key,
+            "value contains a control character",
+        ));
+    }
+    Ok(())
+}
+
+impl ServiceDefinition {
+    /// Applies every rule of the contract to this definition.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        validate_service_name(&self.service_name)?;
+        check_abs_path("binary_path", &self.binary_path)?;
+        check_abs_path("per_version_binary_dir", &self.per_version_binary_dir)?;
+        match self.isolation {
+            Isolation::Explicit => {
+                if self.explicit_instance.is_empty() {
+                    return Err(sd_error(
+                        "explicit_instance",
+                        "",
+                        "is required when isolation is EXPLICIT",
+                    ));
+                }
+                validate_instance_name(&self.explicit_instance)?;
+            }
+            other => {
+                if !self.explicit_instance.is_empty() {
+                    return Err(sd_error(
+                        "explicit_instance",
+                        &self.explicit_instance,
+                        format!(
+                            "must be empty unless isolation is EXPLICIT (it is {})",
+                            other.name()
+                        ),
+                    ));
+                }
+            }
+        }
+        if !self.min_version.is_empty() {
+            Version::parse(&self.min_version)?;
+        }
+        if self.version_allow_list.len() > MAX_ALLOW_LIST {
+            return Err(sd_error(
+                "version_allow_list",
+                "",
+                format!(
+                    "has {} entries; at most {MAX_ALLOW_LIST} are allowed",
+                    self.version_allow_list.len()
+                ),
+            ));
+        }
+        for version in &self.version_allow_list {
+            Version::parse(version)?;
+        }
+        if self.labels.len() > MAX_LABELS {
+            return Err(sd_error(
+                "labels",
+                "",
+                format!(
+                    "has {} labels; at most {MAX_LABELS} are allowed",
+                    self.labels.len()
+                ),
+            ));
+        }
+        for (key, value) in &self.labels {
+            check_label(key, value)?;
+        }
+        Ok(())
+    }
+
+    /// Applies the version policy: `version` must be valid, not below
+    /// `min_version` (compared on the numeric MAJOR.MINOR.PATCH triple, as the
+    /// v1 contract does), and in `version_allow_list` when that is non-empty.
+    pub fn check_version(&self, version: &str) -> Result<(), ValidationError> {
+        let wanted = Version::parse(version)?;
+        let refused = |reason: String| ValidationError::VersionRefused {
+            service_name: self.service_name.clone(),
+            version: version.to_owned(),
+            reason,
+        };
+        if !self.min_version.is_empty() {
+            let floor = Version::parse(&self.min_version)?;
+            if wanted.triple() < floor.triple() {
+                return Err(refused(format!("below min_version {}", self.min_version)));
+            }
+        }
+        if !self.version_allow_list.is_empty()
+            && !self.version_allow_list.iter().any(|v| v == version)
+        {
+            return Err(refused(format!(
+                "not in version_allow_list [{}]",
+                self.version_allow_list.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// The wire message of this definition.
+    pub fn to_message(&self) -> ServiceDefinitionMsg {
+        ServiceDefinitionMsg {
+            service_name: self.service_name.clone(),
+            binary_path: self.binary_path.clone(),
+            isolation: self.isolation as i32,
+            explicit_instance: self.explicit_instance.clone(),
+            per_version_binary_dir: self.per_version_binary_dir.clone(),
+            min_version: self.min_version.clone(),
+            version_allow_list: self.version_allow_list.clone(),
+            labels: self.labels.clone(),
+        }
+    }
+
+    /// A definition from its wire message, validated.
+    pub fn from_message(msg: ServiceDefinitionMsg) -> Result<Self, DecodeError> {
+        let isolation =
+            Isolation::from_i32(msg.isolation).ok_or_else(|| DecodeError::Malformed {
+                what: "ServiceDefinition",
+                reason: format!("isolation {} is not a BrokerIsolation value", msg.isolation),
+            })?;
+        let sd = ServiceDefinition {
+            service_name: msg.service_name,
+            binary_path: msg.binary_path,
+            per_version_binary_dir: msg.per_version_binary_dir,
+            isolation,
+            explicit_instance: msg.explicit_instance,
+            min_version: msg.min_version,
+            version_allow_list: msg.version_allow_list,
+            labels: msg.labels,
+        };
+        sd.validate()?;
+        Ok(sd)
+    }
+
+    /// Protobuf encoding (deterministic: labels sorted by key).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.to_message().encode_to_vec()
+    }
+
+    /// Decodes and validates a protobuf encoding.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let msg = ServiceDefinitionMsg::decode(bytes).map_err(|e| DecodeError::Malformed {
+            what: "ServiceDefinition",
+            reason: e.to_string(),
+        })?;
+        Self::from_message(msg)
+    }
+
+    /// Saves this definition as `{service_name}.servicedef` in `dir` (default:
+    /// [`service_def_dir`]), creating the directory 0700 if missing and
+    /// refusing one that group or other can access. The write is atomic.
+    pub fn save(&self, dir: Option<&Path>) -> Result<PathBuf, StoreError> {
+        self.validate()?;
+        let dir = resolve_dir(dir)?;
+        pfs::ensure_private_dir(&dir, None)?;
+        let path = pfs::write_atomic(&dir, &file_name(&self.service_name), &self.to_bytes())?;
+        log::debug!(
+            "saved service definition {} to {}",
+            self.service_name,
+            path.display()
+        );
+        Ok(path)
+    }
+
+    /// Loads `{service_name}.servicedef` from `dir` (default:
+    /// [`service_def_dir`]). The directory must be private; the name inside
+    /// the file must equal `service_name`.
+    pub fn load(service_name: &str, dir: Option<&Path>) -> Result<Self, StoreError> {
+        validate_service_name(service_name)?;
+        let dir = resolve_dir(dir)?;
+        Self::load_file(&dir.join(file_name(service_name)))
+    }
+
+    /// Loads a definition from a `.servicedef` file path. Its directory must be
+    /// private and the file stem must equal the service name inside it.
+    pub fn load_file(path: &Path) -> Result<Self, StoreError> {
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        let dir = path.parent().unwrap_or_else(|| Path::new("/"));
+        match pfs::check_private_dir(dir) {
+            Err(super::error::FsError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Err(StoreError::NotFound {
+                    service_name: stem,
+                    path: path.to_path_buf(),
+                })
+            }
+            other => other?,
+        }
+        let bytes = match pfs::read_bounded(path, MAX_SERVICEDEF_BYTES) {
+            Ok(Bounded::Read(bytes)) => bytes,
+            Ok(Bounded::TooLarge(length)) => {
+                return Err(StoreError::TooLarge {
+                    path: path.to_path_buf(),
+                    length,
+                    limit: MAX_SERVICEDEF_BYTES,
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::NotFound {
+                    service_name: stem,
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(e) => return Err(super::error::FsError::io("read", path, e).into()),
+        };
+        let sd = Self::from_bytes(&bytes).map_err(|source| match source {
+            DecodeError::Invalid(v) => StoreError::Invalid(v),
+            source => StoreError::Decode {
+                path: path.to_path_buf(),
+                source,
+            },
+        })?;
+        if sd.service_name != stem {
+            return Err(StoreError::StemMismatch {
+                path: path.to_path_buf(),
+                stem,
+                service_name: sd.service_name,
+            });
+        }
+        Ok(sd)
+    }
+}
+
+fn file_name(service_name: &str) -> String {
+    format!("{service_name}.{SERVICEDEF_EXTENSION}")
+}
+
+fn resolve_dir(dir: Option<&Path>) -> Result<PathBuf, StoreError> {
+    let dir = match dir {
+        Some(dir) => dir.to_path_buf(),
+        None => service_def_dir()?,
+    };
+    if !dir.is_absolute() {
+        // Relative directories would depend on the caller's working directory.
+        return Ok(std::env::current_dir()
+            .map_err(|e| super::error::FsError::io("resolve", &dir, e))?
+            .join(dir));
+    }
+    Ok(dir)
+}
+
+/// The service definition directory: `$RUNNING_PROCESS_SERVICE_DEF_DIR`, else
+/// `$XDG_CONFIG_HOME/running-process/services`, else
+/// `~/.config/running-process/services`.
+pub fn service_def_dir() -> Result<PathBuf, StoreError> {
+    let non_empty = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(dir) = non_empty(ENV_SERVICE_DEF_DIR) {
+        return Ok(PathBuf::from(dir));
+    }
+    if let Some(config) = non_empty("XDG_CONFIG_HOME").filter(|v| Path::new(v).is_absolute()) {
+        return Ok(PathBuf::from(config)
+            .join("running-process")
+            .join("services"));
+    }
+    let home = non_empty("HOME").ok_or_else(|| {
+        StoreError::Fs(super::error::FsError::io(
+            "locate service definition directory",
+            PathBuf::from("~"),
+            std::io::Error::new(std::io::ErrorKind::NotFound, "HOME is not set"),
+        ))
+    })?;
+    Ok(PathBuf::from(home)
+        .join(".config")
+        .join("running-process")
+        .join("services"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ServiceDefinition {
+        ServiceDefinition {
+            service_name: "zccache".into(),
+            binary_path: "/opt/zccache/1.11.20/zccache-backend".into(),
+            per_version_binary_dir: "/opt/zccache/1.11.20".into(),
+            isolation: Isolation::Shared,
+            min_version: "1.10.0".into(),
+            version_allow_list: vec!["1.11.20".into()],
+            labels: [("team".to_owned(), "build".to_owned())].into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn validates_isolation_rules() {
+        sample().validate().unwrap();
+        let mut sd = sample();
+        sd.explicit_instance = "ci".into();
+        assert!(sd.validate().is_err());
+        sd.isolation = Isolation::Explicit;
+        sd.validate().unwrap();
+        sd.explicit_instance.clear();
+        assert!(sd.validate().is_err());
+        let mut sd = sample();
+        sd.binary_path = "relative/bin".into();
+        assert!(sd.validate().is_err());
+    }
+
+    #[test]
+    fn version_policy() {
+        let sd = sample();
+        sd.check_version("1.11.20").unwrap();
+        assert!(matches!(
+            sd.check_version("1.9.0"),
+            Err(ValidationError::VersionRefused { .. })
+        ));
+        assert!(matches!(
+            sd.check_version("1.11.21"),
+            Err(ValidationError::VersionRefused { .. })
+        ));
+        let mut open = sample();
+        open.version_allow_list.clear();
+        open.check_version("1.10.0-rc1").unwrap();
+        open.check_version("2.0.0").unwrap();
+        assert!(open.check_version("1.9.99").is_err());
+        assert!(matches!(
+            open.check_version("1.2"),
+            Err(ValidationError::Version { .. })
+        ));
+    }
+
+    #[test]
+    fn bytes_round_trip_and_refuse_garbage() {
+        let sd = sample();
+        assert_eq!(ServiceDefinition::from_bytes(&sd.to_bytes()).unwrap(), sd);
+        let bytes = sd.to_bytes();
+        assert!(ServiceDefinition::from_bytes(&bytes[..bytes.len() - 3]).is_err());
+        assert!(ServiceDefinition::from_bytes(b"\xff\xff\xff").is_err());
+        let mut msg = sd.to_message();
+        msg.isolation = 9;
+        assert!(ServiceDefinition::from_bytes(&msg.encode_to_vec()).is_err());
+    }
+
+    #[test]
+    fn save_and_load() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("defs");
+        let sd = sample();
+        let path = sd.save(Some(&dir)).unwrap();
+        assert_eq!(path, dir.join("zccache.servicedef"));
+        assert_eq!(ServiceDefinition::load("zccache", Some(&dir)).unwrap(), sd);
+        assert!(matches!(
+            ServiceDefinition::load("other", Some(&dir)),
+            Err(StoreError::NotFound { .. })
+        ));
+        std::fs::rename(&path, dir.join("renamed.servicedef")).unwrap();
+        assert!(matches!(
+            ServiceDefinition::load("renamed", Some(&dir)),
+            Err(StoreError::StemMismatch { .. })
+        ));
+    }
+}

@@ -1,0 +1,88 @@
+//! Module-level functions of `running_process._native`.
+
+use std::path::PathBuf;
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::broker::{host, identity, names, service};
+
+/// The per-user hash: 16 lowercase hex digits of BLAKE3 over
+/// ``"{uid}:{machine_id}"``.
+#[pyfunction]
+pub fn user_sid_hash(py: Python<'_>) -> PyResult<String> {
+    Ok(py.detach(host::user_sid_hash)?)
+}
+
+/// The trimmed id of the current boot.
+#[pyfunction]
+pub fn boot_id(py: Python<'_>) -> PyResult<String> {
+    Ok(py.detach(host::boot_id)?)
+}
+
+/// The user's socket directory (not created by this call).
+#[pyfunction]
+pub fn socket_dir() -> String {
+    host::socket_dir().to_string_lossy().into_owned()
+}
+
+/// The default service definition directory (not created by this call).
+#[pyfunction]
+pub fn service_def_dir() -> PyResult<String> {
+    Ok(service::service_def_dir()?.to_string_lossy().into_owned())
+}
+
+/// SHA-256 of a file, streamed in fixed-size chunks with the GIL released.
+#[pyfunction]
+pub fn sha256_file<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyBytes>> {
+    let digest = py.detach(|| identity::sha256_file(&path))?;
+    Ok(PyBytes::new(py, &digest))
+}
+
+/// Raises ``InvalidNameError`` unless ``name`` matches ``[a-z0-9-]{1,64}``.
+#[pyfunction]
+pub fn validate_service_name(name: &str) -> PyResult<()> {
+    Ok(names::validate_service_name(name)?)
+}
+
+/// Raises ``InvalidNameError`` unless ``name`` matches ``[a-z0-9-]{1,64}``.
+#[pyfunction]
+pub fn validate_instance_name(name: &str) -> PyResult<()> {
+    Ok(names::validate_instance_name(name)?)
+}
+
+/// Raises ``InvalidVersionError`` unless ``version`` is ``MAJOR.MINOR.PATCH[-pre]``.
+#[pyfunction]
+pub fn validate_version(version: &str) -> PyResult<()> {
+    Ok(names::validate_version(version)?)
+}
+
+/// ``rpb-v1-{user_sid_hash}-be-{token_hex}.sock``.
+#[pyfunction]
+pub fn backend_socket_name(user_sid_hash: &str, token_hex: &str) -> PyResult<String> {
+    Ok(names::backend_socket_name(user_sid_hash, token_hex)?)
+}
+
+/// ``rpb-v1-{user_sid_hash}-shared.sock``.
+#[pyfunction]
+pub fn shared_broker_socket_name(user_sid_hash: &str) -> PyResult<String> {
+    Ok(names::shared_broker_socket_name(user_sid_hash)?)
+}
+
+/// ``rpb-v1-{user_sid_hash}-svc-{service_name}.sock``.
+#[pyfunction]
+pub fn service_broker_socket_name(user_sid_hash: &str, service_name: &str) -> PyResult<String> {
+    Ok(names::service_broker_socket_name(
+        user_sid_hash,
+        service_name,
+    )?)
+}
+
+/// ``rpb-v1-{user_sid_hash}-inst-{instance_name}.sock``.
+#[pyfunction]
+pub fn instance_broker_socket_name(user_sid_hash: &str, instance_name: &str) -> PyResult<String> {
+    Ok(names::instance_broker_socket_name(
+        user_sid_hash,
+        instance_name,
+    )?)
+}

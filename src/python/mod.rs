@@ -1,0 +1,77 @@
+//! PyO3 bindings: the `running_process._native` extension module.
+//!
+//! Conversions and exception mapping only; every behaviour lives in
+//! `crate::broker` and is reachable from Rust too.
+
+mod allocator;
+mod errors;
+mod functions;
+mod values;
+
+use std::sync::OnceLock;
+
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+
+use crate::broker::env;
+
+static LOG_RESET: OnceLock<pyo3_log::ResetHandle> = OnceLock::new();
+
+/// Makes Rust log records see logging configuration changed since they were
+/// last emitted (levels are cached so disabled records cost no GIL).
+#[pyfunction]
+fn refresh_logging() {
+    if let Some(handle) = LOG_RESET.get() {
+        handle.reset();
+    }
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    if LOG_RESET.get().is_none() {
+        // Another copy of the module may already own the global logger; then
+        // its bridge serves us too.
+        if let Ok(handle) =
+            pyo3_log::Logger::new(py, pyo3_log::Caching::LoggersAndLevels)?.install()
+        {
+            let _ = LOG_RESET.set(handle);
+        }
+    }
+
+    m.add_class::<values::PyIsolation>()?;
+    m.add_class::<values::PyServiceDefinition>()?;
+    m.add_class::<values::PyEndpoint>()?;
+    m.add_class::<values::PyBrokerInstanceKey>()?;
+    m.add_class::<values::PyBackendKey>()?;
+    m.add_class::<values::PyTraceContext>()?;
+    m.add_class::<values::PyDaemonProcess>()?;
+    m.add_class::<allocator::PyBackendEndpointAllocator>()?;
+
+    m.add_function(wrap_pyfunction!(refresh_logging, m)?)?;
+    m.add_function(wrap_pyfunction!(functions::user_sid_hash, m)?)?;
+    m.add_function(wrap_pyfunction!(functions::boot_id, m)?)?;
+    m.add_function(wrap_pyfunction!(functions::socket_dir, m)?)?;
+    m.add_function(wrap_pyfunction!(functions::service_def_dir, m)?)?;
+    m.add_function(wrap_pyfunction!(functions::sha256_file, m)?)?;
+    m.add_function(wrap_pyfunction!(functions::validate_service_name, m)?)?;
+    m.add_function(wrap_pyfunction!(functions::validate_instance_name, m)?)?;
+    m.add_function(wrap_pyfunction!(functions::validate_version, m)?)?;
+    m.add_function(wrap_pyfunction!(functions::backend_socket_name, m)?)?;
+    m.add_function(wrap_pyfunction!(functions::shared_broker_socket_name, m)?)?;
+    m.add_function(wrap_pyfunction!(functions::service_broker_socket_name, m)?)?;
+    m.add_function(wrap_pyfunction!(functions::instance_broker_socket_name, m)?)?;
+
+    m.add("ENV_SERVICE_NAME", env::ENV_SERVICE_NAME)?;
+    m.add("ENV_SERVICE_VERSION", env::ENV_SERVICE_VERSION)?;
+    m.add("ENV_BACKEND_PIPE", env::ENV_BACKEND_PIPE)?;
+    m.add("ENV_BACKEND_NAMESPACE", env::ENV_BACKEND_NAMESPACE)?;
+    m.add("ENV_INSTANCE", env::ENV_INSTANCE)?;
+    m.add("ENV_TRACEPARENT", env::ENV_TRACEPARENT)?;
+    m.add("ENV_TRACESTATE", env::ENV_TRACESTATE)?;
+    m.add("ENV_IDLE_TIMEOUT_SECS", env::ENV_IDLE_TIMEOUT_SECS)?;
+    m.add("ENV_SERVICE_DEF_DIR", env::ENV_SERVICE_DEF_DIR)?;
+    m.add("V1_ENV_NAMES", PyTuple::new(py, env::V1_ENV_NAMES)?)?;
+    m.add("SUN_PATH_MAX", crate::broker::allocator::SUN_PATH_MAX)?;
+    Ok(())
+}
