@@ -6,7 +6,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use super::values::{pyrepr, PyEndpoint};
-use crate::broker::allocator::{BackendEndpointAllocator, DEFAULT_MAX_ATTEMPTS};
+use crate::broker::allocator::BackendEndpointAllocator;
 
 /// Hands out unguessable backend socket paths in one namespace. Thread-safe.
 #[pyclass(
@@ -21,7 +21,7 @@ pub struct PyBackendEndpointAllocator {
 #[pymethods]
 impl PyBackendEndpointAllocator {
     #[new]
-    #[pyo3(signature = (user_sid_hash, namespace_id, max_attempts = DEFAULT_MAX_ATTEMPTS, socket_dir = None))]
+    #[pyo3(signature = (user_sid_hash, namespace_id, max_attempts = 16, socket_dir = None))]
     fn new(
         user_sid_hash: &str,
         namespace_id: &str,

@@ -34,6 +34,9 @@ pub(crate) fn path_text(field: &'static str, path: PathBuf) -> Result<String, Va
         })
 }
 
+/// What `__reduce__` returns: a callable and its arguments.
+type Reduce<'py, Args> = (Bound<'py, PyAny>, Args);
+
 fn builtins_getattr(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     py.import("builtins")?.getattr("getattr")
 }
@@ -103,7 +106,7 @@ impl PyIsolation {
     fn __reduce__<'py>(
         &self,
         py: Python<'py>,
-    ) -> PyResult<(Bound<'py, PyAny>, (Bound<'py, PyType>, &'static str))> {
+    ) -> PyResult<Reduce<'py, (Bound<'py, PyType>, &'static str)>> {
         Ok((
             builtins_getattr(py)?,
             (py.get_type::<PyIsolation>(), self.name()),

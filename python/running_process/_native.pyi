@@ -1,0 +1,408 @@
+"""Type stubs and API reference of ``running_process._native``, the Rust core.
+
+Every class is an immutable value (``__eq__``, ``__hash__``, ``__repr__``,
+pickling) unless said otherwise. Constructors validate: an instance that exists
+obeys every rule of the broker v1 contract. Errors are the classes of
+:mod:`running_process.errors`.
+"""
+
+import os
+from typing import Callable, ClassVar, Final, Mapping, Optional, Sequence, Union, final
+
+from typing_extensions import Self
+
+__all__ = [
+    "ENV_SERVICE_NAME",
+    "ENV_SERVICE_VERSION",
+    "ENV_BACKEND_PIPE",
+    "ENV_BACKEND_NAMESPACE",
+    "ENV_INSTANCE",
+    "ENV_TRACEPARENT",
+    "ENV_TRACESTATE",
+    "ENV_IDLE_TIMEOUT_SECS",
+    "ENV_SERVICE_DEF_DIR",
+    "V1_ENV_NAMES",
+    "SUN_PATH_MAX",
+    "Isolation",
+    "ServiceDefinition",
+    "Endpoint",
+    "BrokerInstanceKey",
+    "BackendKey",
+    "TraceContext",
+    "DaemonProcess",
+    "BackendEndpointAllocator",
+    "refresh_logging",
+    "user_sid_hash",
+    "boot_id",
+    "socket_dir",
+    "service_def_dir",
+    "sha256_file",
+    "validate_service_name",
+    "validate_instance_name",
+    "validate_version",
+    "backend_socket_name",
+    "shared_broker_socket_name",
+    "service_broker_socket_name",
+    "instance_broker_socket_name",
+]
+
+_Path = Union[str, "os.PathLike[str]"]
+
+ENV_SERVICE_NAME: Final[str]
+"""``RUNNING_PROCESS_BROKER_V1_SERVICE_NAME``: service name of the backend key."""
+ENV_SERVICE_VERSION: Final[str]
+"""``RUNNING_PROCESS_BROKER_V1_SERVICE_VERSION``: service version of the backend key."""
+ENV_BACKEND_PIPE: Final[str]
+"""``RUNNING_PROCESS_BROKER_V1_BACKEND_PIPE``: the Unix socket path the backend binds."""
+ENV_BACKEND_NAMESPACE: Final[str]
+"""``RUNNING_PROCESS_BROKER_V1_BACKEND_NAMESPACE``: endpoint namespace id."""
+ENV_INSTANCE: Final[str]
+"""``RUNNING_PROCESS_BROKER_V1_INSTANCE``: broker instance id."""
+ENV_TRACEPARENT: Final[str]
+"""``RUNNING_PROCESS_BROKER_V1_TRACEPARENT``: W3C traceparent, set only when non-empty."""
+ENV_TRACESTATE: Final[str]
+"""``RUNNING_PROCESS_BROKER_V1_TRACESTATE``: W3C tracestate, set only when non-empty."""
+ENV_IDLE_TIMEOUT_SECS: Final[str]
+"""``RUNNING_PROCESS_BROKER_V1_IDLE_TIMEOUT_SECS``: idle seconds before a backend exits."""
+ENV_SERVICE_DEF_DIR: Final[str]
+"""``RUNNING_PROCESS_SERVICE_DEF_DIR``: first choice of service definition directory."""
+V1_ENV_NAMES: Final[tuple[str, ...]]
+"""The seven environment names of the v1 contract, in the contract's order."""
+SUN_PATH_MAX: Final[int]
+"""Longest Unix socket path in bytes (107: ``sun_path`` holds 108 with the NUL)."""
+
+@final
+class Isolation:
+    """Which broker instance serves a service (``BrokerIsolation`` of the contract)."""
+
+    PRIVATE: ClassVar[Isolation]
+    """One broker per service (the default); wire value 0."""
+    SHARED: ClassVar[Isolation]
+    """One broker for all services of the user; wire value 1."""
+    EXPLICIT: ClassVar[Isolation]
+    """A named broker instance (``explicit_instance``); wire value 2."""
+
+    @staticmethod
+    def from_value(value: int) -> Isolation:
+        """The member with wire value ``value``; ``ValueError`` for others."""
+    @property
+    def name(self) -> str:
+        """``"PRIVATE"``, ``"SHARED"`` or ``"EXPLICIT"``."""
+    @property
+    def value(self) -> int:
+        """The wire value (0, 1, 2)."""
+    def __int__(self) -> int: ...
+    def __eq__(self, other: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
+class ServiceDefinition:
+    """A backend service: the v1 ``ServiceDefinition`` message.
+
+    The constructor applies every rule: a valid service name, absolute
+    ``binary_path`` and ``per_version_binary_dir`` without NUL bytes,
+    ``explicit_instance`` set exactly when ``isolation`` is EXPLICIT (and then a
+    valid name), valid versions in ``min_version`` and ``version_allow_list``,
+    and at most 64 labels with keys of ``[A-Za-z0-9._/-]{1,128}`` and values of
+    at most 1024 bytes without control characters.
+    """
+
+    def __new__(
+        cls,
+        service_name: str,
+        binary_path: _Path,
+        per_version_binary_dir: _Path,
+        isolation: Isolation = ...,
+        explicit_instance: str = ...,
+        min_version: str = ...,
+        version_allow_list: Sequence[str] = ...,
+        labels: Mapping[str, str] = ...,
+    ) -> Self: ...
+    @property
+    def service_name(self) -> str: ...
+    @property
+    def binary_path(self) -> str: ...
+    @property
+    def per_version_binary_dir(self) -> str: ...
+    @property
+    def isolation(self) -> Isolation: ...
+    @property
+    def explicit_instance(self) -> str: ...
+    @property
+    def min_version(self) -> str: ...
+    @property
+    def version_allow_list(self) -> list[str]:
+        """A copy of the allow-list (exact pins; empty admits any version)."""
+    @property
+    def labels(self) -> dict[str, str]:
+        """A copy of the labels."""
+    def validate(self) -> None:
+        """Re-applies every rule; raises the first broken one."""
+    def check_version(self, version: str) -> None:
+        """Raises ``InvalidVersionError`` if ``version`` is malformed and
+        ``VersionRefusedError`` if it is below ``min_version`` (numeric
+        MAJOR.MINOR.PATCH comparison) or outside a non-empty allow-list."""
+    def to_bytes(self) -> bytes:
+        """Protobuf encoding (deterministic: labels sorted by key)."""
+    @staticmethod
+    def from_bytes(data: bytes) -> ServiceDefinition:
+        """Decodes and validates; ``DecodeError`` for bytes that do not parse."""
+    def save(self, dir: Optional[_Path] = None) -> str:
+        """Writes ``{service_name}.servicedef`` atomically (mode 0600) in ``dir``
+        or :func:`service_def_dir`, creating the directory 0700 if missing and
+        refusing one that group or other can access. Returns the file path."""
+    @staticmethod
+    def load(service_name: str, dir: Optional[_Path] = None) -> ServiceDefinition:
+        """Loads ``{service_name}.servicedef`` from ``dir`` or
+        :func:`service_def_dir`. Raises ``ServiceDefinitionNotFoundError``,
+        ``InsecureDirectoryError``, ``ServiceDefinitionStemMismatchError``,
+        ``DecodeError`` or a validation error."""
+    @staticmethod
+    def load_file(path: _Path) -> ServiceDefinition:
+        """Loads a ``.servicedef`` file by path (same rules as :meth:`load`)."""
+    def __eq__(self, other: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
+class Endpoint:
+    """Where a backend listens: a namespace id (the broker instance id) and an
+    absolute Unix socket path that fits ``sun_path``. ``os.fspath()`` gives the
+    path."""
+
+    def __new__(cls, namespace_id: str, path: _Path) -> Self: ...
+    @property
+    def namespace_id(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    def __fspath__(self) -> str: ...
+    def __eq__(self, other: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
+class BrokerInstanceKey:
+    """A broker instance: ``shared``, ``private:<service>`` or
+    ``explicit:<name>``. Made by the static constructors below; ``str()`` gives
+    the instance id."""
+
+    @staticmethod
+    def shared() -> BrokerInstanceKey: ...
+    @staticmethod
+    def private(service_name: str) -> BrokerInstanceKey: ...
+    @staticmethod
+    def explicit(name: str) -> BrokerInstanceKey: ...
+    @staticmethod
+    def from_service_definition(sd: ServiceDefinition) -> BrokerInstanceKey:
+        """The instance the definition's isolation asks for."""
+    @staticmethod
+    def from_id(id: str) -> BrokerInstanceKey:
+        """Parses an instance id; ``InvalidNameError`` (kind ``"instance id"``)
+        for anything else."""
+    def id(self) -> str:
+        """The instance id of the contract."""
+    @property
+    def isolation(self) -> Isolation: ...
+    @property
+    def name(self) -> Optional[str]:
+        """The service (PRIVATE) or instance (EXPLICIT) name; None for SHARED."""
+    def socket_path(self, user_sid_hash: str, socket_dir: Optional[_Path] = None) -> str:
+        """Path of this instance's broker socket in ``socket_dir`` (default: the
+        user's socket directory); ``PathTooLongError`` if it would not fit."""
+    def __eq__(self, other: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
+class BackendKey:
+    """One backend: a service at a version, served by a broker instance.
+    ``str()`` gives ``instance/service@version``."""
+
+    def __new__(cls, instance: BrokerInstanceKey, service_name: str, service_version: str) -> Self: ...
+    @staticmethod
+    def for_service(service_definition: ServiceDefinition, version: str) -> BackendKey:
+        """The key of ``service_definition`` at ``version`` (the version must be
+        well formed; the version policy is applied at launch)."""
+    @property
+    def instance(self) -> BrokerInstanceKey: ...
+    @property
+    def service_name(self) -> str: ...
+    @property
+    def service_version(self) -> str: ...
+    def __eq__(self, other: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
+class TraceContext:
+    """A W3C trace context, validated, and the request id it travels with.
+
+    ``traceparent`` is empty (no trace) or a W3C traceparent: version-00 is
+    exactly ``00-<32 hex>-<16 hex>-<2 hex>`` in lowercase with non-zero ids;
+    version ``ff`` is invalid. ``tracestate`` needs a traceparent and holds at
+    most 32 list members and 512 characters of valid W3C keys and values,
+    without duplicate keys.
+    """
+
+    def __new__(cls, request_id: int = 0, traceparent: str = ..., tracestate: str = ...) -> Self: ...
+    @staticmethod
+    def new_root(request_id: int = 0) -> TraceContext:
+        """A fresh context with random trace and parent ids, sampled."""
+    @staticmethod
+    def from_env() -> TraceContext:
+        """The context in ``RUNNING_PROCESS_BROKER_V1_TRACEPARENT`` and
+        ``_TRACESTATE`` (empty when unset); raises on invalid values."""
+    @property
+    def request_id(self) -> int: ...
+    @property
+    def traceparent(self) -> str: ...
+    @property
+    def tracestate(self) -> str: ...
+    @property
+    def trace_id(self) -> Optional[str]:
+        """The 32-hex-digit trace id, or None without a traceparent."""
+    @property
+    def parent_id(self) -> Optional[str]:
+        """The 16-hex-digit parent id, or None without a traceparent."""
+    @property
+    def trace_flags(self) -> Optional[int]:
+        """The flags byte, or None without a traceparent."""
+    @property
+    def sampled(self) -> bool:
+        """Whether the sampled flag is set (False without a traceparent)."""
+    def __eq__(self, other: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
+class DaemonProcess:
+    """The identity of a running backend (the v1 ``DaemonProcess`` message).
+
+    ``exe_sha256`` must be 32 bytes, ``pid`` between 1 and 2**31-1,
+    ``exe_path`` absolute, ``boot_id`` printable ASCII.
+    """
+
+    def __new__(
+        cls,
+        pid: int,
+        exe_path: str,
+        exe_sha256: bytes,
+        boot_id: str,
+        ipc_endpoint: Endpoint,
+        started_at_unix_ms: int,
+        idle_timeout_secs: Optional[int] = None,
+    ) -> Self: ...
+    @property
+    def pid(self) -> int: ...
+    @property
+    def exe_path(self) -> str: ...
+    @property
+    def exe_sha256(self) -> bytes: ...
+    @property
+    def exe_sha256_hex(self) -> str:
+        """``exe_sha256`` as 64 lowercase hex digits."""
+    @property
+    def boot_id(self) -> str: ...
+    @property
+    def ipc_endpoint(self) -> Endpoint: ...
+    @property
+    def started_at_unix_ms(self) -> int: ...
+    @property
+    def idle_timeout_secs(self) -> Optional[int]: ...
+    def to_bytes(self) -> bytes:
+        """Protobuf encoding (field numbers of the contract)."""
+    @staticmethod
+    def from_bytes(data: bytes) -> DaemonProcess:
+        """Decodes and validates a protobuf encoding."""
+    def to_json(self) -> str:
+        """Compact JSON with the hash as hex."""
+    @staticmethod
+    def from_json(text: str) -> DaemonProcess:
+        """Decodes and validates JSON; unknown fields are ignored."""
+    def __eq__(self, other: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
+class BackendEndpointAllocator:
+    """Hands out unguessable backend socket paths in one namespace.
+
+    Each path is ``{socket_dir}/rpb-v1-{user_sid_hash}-be-{32 hex}.sock`` with
+    128 random bits. The socket directory (default: :func:`socket_dir`) is
+    created 0700 when missing and refused (``InsecureDirectoryError``) when it
+    is a symlink, has another owner, or grants group/other access. Paths handed
+    out stay reserved until :meth:`release`. Safe to share between threads.
+    Not a value: no equality, hashing or pickling.
+    """
+
+    def __new__(
+        cls,
+        user_sid_hash: str,
+        namespace_id: str,
+        max_attempts: int = 16,
+        socket_dir: Optional[_Path] = None,
+    ) -> Self: ...
+    def allocate(self) -> Endpoint:
+        """A free endpoint; ``PathTooLongError`` before touching the disk if the
+        path would not fit ``sun_path``; ``AllocationExhaustedError`` after
+        ``max_attempts`` collisions."""
+    def allocate_with(self, random_source: Callable[[], bytes]) -> Endpoint:
+        """Like :meth:`allocate`, calling ``random_source()`` for the 16 random
+        bytes of each attempt."""
+    def reserve_path(self, path: _Path) -> bool:
+        """Marks ``path`` taken; True if it was not reserved before."""
+    def release(self, path: _Path) -> bool:
+        """Forgets a reserved path; True if it was reserved."""
+    def is_reserved(self, path: _Path) -> bool: ...
+    @property
+    def reserved_count(self) -> int: ...
+    @property
+    def user_sid_hash(self) -> str: ...
+    @property
+    def namespace_id(self) -> str: ...
+    @property
+    def socket_dir(self) -> str: ...
+    @property
+    def max_attempts(self) -> int: ...
+
+def user_sid_hash() -> str:
+    """16 lowercase hex digits: the first 8 bytes of BLAKE3 over
+    ``"{uid}:{machine_id}"`` (real uid; ``/etc/machine-id``, else
+    ``/var/lib/dbus/machine-id``)."""
+
+def boot_id() -> str:
+    """The trimmed ``/proc/sys/kernel/random/boot_id``."""
+
+def socket_dir() -> str:
+    """``$XDG_RUNTIME_DIR/running-process/broker``, or
+    ``/tmp/running-process-{uid}/broker`` when XDG_RUNTIME_DIR is unset, empty
+    or relative. Not created by this call."""
+
+def service_def_dir() -> str:
+    """``$RUNNING_PROCESS_SERVICE_DEF_DIR``, else
+    ``$XDG_CONFIG_HOME/running-process/services``, else
+    ``~/.config/running-process/services``. Not created by this call."""
+
+def sha256_file(path: _Path) -> bytes:
+    """SHA-256 of a file, streamed in fixed-size chunks with the GIL released."""
+
+def validate_service_name(name: str) -> None:
+    """Raises ``InvalidNameError`` unless ``name`` matches ``[a-z0-9-]{1,64}``."""
+
+def validate_instance_name(name: str) -> None:
+    """Raises ``InvalidNameError`` unless ``name`` matches ``[a-z0-9-]{1,64}``."""
+
+def validate_version(version: str) -> None:
+    """Raises ``InvalidVersionError`` unless ``version`` is MAJOR.MINOR.PATCH
+    (decimal, no leading zeros) with an optional ``-`` and ``[a-z0-9.]+``
+    pre-release; no ``+build``; at most 128 bytes."""
+
+def backend_socket_name(user_sid_hash: str, token_hex: str) -> str:
+    """``rpb-v1-{user_sid_hash}-be-{token_hex}.sock`` (token: 32 lowercase hex)."""
+
+def shared_broker_socket_name(user_sid_hash: str) -> str:
+    """``rpb-v1-{user_sid_hash}-shared.sock``."""
+
+def service_broker_socket_name(user_sid_hash: str, service_name: str) -> str:
+    """``rpb-v1-{user_sid_hash}-svc-{service_name}.sock``."""
+
+def instance_broker_socket_name(user_sid_hash: str, instance_name: str) -> str:
+    """``rpb-v1-{user_sid_hash}-inst-{instance_name}.sock``."""
+
+def refresh_logging() -> None:
+    """Call after changing ``logging`` levels at run time: Rust log records
+    cache logger levels so that disabled records cost nothing."""

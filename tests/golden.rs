@@ -1,0 +1,134 @@
+//! Golden bytes: the protobuf encodings of ServiceDefinition, DaemonProcess and
+//! Frame, written out by hand from the field numbers of the v1 contract, so a
+//! change of any field number or wire type fails here.
+
+use running_process::broker::frame::{decode_frame, encode_frame, MAX_FRAME_BODY};
+use running_process::broker::proto::{FrameKind, FrameMsg, PayloadEncoding};
+use running_process::{DaemonProcess, Endpoint, Isolation, ServiceDefinition};
+
+/// A length-delimited field: tag `(field << 3) | 2`, length, bytes.
+fn len_field(field: u8, bytes: &[u8]) -> Vec<u8> {
+    let mut out = vec![(field << 3) | 2, bytes.len() as u8];
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// A varint field: tag `(field << 3) | 0` then the varint bytes given.
+fn varint_field(field: u8, varint: &[u8]) -> Vec<u8> {
+    let mut out = vec![field << 3];
+    out.extend_from_slice(varint);
+    out
+}
+
+#[test]
+fn service_definition_encoding_is_pinned() {
+    let sd = ServiceDefinition {
+        service_name: "zc".into(),
+        binary_path: "/b/x".into(),
+        per_version_binary_dir: "/b".into(),
+        isolation: Isolation::Shared,
+        explicit_instance: String::new(),
+        min_version: "1.0.0".into(),
+        version_allow_list: vec!["1.0.0".into(), "1.1.0".into()],
+        labels: [("k".to_owned(), "v".to_owned())].into(),
+    };
+    let expected = [
+        len_field(1, b"zc"),
+        len_field(2, b"/b/x"),
+        varint_field(3, &[1]),
+        // 4 (explicit_instance) is empty and therefore absent.
+        len_field(5, b"/b"),
+        len_field(6, b"1.0.0"),
+        len_field(7, b"1.0.0"),
+        len_field(7, b"1.1.0"),
+        len_field(8, &[len_field(1, b"k"), len_field(2, b"v")].concat()),
+    ]
+    .concat();
+    assert_eq!(sd.to_bytes(), expected);
+    assert_eq!(ServiceDefinition::from_bytes(&expected).unwrap(), sd);
+
+    let explicit = ServiceDefinition {
+        isolation: Isolation::Explicit,
+        explicit_instance: "ci".into(),
+        ..sd
+    };
+    let bytes = explicit.to_bytes();
+    let field4 = len_field(4, b"ci");
+    assert!(bytes.windows(field4.len()).any(|w| w == field4.as_slice()));
+    assert!(bytes.windows(2).any(|w| w == [3 << 3, 2]));
+}
+
+#[test]
+fn daemon_process_encoding_is_pinned() {
+    let id = DaemonProcess {
+        pid: 4242,
+        exe_path: "/e".into(),
+        exe_sha256: [0xab; 32],
+        boot_id: "b".into(),
+        ipc_endpoint: Endpoint::new("shared", "/s").unwrap(),
+        started_at_unix_ms: 1000,
+        idle_timeout_secs: Some(30),
+    };
+    let expected = [
+        varint_field(1, &[0x92, 0x21]),
+        len_field(2, b"/e"),
+        len_field(3, &[0xab; 32]),
+        len_field(4, &[len_field(1, b"shared"), len_field(2, b"/s")].concat()),
+        varint_field(5, &[0xe8, 0x07]),
+        len_field(6, b"b"),
+        varint_field(7, &[30]),
+    ]
+    .concat();
+    assert_eq!(id.to_bytes(), expected);
+    assert_eq!(DaemonProcess::from_bytes(&expected).unwrap(), id);
+
+    // An absent idle timeout is absent on the wire (proto3 `optional`).
+    let no_idle = DaemonProcess {
+        idle_timeout_secs: None,
+        ..id.clone()
+    };
+    assert_eq!(no_idle.to_bytes(), expected[..expected.len() - 2]);
+    // Fields of newer peers (numbers above 7) are ignored.
+    let mut newer = expected.clone();
+    newer.extend(len_field(9, b"future"));
+    assert_eq!(DaemonProcess::from_bytes(&newer).unwrap(), id);
+}
+
+#[test]
+fn frame_encoding_is_pinned() {
+    let frame = FrameMsg {
+        envelope_version: 1,
+        kind: FrameKind::Response as i32,
+        payload_protocol: 0xB232,
+        payload: vec![1, 2],
+        request_id: 7,
+        payload_encoding: PayloadEncoding::None as i32,
+        deadline_unix_ms: 5,
+        traceparent: "t".into(),
+        tracestate: "s".into(),
+    };
+    let body = [
+        varint_field(1, &[1]),
+        varint_field(2, &[1]),
+        varint_field(3, &[0xb2, 0xe4, 0x02]),
+        len_field(4, &[1, 2]),
+        varint_field(5, &[7]),
+        // 6 (payload_encoding NONE) is zero and therefore absent.
+        varint_field(7, &[5]),
+        len_field(8, b"t"),
+        len_field(9, b"s"),
+    ]
+    .concat();
+    let mut framed = vec![1u8];
+    framed.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    framed.extend_from_slice(&body);
+    assert_eq!(encode_frame(&frame, MAX_FRAME_BODY).unwrap(), framed);
+    assert_eq!(decode_frame(&framed, MAX_FRAME_BODY).unwrap(), frame);
+
+    let zstd = FrameMsg {
+        payload_encoding: PayloadEncoding::Zstd as i32,
+        ..frame
+    };
+    let encoded = encode_frame(&zstd, MAX_FRAME_BODY).unwrap();
+    assert!(encoded.windows(2).any(|w| w == [6 << 3, 1]));
+}
