@@ -12,7 +12,10 @@ All exceptions pickle with their attributes, so they cross process pools.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Optional
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, ClassVar, Optional
 
 __all__ = [
     "RunningProcessError",
