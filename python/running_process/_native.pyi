@@ -116,7 +116,7 @@ class ServiceDefinition:
         explicit_instance: str = ...,
         min_version: str = ...,
         version_allow_list: Sequence[str] = ...,
-        labels: Mapping[str, str] = ...,
+        labels: Optional[Mapping[str, str]] = None,
     ) -> Self: ...
     @property
     def service_name(self) -> str: ...

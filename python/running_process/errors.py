@@ -12,6 +12,7 @@ All exceptions pickle with their attributes, so they cross process pools.
 
 from __future__ import annotations
 
+import errno as _errno
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -122,6 +123,11 @@ class ServiceDefinitionNotFoundError(RunningProcessError, FileNotFoundError):
     _fields = ("service_name", "path")
     service_name: str
     path: str
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message, **fields)
+        self.errno = _errno.ENOENT
+        self.filename = fields.get("path")
 
 
 class InvalidTraceContextError(RunningProcessError, ValueError):

@@ -11,6 +11,7 @@
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
+use std::num::NonZeroU32;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -25,7 +26,7 @@ use super::names::{backend_socket_name, validate_user_sid_hash, BACKEND_SOCKET_N
 /// holds the terminating NUL.
 pub const SUN_PATH_MAX: usize = 107;
 /// Attempts `allocate` makes by default before giving up.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 16;
+pub const DEFAULT_MAX_ATTEMPTS: NonZeroU32 = NonZeroU32::new(16).unwrap();
 
 /// Refuses a path that would not fit `sun_path`.
 pub fn check_sun_path(path: &Path) -> Result<(), AllocError> {
@@ -59,7 +60,7 @@ pub struct BackendEndpointAllocator {
     socket_dir: PathBuf,
     /// Directory the private tree hangs from (checked, never created private).
     base: Option<PathBuf>,
-    max_attempts: u32,
+    max_attempts: NonZeroU32,
     reserved: Mutex<HashSet<PathBuf>>,
 }
 
@@ -69,7 +70,7 @@ impl BackendEndpointAllocator {
     pub fn new(
         user_sid_hash: &str,
         namespace_id: &str,
-        max_attempts: u32,
+        max_attempts: NonZeroU32,
     ) -> Result<Self, AllocError> {
         let (dir, base) = host::socket_dir_with_base();
         Self::build(user_sid_hash, namespace_id, dir, Some(base), max_attempts)
@@ -81,7 +82,7 @@ impl BackendEndpointAllocator {
         user_sid_hash: &str,
         namespace_id: &str,
         socket_dir: &Path,
-        max_attempts: u32,
+        max_attempts: NonZeroU32,
     ) -> Result<Self, AllocError> {
         Self::build(
             user_sid_hash,
@@ -97,17 +98,11 @@ impl BackendEndpointAllocator {
         namespace_id: &str,
         socket_dir: PathBuf,
         base: Option<PathBuf>,
-        max_attempts: u32,
+        max_attempts: NonZeroU32,
     ) -> Result<Self, AllocError> {
         validate_user_sid_hash(user_sid_hash)?;
         validate_namespace_id(namespace_id)?;
         path_to_string(&socket_dir)?;
-        if max_attempts == 0 {
-            return Err(AllocError::Exhausted {
-                attempts: 0,
-                dir: socket_dir,
-            });
-        }
         Ok(BackendEndpointAllocator {
             user_sid_hash: user_sid_hash.to_owned(),
             namespace_id: namespace_id.to_owned(),
@@ -131,7 +126,7 @@ impl BackendEndpointAllocator {
     }
 
     pub fn max_attempts(&self) -> u32 {
-        self.max_attempts
+        self.max_attempts.get()
     }
 
     /// The reserved set. A panic while it was held cannot leave it
@@ -177,7 +172,7 @@ impl BackendEndpointAllocator {
             other => other,
         })?;
         ensure_private_dir(&self.socket_dir, self.base.as_deref()).map_err(AllocError::from)?;
-        for _ in 0..self.max_attempts {
+        for _ in 0..self.max_attempts.get() {
             let token = random()?;
             let name = backend_socket_name(&self.user_sid_hash, &hex::encode(token))
                 .map_err(AllocError::from)?;
@@ -201,7 +196,7 @@ impl BackendEndpointAllocator {
             });
         }
         Err(AllocError::Exhausted {
-            attempts: self.max_attempts,
+            attempts: self.max_attempts.get(),
             dir: self.socket_dir.clone(),
         }
         .into())
@@ -246,7 +241,9 @@ mod tests {
     fn allocates_unique_paths_and_releases() {
         let tmp = private_tmp();
         let dir = tmp.path().join("broker");
-        let alloc = BackendEndpointAllocator::with_socket_dir(HASH, "shared", &dir, 16).unwrap();
+        let alloc =
+            BackendEndpointAllocator::with_socket_dir(HASH, "shared", &dir, DEFAULT_MAX_ATTEMPTS)
+                .unwrap();
         let a = alloc.allocate().unwrap();
         let b = alloc.allocate().unwrap();
         assert_ne!(a.path(), b.path());
@@ -262,7 +259,13 @@ mod tests {
     fn collisions_retry_then_exhaust() {
         let tmp = private_tmp();
         let dir = tmp.path().join("broker");
-        let alloc = BackendEndpointAllocator::with_socket_dir(HASH, "shared", &dir, 3).unwrap();
+        let alloc = BackendEndpointAllocator::with_socket_dir(
+            HASH,
+            "shared",
+            &dir,
+            NonZeroU32::new(3).unwrap(),
+        )
+        .unwrap();
         let first = alloc
             .allocate_with(|| Ok::<_, AllocError>([1u8; 16]))
             .unwrap();
@@ -294,7 +297,9 @@ mod tests {
     fn too_long_dir_fails_before_touching_disk() {
         let tmp = private_tmp();
         let dir = tmp.path().join("d".repeat(60));
-        let alloc = BackendEndpointAllocator::with_socket_dir(HASH, "shared", &dir, 16).unwrap();
+        let alloc =
+            BackendEndpointAllocator::with_socket_dir(HASH, "shared", &dir, DEFAULT_MAX_ATTEMPTS)
+                .unwrap();
         let err = alloc.allocate().unwrap_err();
         assert!(
             matches!(

@@ -62,13 +62,20 @@ impl BrokerInstanceKey {
         if id == "shared" {
             return Ok(BrokerInstanceKey::Shared);
         }
-        match id.split_once(':') {
+        let inner = match id.split_once(':') {
             Some(("private", name)) => Self::private(name),
             Some(("explicit", name)) => Self::explicit(name),
-            _ => Err(bad(
-                "must be 'shared', 'private:<service>' or 'explicit:<name>'",
-            )),
-        }
+            _ => {
+                return Err(bad(
+                    "must be 'shared', 'private:<service>' or 'explicit:<name>'",
+                ))
+            }
+        };
+        // Report the id the caller gave, with the inner rule as the reason.
+        inner.map_err(|e| match e {
+            ValidationError::Name { kind, reason, .. } => bad(&format!("{kind}: {reason}")),
+            other => other,
+        })
     }
 
     /// The isolation this instance stands for.

@@ -319,6 +319,8 @@ impl ServiceDefinition {
     /// Loads a definition from a `.servicedef` file path. Its directory must be
     /// private and the file stem must equal the service name inside it.
     pub fn load_file(path: &Path) -> Result<Self, StoreError> {
+        let absolute = absolute(path)?;
+        let path = absolute.as_path();
         let stem = path
             .file_stem()
             .and_then(|s| s.to_str())
@@ -375,18 +377,17 @@ fn file_name(service_name: &str) -> String {
     format!("{service_name}.{SERVICEDEF_EXTENSION}")
 }
 
+/// `path` made absolute against the working directory (without resolving
+/// symlinks), so that its parent is always a real directory to check.
+fn absolute(path: &Path) -> Result<PathBuf, StoreError> {
+    std::path::absolute(path).map_err(|e| super::error::FsError::io("resolve", path, e).into())
+}
+
 fn resolve_dir(dir: Option<&Path>) -> Result<PathBuf, StoreError> {
-    let dir = match dir {
-        Some(dir) => dir.to_path_buf(),
-        None => service_def_dir()?,
-    };
-    if !dir.is_absolute() {
-        // Relative directories would depend on the caller's working directory.
-        return Ok(std::env::current_dir()
-            .map_err(|e| super::error::FsError::io("resolve", &dir, e))?
-            .join(dir));
+    match dir {
+        Some(dir) => absolute(dir),
+        None => absolute(&service_def_dir()?),
     }
-    Ok(dir)
 }
 
 /// The service definition directory: `$RUNNING_PROCESS_SERVICE_DEF_DIR`, else

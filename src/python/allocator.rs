@@ -1,5 +1,6 @@
 //! Python class for the backend endpoint allocator.
 
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 
 use pyo3::exceptions::PyValueError;
@@ -28,6 +29,8 @@ impl PyBackendEndpointAllocator {
         max_attempts: u32,
         socket_dir: Option<PathBuf>,
     ) -> PyResult<Self> {
+        let max_attempts = NonZeroU32::new(max_attempts)
+            .ok_or_else(|| PyValueError::new_err("max_attempts must be at least 1"))?;
         let inner = match socket_dir {
             Some(dir) => BackendEndpointAllocator::with_socket_dir(
                 user_sid_hash,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString, PyType};
+use pyo3::types::{PyBytes, PyDict, PyMapping, PyString, PyType};
 
 use crate::broker::error::ValidationError;
 use crate::broker::identity::{hash_from_slice, DaemonProcess, Endpoint};
@@ -41,6 +41,16 @@ fn builtins_getattr(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     py.import("builtins")?.getattr("getattr")
 }
 
+/// Labels from any mapping of str to str (dict, MappingProxyType, ...).
+fn labels_from_mapping(mapping: &Bound<'_, PyAny>) -> PyResult<BTreeMap<String, String>> {
+    if let Ok(dict) = mapping.cast::<PyDict>() {
+        return dict.extract();
+    }
+    let copy = PyDict::new(mapping.py());
+    copy.update(mapping.cast::<PyMapping>()?)?;
+    copy.extract()
+}
+
 /// Which broker instance serves a service.
 #[pyclass(
     name = "Isolation",
@@ -48,7 +58,6 @@ fn builtins_getattr(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     eq,
     eq_int,
     frozen,
-    hash,
     from_py_object
 )]
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -103,6 +112,11 @@ impl PyIsolation {
         Isolation::from(*self) as i32
     }
 
+    /// Hashes as the wire value, because members compare equal to it.
+    fn __hash__(&self) -> isize {
+        self.value() as isize
+    }
+
     fn __reduce__<'py>(
         &self,
         py: Python<'py>,
@@ -138,7 +152,7 @@ impl PyServiceDefinition {
         explicit_instance = String::new(),
         min_version = String::new(),
         version_allow_list = Vec::new(),
-        labels = BTreeMap::new(),
+        labels = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -149,8 +163,12 @@ impl PyServiceDefinition {
         explicit_instance: String,
         min_version: String,
         version_allow_list: Vec<String>,
-        labels: BTreeMap<String, String>,
+        labels: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
+        let labels = match labels {
+            None => BTreeMap::new(),
+            Some(mapping) => labels_from_mapping(&mapping)?,
+        };
         let inner = ServiceDefinition {
             service_name,
             binary_path: path_text("binary_path", binary_path)?,
