@@ -10,6 +10,7 @@ pub mod host;
 pub mod identity;
 pub mod keys;
 pub mod names;
+pub mod probe;
 pub mod proto;
 pub mod service;
 pub mod trace;
