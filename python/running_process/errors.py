@@ -34,6 +34,15 @@ __all__ = [
     "HostIdentityError",
     "PathTooLongError",
     "AllocationExhaustedError",
+    "BackendLaunchError",
+    "BinaryPolicyError",
+    "EndpointError",
+    "SpawnError",
+    "BackendExitedError",
+    "NotReadyError",
+    "VerificationError",
+    "ProbeError",
+    "LauncherError",
 ]
 
 
@@ -71,6 +80,14 @@ class RunningProcessError(Exception):
         return (_rebuild, (type(self), self.message, fields))
 
 
+class BackendLaunchError(RunningProcessError):
+    """A launch failed. Whatever was started has been killed and reaped, its
+    socket file and log removed, and its endpoint released."""
+
+    _fields: ClassVar[tuple[str, ...]] = ("reason",)
+    reason: str
+
+
 class InvalidNameError(RunningProcessError, ValueError):
     """A service name, instance name, per-user hash or instance id with a bad
     shape. ``kind`` says which (``"service name"``, ``"instance name"``,
@@ -90,9 +107,10 @@ class InvalidVersionError(RunningProcessError, ValueError):
     reason: str
 
 
-class VersionRefusedError(RunningProcessError):
+class VersionRefusedError(BackendLaunchError):
     """A valid version that a service definition's policy refuses
-    (below ``min_version`` or outside ``version_allow_list``)."""
+    (below ``min_version`` or outside ``version_allow_list``). Raised by
+    ``check_version`` and by a launch, before anything is spawned."""
 
     _fields = ("service_name", "version", "reason")
     service_name: str
@@ -206,3 +224,80 @@ class AllocationExhaustedError(RunningProcessError):
     _fields = ("attempts", "dir")
     attempts: int
     dir: str
+
+
+class BinaryPolicyError(BackendLaunchError):
+    """The backend binary or its allow-list root was refused before anything
+    was spawned. ``variant`` names the rule: ``EmptyBinaryPath``,
+    ``EmptyPerVersionBinaryDir``, ``CanonicalizeBinary``,
+    ``CanonicalizeBinaryRoot``, ``BinaryOutsideAllowRoot``, ``NotExecutable``,
+    ``InsecurePermissions`` or ``BadInterpreter``."""
+
+    _fields = ("reason", "variant", "path")
+    variant: str
+    path: Optional[str]
+
+
+class EndpointError(BackendLaunchError):
+    """No endpoint could be allocated (the cause is chained as
+    ``__cause__``: ``InsecureDirectoryError``, ``PathTooLongError``, ...)."""
+
+    _fields = ("reason",)
+
+
+class SpawnError(BackendLaunchError, OSError):
+    """The backend process could not be started; ``os_errno`` is the kernel's
+    answer to exec (``ENOENT``, ``EACCES``, ``ENOEXEC``, ...)."""
+
+    _fields = ("reason", "path", "os_errno")
+    path: str
+    os_errno: Optional[int]
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message, **fields)
+        self.errno = fields.get("os_errno")
+
+
+class BackendExitedError(BackendLaunchError):
+    """The backend ended before it was ready. ``returncode`` follows
+    :mod:`subprocess`: the exit status, or minus the signal number."""
+
+    _fields = ("reason", "pid", "returncode", "log_tail")
+    pid: int
+    returncode: int
+    log_tail: str
+
+
+class NotReadyError(BackendLaunchError):
+    """The backend did not accept and answer the probe within
+    ``ready_timeout`` seconds."""
+
+    _fields = ("reason", "pid", "timeout", "log_tail")
+    pid: int
+    timeout: float
+    log_tail: str
+
+
+class VerificationError(BackendLaunchError):
+    """The running backend is not provably the one launched: ``field``
+    (``peer pid``, ``peer uid``, ``exe_path``, ``exe_sha256``, ``boot_id``,
+    ``pid``, ``ipc_endpoint.path``, ``script``, ...) differs."""
+
+    _fields = ("reason", "field", "expected", "actual")
+    field: str
+    expected: str
+    actual: str
+
+
+class ProbeError(BackendLaunchError):
+    """The identity probe failed: the backend answered garbage, the wrong
+    nonce or request id, or closed the connection."""
+
+    _fields = ("reason",)
+
+
+class LauncherError(BackendLaunchError):
+    """A launcher implemented in Python failed or returned something that is
+    not a ``BackendHandle``."""
+
+    _fields = ("reason",)

@@ -2,6 +2,7 @@
 //! allocator. Each submodule holds one concept of the contract.
 
 pub mod allocator;
+pub mod binary;
 pub mod env;
 pub mod error;
 pub mod frame;
@@ -9,8 +10,11 @@ pub mod fs;
 pub mod host;
 pub mod identity;
 pub mod keys;
+pub mod launcher;
 pub mod names;
 pub mod probe;
 pub mod proto;
+pub mod reaper;
 pub mod service;
+pub mod spawn;
 pub mod trace;

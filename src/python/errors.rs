@@ -9,9 +9,12 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
 use pyo3::IntoPyObjectExt;
 
+use crate::broker::binary::BinaryError;
 use crate::broker::error::{
     AllocError, DecodeError, FsError, HostError, StoreError, ValidationError,
 };
+use crate::broker::launcher::LaunchError;
+use crate::broker::reaper::Exit;
 
 static ERRORS_MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 
@@ -309,4 +312,125 @@ into_pyerr! {
     DecodeError => decode_error,
     AllocError => alloc_error,
     StoreError => store_error,
+}
+
+fn launch_class<'py>(
+    py: Python<'py>,
+    class: &str,
+    message: String,
+    mut fields: Vec<Field<'py>>,
+) -> PyErr {
+    fields.insert(0, ("reason", value(py, message.clone())));
+    build(py, class, message, fields)
+}
+
+pub(crate) fn launch_error(py: Python<'_>, err: LaunchError) -> PyErr {
+    let message = err.to_string();
+    match err {
+        LaunchError::Invalid(v) => validation_error(py, v),
+        LaunchError::Binary(b) => {
+            let (variant, path) = binary_variant(&b);
+            launch_class(
+                py,
+                "BinaryPolicyError",
+                message,
+                vec![("variant", value(py, variant)), ("path", value(py, path))],
+            )
+        }
+        LaunchError::Endpoint(alloc) => {
+            let cause = alloc_error(py, alloc);
+            let err = launch_class(py, "EndpointError", message, vec![]);
+            err.set_cause(py, Some(cause));
+            err
+        }
+        LaunchError::LogFile(fs) => {
+            let cause = fs_error(py, fs);
+            let err = launch_class(py, "EndpointError", message, vec![]);
+            err.set_cause(py, Some(cause));
+            err
+        }
+        LaunchError::Spawn { path, errno, .. } => launch_class(
+            py,
+            "SpawnError",
+            message,
+            vec![
+                ("path", path_value(py, &path)),
+                ("os_errno", value(py, errno)),
+            ],
+        ),
+        LaunchError::Exited {
+            pid,
+            exit,
+            log_tail,
+        } => launch_class(
+            py,
+            "BackendExitedError",
+            message,
+            vec![
+                ("pid", value(py, pid)),
+                ("returncode", value(py, returncode(exit))),
+                ("log_tail", value(py, log_tail)),
+            ],
+        ),
+        LaunchError::NotReady {
+            pid,
+            timeout,
+            log_tail,
+        } => launch_class(
+            py,
+            "NotReadyError",
+            message,
+            vec![
+                ("pid", value(py, pid)),
+                ("timeout", value(py, timeout.as_secs_f64())),
+                ("log_tail", value(py, log_tail)),
+            ],
+        ),
+        LaunchError::Mismatch {
+            field,
+            expected,
+            actual,
+        } => launch_class(
+            py,
+            "VerificationError",
+            message,
+            vec![
+                ("field", value(py, field)),
+                ("expected", value(py, expected)),
+                ("actual", value(py, actual)),
+            ],
+        ),
+        LaunchError::Probe(_) => launch_class(py, "ProbeError", message, vec![]),
+        LaunchError::Host(h) => host_error(py, h),
+        LaunchError::Launcher { .. } => launch_class(py, "LauncherError", message, vec![]),
+    }
+}
+
+/// `subprocess`-style return code: the exit status, or minus the signal.
+pub(crate) fn returncode(exit: Exit) -> i32 {
+    match exit {
+        Exit::Code(c) => c,
+        Exit::Signal(s) => -s,
+    }
+}
+
+fn binary_variant(err: &BinaryError) -> (&'static str, Option<String>) {
+    let p = |p: &Path| Some(p.to_string_lossy().into_owned());
+    match err {
+        BinaryError::EmptyBinaryPath => ("EmptyBinaryPath", None),
+        BinaryError::EmptyPerVersionBinaryDir => ("EmptyPerVersionBinaryDir", None),
+        BinaryError::CanonicalizeBinary { path, .. } => ("CanonicalizeBinary", p(path)),
+        BinaryError::CanonicalizeBinaryRoot { path, .. } => ("CanonicalizeBinaryRoot", p(path)),
+        BinaryError::BinaryOutsideAllowRoot { binary, .. } => ("BinaryOutsideAllowRoot", p(binary)),
+        BinaryError::NotExecutable { path, .. } => ("NotExecutable", p(path)),
+        BinaryError::InsecurePermissions { path, .. } => ("InsecurePermissions", p(path)),
+        BinaryError::BadInterpreter { path, .. } => ("BadInterpreter", p(path)),
+        BinaryError::Io { path, .. } => ("Io", p(path)),
+    }
+}
+
+impl From<LaunchError> for PyErr {
+    fn from(err: LaunchError) -> PyErr {
+        Python::attach(|py| launch_error(py, err))
+    }
 }

@@ -6,6 +6,7 @@
 mod allocator;
 mod errors;
 mod functions;
+mod launcher;
 mod values;
 
 use std::sync::OnceLock;
@@ -47,6 +48,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<values::PyTraceContext>()?;
     m.add_class::<values::PyDaemonProcess>()?;
     m.add_class::<allocator::PyBackendEndpointAllocator>()?;
+    m.add_class::<launcher::PyCommandBackendLauncher>()?;
+    m.add_class::<launcher::PyBackendHandle>()?;
 
     m.add_function(wrap_pyfunction!(refresh_logging, m)?)?;
     m.add_function(wrap_pyfunction!(functions::user_sid_hash, m)?)?;

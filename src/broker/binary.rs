@@ -1,0 +1,343 @@
+//! The backend executable: allow-list check, open once, hash once, and what
+//! the kernel will actually run (`#!` scripts).
+//!
+//! [`open_backend`] canonicalizes the binary and its allow-list root (symlinks
+//! and `..` resolved), requires the binary inside the root, opens it, checks
+//! that the opened file is the canonical one (a component swapped between the
+//! two steps is caught), that it is a regular executable file that neither
+//! group nor other can write, and that the root is not writable by group or
+//! other either. It then hashes the open descriptor, reusing a cached digest
+//! when device, inode, size, mtime and ctime are unchanged: ctime cannot be set
+//! by users and moves on every write, so an unchanged stamp means unchanged
+//! content.
+//!
+//! For a `#!` script the identity is the script's (path and hash), and
+//! [`ScriptInterpreter`] says which executable `/proc/<pid>/exe` must show:
+//! the interpreter as the kernel resolves it, or for `/usr/bin/env NAME` the
+//! first `NAME` on the launch `PATH`.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{File, Metadata};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use super::identity::sha256_reader;
+use super::spawn::fd_path;
+
+/// Identity of a file's content as far as the kernel tells: if none of these
+/// changed, neither did the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileStamp {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
+}
+
+impl FileStamp {
+    pub fn of(meta: &Metadata) -> Self {
+        FileStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
+/// Why a backend executable was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum BinaryError {
+    #[error("binary_path is empty")]
+    EmptyBinaryPath,
+    #[error("per_version_binary_dir is empty")]
+    EmptyPerVersionBinaryDir,
+    #[error("cannot canonicalize binary {path}: {source}")]
+    CanonicalizeBinary {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot canonicalize allow-list root {path}: {source}")]
+    CanonicalizeBinaryRoot {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("binary {binary} is outside its allow-list root {root}")]
+    BinaryOutsideAllowRoot { binary: PathBuf, root: PathBuf },
+    #[error("binary {path} cannot be used: {reason}")]
+    NotExecutable { path: PathBuf, reason: String },
+    #[error("{path} is writable by group or other (mode {mode:04o}); refusing to run it")]
+    InsecurePermissions { path: PathBuf, mode: u32 },
+    #[error("script {path} names interpreter {interpreter:?}: {reason}")]
+    BadInterpreter {
+        path: PathBuf,
+        interpreter: String,
+        reason: String,
+    },
+    #[error("{operation} {path}: {source}")]
+    Io {
+        operation: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The interpreter of a `#!` script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptInterpreter {
+    /// The canonical executable `/proc/<pid>/exe` will show.
+    pub exe: PathBuf,
+    /// The `#!` line's interpreter path as written.
+    pub declared: String,
+}
+
+/// An opened, checked and hashed backend executable.
+#[derive(Debug)]
+pub struct BackendBinary {
+    pub file: File,
+    pub canonical: PathBuf,
+    pub root: PathBuf,
+    pub stamp: FileStamp,
+    pub sha256: [u8; 32],
+    /// Set for `#!` scripts.
+    pub interpreter: Option<ScriptInterpreter>,
+}
+
+impl BackendBinary {
+    /// The executable `/proc/<pid>/exe` must show once it runs.
+    pub fn expected_exe(&self) -> &Path {
+        match &self.interpreter {
+            Some(i) => &i.exe,
+            None => &self.canonical,
+        }
+    }
+}
+
+fn io_error<'a>(
+    operation: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> BinaryError + 'a {
+    move |source| BinaryError::Io {
+        operation,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Digests by (device, inode), with the stamp they were computed for.
+type DigestCache = Mutex<HashMap<(u64, u64), (FileStamp, [u8; 32])>>;
+
+fn digest_cache() -> &'static DigestCache {
+    static CACHE: OnceLock<DigestCache> = OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// SHA-256 of an open file, from the cache when its stamp is unchanged.
+/// Returns the digest and whether it was computed now.
+pub fn cached_sha256(file: &File, stamp: FileStamp) -> io::Result<([u8; 32], bool)> {
+    let key = (stamp.dev, stamp.ino);
+    if let Some((cached, digest)) = digest_cache()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+    {
+        if *cached == stamp {
+            return Ok((*digest, false));
+        }
+    }
+    let mut reader = file;
+    reader.seek(SeekFrom::Start(0))?;
+    let digest = sha256_reader(reader)?;
+    // A write during hashing would move ctime; only cache a stable result.
+    if FileStamp::of(&file.metadata()?) == stamp {
+        digest_cache()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (stamp, digest));
+    }
+    Ok((digest, true))
+}
+
+/// Applies the allow-list rule, opens, checks and hashes the backend binary.
+/// `path_var` is the `PATH` of the launch environment (for `#!/usr/bin/env`).
+pub fn open_backend(
+    binary_path: &str,
+    root: &str,
+    path_var: Option<&OsStr>,
+) -> Result<BackendBinary, BinaryError> {
+    if binary_path.is_empty() {
+        return Err(BinaryError::EmptyBinaryPath);
+    }
+    if root.is_empty() {
+        return Err(BinaryError::EmptyPerVersionBinaryDir);
+    }
+    let root_path = Path::new(root);
+    let root = root_path
+        .canonicalize()
+        .map_err(|source| BinaryError::CanonicalizeBinaryRoot {
+            path: root_path.to_path_buf(),
+            source,
+        })?;
+    let given = Path::new(binary_path);
+    let canonical = given
+        .canonicalize()
+        .map_err(|source| BinaryError::CanonicalizeBinary {
+            path: given.to_path_buf(),
+            source,
+        })?;
+    if !canonical.starts_with(&root) || canonical == root {
+        return Err(BinaryError::BinaryOutsideAllowRoot {
+            binary: canonical,
+            root,
+        });
+    }
+    check_not_writable_by_others(&root)?;
+
+    let file = File::open(&canonical).map_err(io_error("open", &canonical))?;
+    // The file we opened must be the one we checked, not one swapped in
+    // between canonicalize and open.
+    let opened = fd_path(file.as_raw_fd()).map_err(io_error("inspect", &canonical))?;
+    if opened != canonical {
+        return Err(BinaryError::BinaryOutsideAllowRoot {
+            binary: opened,
+            root,
+        });
+    }
+    let meta = file.metadata().map_err(io_error("stat", &canonical))?;
+    if !meta.is_file() {
+        return Err(BinaryError::NotExecutable {
+            path: canonical,
+            reason: "not a regular file".to_owned(),
+        });
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o111 == 0 {
+        return Err(BinaryError::NotExecutable {
+            path: canonical,
+            reason: format!("mode {mode:04o} has no execute bit"),
+        });
+    }
+    if mode & 0o022 != 0 {
+        return Err(BinaryError::InsecurePermissions {
+            path: canonical,
+            mode,
+        });
+    }
+    let stamp = FileStamp::of(&meta);
+    let (sha256, _) = cached_sha256(&file, stamp).map_err(io_error("hash", &canonical))?;
+    let interpreter = script_interpreter(&file, &canonical, path_var)?;
+    Ok(BackendBinary {
+        file,
+        canonical,
+        root,
+        stamp,
+        sha256,
+        interpreter,
+    })
+}
+
+fn check_not_writable_by_others(dir: &Path) -> Result<(), BinaryError> {
+    let meta = std::fs::metadata(dir).map_err(io_error("stat", dir))?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(BinaryError::InsecurePermissions {
+            path: dir.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+/// Parses the `#!` line of an open file, if any, and resolves the executable
+/// the kernel will end up running.
+fn script_interpreter(
+    file: &File,
+    script: &Path,
+    path_var: Option<&OsStr>,
+) -> Result<Option<ScriptInterpreter>, BinaryError> {
+    let mut head = [0u8; 256];
+    let mut reader = file;
+    reader
+        .seek(SeekFrom::Start(0))
+        .map_err(io_error("read", script))?;
+    let mut filled = 0;
+    while filled < head.len() {
+        match reader.read(&mut head[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_error("read", script)(e)),
+        }
+    }
+    let head = &head[..filled];
+    let Some(rest) = head.strip_prefix(b"#!") else {
+        return Ok(None);
+    };
+    let line = rest.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let line = line.trim_matches(|c| c == ' ' || c == '\t');
+    let (declared, arg) = match line.find([' ', '\t']) {
+        Some(at) => (
+            &line[..at],
+            line[at..].trim_matches(|c| c == ' ' || c == '\t'),
+        ),
+        None => (line, ""),
+    };
+    let bad = |reason: &str| BinaryError::BadInterpreter {
+        path: script.to_path_buf(),
+        interpreter: declared.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if !declared.starts_with('/') {
+        return Err(bad("the #! interpreter must be an absolute path"));
+    }
+    let interp = Path::new(declared)
+        .canonicalize()
+        .map_err(|e| bad(&e.to_string()))?;
+    let is_env = interp.file_name() == Some(OsStr::new("env"));
+    let exe = if is_env {
+        if arg.is_empty() || arg.starts_with('-') {
+            return Err(bad(
+                "#!/usr/bin/env needs a program name (options are not supported)",
+            ));
+        }
+        find_on_path(arg, path_var)
+            .ok_or_else(|| bad(&format!("{arg} is not on the launch PATH")))?
+    } else {
+        interp
+    };
+    Ok(Some(ScriptInterpreter {
+        exe,
+        declared: declared.to_owned(),
+    }))
+}
+
+/// The canonical path of the first executable `name` on `path_var`.
+fn find_on_path(name: &str, path_var: Option<&OsStr>) -> Option<PathBuf> {
+    if name.contains('/') {
+        return Path::new(name).canonicalize().ok();
+    }
+    let path_var = path_var?;
+    for dir in path_var.as_bytes().split(|&b| b == b':') {
+        if dir.is_empty() {
+            continue;
+        }
+        let candidate = Path::new(OsStr::from_bytes(dir)).join(name);
+        if let Ok(meta) = std::fs::metadata(&candidate) {
+            if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+                return candidate.canonicalize().ok();
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,859 @@
+//! The verified launch: from a key, a service definition and a trace context
+//! to a running backend whose identity has been proven, or a typed error and
+//! nothing left behind.
+//!
+//! Steps, in order (each failure after the spawn kills and reaps the child,
+//! removes its socket file and log, and releases the endpoint):
+//!
+//! 1. policy before side effects: the key and definition are valid and agree,
+//!    the version is admitted, the binary lies inside its allow-list root and
+//!    is a regular executable nobody else can write ([`super::binary`]);
+//! 2. an endpoint from the allocator of the key's instance namespace;
+//! 3. the binary is hashed once and that same descriptor is executed;
+//! 4. detached spawn ([`super::spawn`]) with the v1 environment, loader
+//!    variables scrubbed, output to a private log file;
+//! 5. readiness: connect attempts with a backoff that starts at 20 µs, while
+//!    polling the child's pidfd, so a child that dies is noticed at once;
+//! 6. verification on the connected socket: peer credentials (pid and uid),
+//!    `/proc/<pid>/exe` and the stamp of the hashed file, the nonce probe, and
+//!    the identity compared field by field.
+//!
+//! What this module does not do: reuse backends (registry, pool) or decide
+//! which version to run (router).
+
+use std::collections::HashMap;
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::allocator::{BackendEndpointAllocator, DEFAULT_MAX_ATTEMPTS};
+use super::binary::{open_backend, BackendBinary, BinaryError, FileStamp};
+use super::env;
+use super::error::{AllocError, FsError, HostError, ValidationError};
+use super::fs::ensure_private_dir;
+use super::host;
+use super::identity::{DaemonProcess, Endpoint};
+use super::keys::{BackendKey, BrokerInstanceKey};
+use super::probe::{compare_identity, probe_stream, ProbeError};
+use super::reaper::{ChildWatch, Exit};
+use super::service::ServiceDefinition;
+use super::spawn::{self, SpawnError, SpawnRequest};
+use super::trace::TraceContext;
+
+/// Default seconds a backend may sit without clients before it exits.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u32 = 30;
+/// Default time a backend has to become ready.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes of the log file's end carried in launch errors.
+pub const LOG_TAIL_BYTES: u64 = 4096;
+
+/// Environment variables removed from a backend's environment by default:
+/// every `LD_*` loader variable and the other variables glibc ignores for
+/// set-uid programs because they change what code a process loads.
+pub const DEFAULT_ENV_SCRUB: &[&str] = &[
+    "LD_*",
+    "GCONV_PATH",
+    "GETCONF_DIR",
+    "HOSTALIASES",
+    "LOCALDOMAIN",
+    "LOCPATH",
+    "MALLOC_TRACE",
+    "NIS_PATH",
+    "NLSPATH",
+    "RESOLV_HOST_CONF",
+    "RES_OPTIONS",
+];
+
+/// Why a launch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// The key, definition or version breaks a rule; nothing was spawned.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The binary or its allow-list root was refused; nothing was spawned.
+    #[error(transparent)]
+    Binary(#[from] BinaryError),
+    /// No endpoint could be allocated; nothing was spawned.
+    #[error("endpoint allocation failed: {0}")]
+    Endpoint(#[source] AllocError),
+    /// The private log file could not be created; nothing was spawned.
+    #[error("log file: {0}")]
+    LogFile(#[source] FsError),
+    /// The process could not be started (an exec failure carries its errno).
+    #[error("spawning {path} failed: {source}")]
+    Spawn {
+        path: PathBuf,
+        errno: Option<i32>,
+        #[source]
+        source: io::Error,
+    },
+    /// The backend ended before it was ready.
+    #[error("backend pid {pid} ended with {exit} before it was ready; log tail:\n{log_tail}")]
+    Exited {
+        pid: u32,
+        exit: Exit,
+        log_tail: String,
+    },
+    /// The backend did not accept and answer in time.
+    #[error("backend pid {pid} was not ready within {timeout:?}; log tail:\n{log_tail}")]
+    NotReady {
+        pid: u32,
+        timeout: Duration,
+        log_tail: String,
+    },
+    /// Something about the running backend differs from what was launched.
+    #[error("verification failed: {field} expected {expected}, got {actual}")]
+    Mismatch {
+        field: &'static str,
+        expected: String,
+        actual: String,
+    },
+    /// The identity probe failed (garbage, wrong nonce, closed connection...).
+    #[error("identity probe failed: {0}")]
+    Probe(#[source] ProbeError),
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// A launcher implemented outside this crate failed.
+    #[error("launcher failed: {message}")]
+    Launcher { message: String },
+}
+
+fn mismatch(field: &'static str, expected: impl ToString, actual: impl ToString) -> LaunchError {
+    LaunchError::Mismatch {
+        field,
+        expected: expected.to_string(),
+        actual: actual.to_string(),
+    }
+}
+
+impl From<ProbeError> for LaunchError {
+    fn from(e: ProbeError) -> Self {
+        match e {
+            ProbeError::Mismatch {
+                field,
+                expected,
+                actual,
+            } => LaunchError::Mismatch {
+                field,
+                expected,
+                actual,
+            },
+            other => LaunchError::Probe(other),
+        }
+    }
+}
+
+/// Anything that can start a backend for a key.
+pub trait BackendLauncher: Send + Sync {
+    fn launch(
+        &self,
+        key: &BackendKey,
+        service_definition: &ServiceDefinition,
+        trace: &TraceContext,
+    ) -> Result<BackendHandle, LaunchError>;
+}
+
+/// Settings of a [`CommandBackendLauncher`].
+#[derive(Debug, Clone)]
+pub struct LaunchOptions {
+    /// Passed to the backend as `RUNNING_PROCESS_BROKER_V1_IDLE_TIMEOUT_SECS`.
+    pub idle_timeout_secs: Option<u32>,
+    /// How long a backend has to become ready and pass the probe.
+    pub ready_timeout: Duration,
+    /// Where backend logs go (default: `logs` beside the socket directory).
+    pub log_dir: Option<PathBuf>,
+    /// Socket directory override (default: [`host::socket_dir`]).
+    pub socket_dir: Option<PathBuf>,
+    /// Names removed from the inherited environment; a trailing `*` matches
+    /// a prefix.
+    pub env_scrub: Vec<String>,
+}
+
+impl Default for LaunchOptions {
+    fn default() -> Self {
+        LaunchOptions {
+            idle_timeout_secs: Some(DEFAULT_IDLE_TIMEOUT_SECS),
+            ready_timeout: DEFAULT_READY_TIMEOUT,
+            log_dir: None,
+            socket_dir: None,
+            env_scrub: DEFAULT_ENV_SCRUB.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+}
+
+/// Launches backends as child processes of this process and verifies them.
+pub struct CommandBackendLauncher {
+    user_sid_hash: String,
+    boot_id: String,
+    euid: u32,
+    options: LaunchOptions,
+    socket_dir: PathBuf,
+    socket_base: Option<PathBuf>,
+    log_dir: PathBuf,
+    log_base: Option<PathBuf>,
+    allocators: Mutex<HashMap<String, Arc<BackendEndpointAllocator>>>,
+}
+
+impl CommandBackendLauncher {
+    /// A launcher for the calling user.
+    pub fn for_current_user(options: LaunchOptions) -> Result<Self, LaunchError> {
+        Self::new(&host::user_sid_hash()?, options)
+    }
+
+    /// A launcher with an explicit per-user hash.
+    pub fn new(user_sid_hash: &str, options: LaunchOptions) -> Result<Self, LaunchError> {
+        super::names::validate_user_sid_hash(user_sid_hash)?;
+        let (socket_dir, socket_base) = match &options.socket_dir {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                let (dir, base) = host::socket_dir_with_base();
+                (dir, Some(base))
+            }
+        };
+        let (log_dir, log_base) = match &options.log_dir {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                let parent = socket_dir.parent().unwrap_or(Path::new("/")).to_path_buf();
+                (parent.join("logs"), socket_base.clone())
+            }
+        };
+        Ok(CommandBackendLauncher {
+            user_sid_hash: user_sid_hash.to_owned(),
+            boot_id: host::boot_id()?,
+            euid: host::effective_uid(),
+            options,
+            socket_dir,
+            socket_base,
+            log_dir,
+            log_base,
+            allocators: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn options(&self) -> &LaunchOptions {
+        &self.options
+    }
+
+    pub fn user_sid_hash(&self) -> &str {
+        &self.user_sid_hash
+    }
+
+    pub fn log_dir(&self) -> &Path {
+        &self.log_dir
+    }
+
+    pub fn socket_dir(&self) -> &Path {
+        &self.socket_dir
+    }
+
+    fn allocator(
+        &self,
+        instance: &BrokerInstanceKey,
+    ) -> Result<Arc<BackendEndpointAllocator>, LaunchError> {
+        let namespace = instance.id();
+        let mut map = self.allocators.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = map.get(&namespace) {
+            return Ok(Arc::clone(a));
+        }
+        let allocator = match &self.socket_base {
+            Some(_) if self.options.socket_dir.is_none() => {
+                BackendEndpointAllocator::new(&self.user_sid_hash, &namespace, DEFAULT_MAX_ATTEMPTS)
+            }
+            _ => BackendEndpointAllocator::with_socket_dir(
+                &self.user_sid_hash,
+                &namespace,
+                &self.socket_dir,
+                DEFAULT_MAX_ATTEMPTS,
+            ),
+        }
+        .map_err(LaunchError::Endpoint)?;
+        let allocator = Arc::new(allocator);
+        map.insert(namespace, Arc::clone(&allocator));
+        Ok(allocator)
+    }
+
+    /// The environment the backend starts with.
+    fn environment(
+        &self,
+        key: &BackendKey,
+        endpoint: &Endpoint,
+        trace: &TraceContext,
+    ) -> Vec<(OsString, OsString)> {
+        let scrubbed = |name: &OsStr| {
+            let name = name.as_bytes();
+            name.starts_with(b"RUNNING_PROCESS_BROKER_V1_")
+                || self
+                    .options
+                    .env_scrub
+                    .iter()
+                    .any(|rule| match rule.strip_suffix('*') {
+                        Some(prefix) => name.starts_with(prefix.as_bytes()),
+                        None => name == rule.as_bytes(),
+                    })
+        };
+        let mut vars: Vec<(OsString, OsString)> =
+            std::env::vars_os().filter(|(k, _)| !scrubbed(k)).collect();
+        let mut set = |k: &str, v: &str| vars.push((k.into(), v.into()));
+        set(env::ENV_SERVICE_NAME, key.service_name());
+        set(env::ENV_SERVICE_VERSION, key.service_version());
+        set(env::ENV_BACKEND_PIPE, &endpoint.path);
+        set(env::ENV_BACKEND_NAMESPACE, &endpoint.namespace_id);
+        set(env::ENV_INSTANCE, &key.instance().id());
+        if !trace.traceparent().is_empty() {
+            set(env::ENV_TRACEPARENT, trace.traceparent());
+        }
+        if !trace.tracestate().is_empty() {
+            set(env::ENV_TRACESTATE, trace.tracestate());
+        }
+        if let Some(secs) = self.options.idle_timeout_secs {
+            set(env::ENV_IDLE_TIMEOUT_SECS, &secs.to_string());
+        }
+        vars
+    }
+
+    fn open_log(
+        &self,
+        key: &BackendKey,
+        endpoint: &Endpoint,
+    ) -> Result<(File, PathBuf), LaunchError> {
+        ensure_private_dir(&self.log_dir, self.log_base.as_deref())
+            .map_err(LaunchError::LogFile)?;
+        let token = endpoint
+            .path
+            .rsplit("-be-")
+            .next()
+            .and_then(|t| t.strip_suffix(".sock"))
+            .unwrap_or("backend");
+        let path = self.log_dir.join(format!(
+            "{}-{}-{token}.log",
+            key.service_name(),
+            key.service_version()
+        ));
+        let file = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| LaunchError::LogFile(FsError::io("create", &path, e)))?;
+        Ok((file, path))
+    }
+}
+
+impl BackendLauncher for CommandBackendLauncher {
+    fn launch(
+        &self,
+        key: &BackendKey,
+        sd: &ServiceDefinition,
+        trace: &TraceContext,
+    ) -> Result<BackendHandle, LaunchError> {
+        let started = Instant::now();
+        // 1. Policy, before any side effect.
+        sd.validate()?;
+        if key.service_name() != sd.service_name {
+            return Err(ValidationError::ServiceDefinition {
+                field: "service_name",
+                value: sd.service_name.clone(),
+                reason: format!("the backend key is for service {:?}", key.service_name()),
+            }
+            .into());
+        }
+        let wanted_instance = BrokerInstanceKey::from_service_definition(sd)?;
+        if key.instance() != &wanted_instance {
+            return Err(ValidationError::ServiceDefinition {
+                field: "isolation",
+                value: sd.isolation.name().to_owned(),
+                reason: format!(
+                    "the definition asks for instance {wanted_instance} but the key names {}",
+                    key.instance()
+                ),
+            }
+            .into());
+        }
+        sd.check_version(key.service_version())?;
+        let path_var = std::env::var_os("PATH");
+        let binary = open_backend(
+            &sd.binary_path,
+            &sd.per_version_binary_dir,
+            path_var.as_deref(),
+        )?;
+
+        // 2. Endpoint.
+        let allocator = self.allocator(key.instance())?;
+        let endpoint = allocator.allocate().map_err(LaunchError::Endpoint)?;
+        let release = |log: Option<&Path>| {
+            remove_socket_file(Path::new(&endpoint.path));
+            allocator.release(Path::new(&endpoint.path));
+            if let Some(log) = log {
+                let _ = std::fs::remove_file(log);
+            }
+        };
+
+        let (log, log_path) = match self.open_log(key, &endpoint) {
+            Ok(l) => l,
+            Err(e) => {
+                release(None);
+                return Err(e);
+            }
+        };
+
+        // 3-4. Spawn exactly the hashed descriptor.
+        let env: Vec<CString> = self
+            .environment(key, &endpoint, trace)
+            .iter()
+            .filter_map(|(k, v)| spawn::env_entry(k, v))
+            .collect();
+        let argv0 = spawn::arg0(&binary.canonical).unwrap_or_default();
+        let request = SpawnRequest {
+            executable: &binary.file,
+            is_script: binary.interpreter.is_some(),
+            argv: vec![argv0],
+            env,
+            log: &log,
+        };
+        let spawned = match spawn::spawn(&request) {
+            Ok(s) => s,
+            Err(e) => {
+                release(Some(&log_path));
+                let (errno, source) = match e {
+                    SpawnError::Exec { errno, source } => (Some(errno), source),
+                    SpawnError::Setup { source, .. } => (source.raw_os_error(), source),
+                };
+                return Err(LaunchError::Spawn {
+                    path: binary.canonical.clone(),
+                    errno,
+                    source,
+                });
+            }
+        };
+        let pid = spawned.pid;
+        let watch = match ChildWatch::start(spawned) {
+            Ok(w) => w,
+            Err(source) => {
+                // Without a watcher nobody would reap it: kill and reap here.
+                // SAFETY: `pid` is our unreaped child.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                    libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0);
+                }
+                release(Some(&log_path));
+                return Err(LaunchError::Spawn {
+                    path: binary.canonical.clone(),
+                    errno: source.raw_os_error(),
+                    source,
+                });
+            }
+        };
+        log::debug!(
+            "spawned {} {} pid {pid} at {}",
+            key.service_name(),
+            key.service_version(),
+            endpoint.path
+        );
+
+        let expected = DaemonProcess {
+            pid,
+            exe_path: binary.canonical.to_string_lossy().into_owned(),
+            exe_sha256: binary.sha256,
+            boot_id: self.boot_id.clone(),
+            ipc_endpoint: endpoint.clone(),
+            started_at_unix_ms: host::unix_time_ms(),
+            idle_timeout_secs: self.options.idle_timeout_secs,
+        };
+        let proof = ExeProof::of(&binary);
+
+        // 5-6. Readiness and verification.
+        match wait_ready_and_verify(
+            &watch,
+            &expected,
+            &proof,
+            self.euid,
+            trace,
+            self.options.ready_timeout,
+            &log_path,
+        ) {
+            Ok(actual) => {
+                let daemon = DaemonProcess {
+                    started_at_unix_ms: actual.started_at_unix_ms,
+                    idle_timeout_secs: actual.idle_timeout_secs,
+                    ..expected
+                };
+                log::info!(
+                    "launched {} {} pid {pid} at {} in {:.1} ms (trace {})",
+                    key.service_name(),
+                    key.service_version(),
+                    endpoint.path,
+                    started.elapsed().as_secs_f64() * 1000.0,
+                    trace.trace_id().unwrap_or("-")
+                );
+                Ok(BackendHandle {
+                    key: key.clone(),
+                    daemon,
+                    log_path,
+                    watch,
+                    allocator,
+                    proof,
+                    euid: self.euid,
+                })
+            }
+            Err(err) => {
+                watch.kill();
+                release(Some(&log_path));
+                log::warn!(
+                    "launch of {} {} failed: {err}",
+                    key.service_name(),
+                    key.service_version()
+                );
+                Err(err)
+            }
+        }
+    }
+}
+
+/// What `/proc/<pid>` must show for the process to be the one launched.
+#[derive(Debug, Clone)]
+struct ExeProof {
+    /// The canonical executable (`/proc/<pid>/exe`).
+    exe: PathBuf,
+    /// For a script: the script path and the descriptor number it was passed
+    /// on; the script's stamp must match.
+    script: Option<PathBuf>,
+    /// Stamp of the hashed file.
+    stamp: FileStamp,
+}
+
+impl ExeProof {
+    fn of(binary: &BackendBinary) -> Self {
+        ExeProof {
+            exe: binary.expected_exe().to_path_buf(),
+            script: binary
+                .interpreter
+                .as_ref()
+                .map(|_| binary.canonical.clone()),
+            stamp: binary.stamp,
+        }
+    }
+
+    /// Checks `/proc/<pid>` against the launched executable.
+    fn check(&self, pid: u32) -> Result<(), LaunchError> {
+        let exe_link = format!("/proc/{pid}/exe");
+        let actual = std::fs::read_link(&exe_link)
+            .map_err(|e| mismatch("exe_path", self.exe.display(), format!("unreadable: {e}")))?;
+        if actual != self.exe {
+            return Err(mismatch("exe_path", self.exe.display(), actual.display()));
+        }
+        let hashed_file = match &self.script {
+            None => PathBuf::from(exe_link),
+            Some(script) => script_fd_of(pid, script)?,
+        };
+        let meta = std::fs::metadata(&hashed_file)
+            .map_err(|e| mismatch("exe_sha256", "the hashed file", format!("unreadable: {e}")))?;
+        let stamp = FileStamp::of(&meta);
+        if stamp != self.stamp {
+            return Err(mismatch(
+                "exe_sha256",
+                format!("content of inode {} as hashed", self.stamp.ino),
+                format!("inode {} changed since it was hashed", stamp.ino),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The `/proc/<pid>/fd/N` of the script the kernel was asked to run: the
+/// command line names `/dev/fd/N`, and that descriptor is the script.
+fn script_fd_of(pid: u32, script: &Path) -> Result<PathBuf, LaunchError> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).map_err(|e| {
+        mismatch(
+            "script",
+            script.display(),
+            format!("cmdline unreadable: {e}"),
+        )
+    })?;
+    for arg in cmdline.split(|&b| b == 0).take(4) {
+        if let Some(n) = arg.strip_prefix(b"/dev/fd/") {
+            let fd_link = PathBuf::from(format!("/proc/{pid}/fd/{}", String::from_utf8_lossy(n)));
+            let target = std::fs::read_link(&fd_link).map_err(|e| {
+                mismatch(
+                    "script",
+                    script.display(),
+                    format!("descriptor unreadable: {e}"),
+                )
+            })?;
+            if target != script {
+                return Err(mismatch("script", script.display(), target.display()));
+            }
+            return Ok(fd_link);
+        }
+    }
+    Err(mismatch(
+        "script",
+        script.display(),
+        "the process was not started from the script's descriptor",
+    ))
+}
+
+fn remove_socket_file(path: &Path) {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// The last [`LOG_TAIL_BYTES`] of a log file, as text.
+pub fn log_tail(path: &Path) -> String {
+    let Ok(mut file) = File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = file.seek(SeekFrom::Start(len.saturating_sub(LOG_TAIL_BYTES)));
+    let mut buf = Vec::new();
+    let _ = file.take(LOG_TAIL_BYTES).read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Checks the connected socket and `/proc` and probes; returns the identity
+/// the backend reported.
+fn verify_connected(
+    mut stream: UnixStream,
+    watch: &ChildWatch,
+    expected: &DaemonProcess,
+    proof: &ExeProof,
+    euid: u32,
+    trace: &TraceContext,
+    timeout: Duration,
+) -> Result<DaemonProcess, LaunchError> {
+    let cred = rustix::net::sockopt::socket_peercred(stream.as_fd()).map_err(|e| {
+        LaunchError::Probe(ProbeError::Io {
+            operation: "read peer credentials",
+            source: e.into(),
+        })
+    })?;
+    let peer_pid = cred.pid.as_raw_nonzero().get() as u32;
+    if peer_pid != expected.pid {
+        return Err(mismatch("peer pid", expected.pid, peer_pid));
+    }
+    if cred.uid.as_raw() != euid {
+        return Err(mismatch("peer uid", euid, cred.uid.as_raw()));
+    }
+    proof.check(expected.pid)?;
+    let actual = probe_stream(&mut stream, trace, timeout)?;
+    compare_identity(expected, &actual)?;
+    if !watch.is_alive() {
+        return Err(mismatch(
+            "pid alive",
+            expected.pid,
+            "exited during verification",
+        ));
+    }
+    Ok(actual)
+}
+
+/// Waits until the backend accepts, then verifies it; fails at once if the
+/// child exits first.
+fn wait_ready_and_verify(
+    watch: &ChildWatch,
+    expected: &DaemonProcess,
+    proof: &ExeProof,
+    euid: u32,
+    trace: &TraceContext,
+    ready_timeout: Duration,
+    log_path: &Path,
+) -> Result<DaemonProcess, LaunchError> {
+    let deadline = Instant::now() + ready_timeout;
+    let mut delay = Duration::from_micros(20);
+    let path = Path::new(&expected.ipc_endpoint.path);
+    loop {
+        match UnixStream::connect(path) {
+            Ok(stream) => {
+                let left = deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1));
+                return verify_connected(stream, watch, expected, proof, euid, trace, left)
+                    .map_err(|e| {
+                        match (e, watch.wait_timeout(Duration::ZERO)) {
+                            // A probe cut short by the child's death is an early exit.
+                            (LaunchError::Probe(_), Some(exit)) => LaunchError::Exited {
+                                pid: expected.pid,
+                                exit,
+                                log_tail: log_tail(log_path),
+                            },
+                            (LaunchError::Probe(ProbeError::Timeout { .. }), None) => {
+                                LaunchError::NotReady {
+                                    pid: expected.pid,
+                                    timeout: ready_timeout,
+                                    log_tail: log_tail(log_path),
+                                }
+                            }
+                            (e, _) => e,
+                        }
+                    });
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                ) => {}
+            Err(e) => {
+                return Err(LaunchError::Probe(ProbeError::Io {
+                    operation: "connect",
+                    source: e,
+                }))
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(LaunchError::NotReady {
+                pid: expected.pid,
+                timeout: ready_timeout,
+                log_tail: log_tail(log_path),
+            });
+        }
+        // Sleep on the pidfd: an exit wakes us at once.
+        let wait = delay.min(left);
+        let timespec = rustix::event::Timespec {
+            tv_sec: wait.as_secs() as _,
+            tv_nsec: wait.subsec_nanos() as _,
+        };
+        let pidfd = watch.pidfd();
+        let mut fds = [rustix::event::PollFd::new(
+            &pidfd,
+            rustix::event::PollFlags::IN,
+        )];
+        let _ = rustix::event::poll(&mut fds, Some(&timespec));
+        if !watch.is_alive() {
+            let exit = watch.wait();
+            return Err(LaunchError::Exited {
+                pid: expected.pid,
+                exit,
+                log_tail: log_tail(log_path),
+            });
+        }
+        delay = (delay * 2).min(Duration::from_millis(2));
+    }
+}
+
+/// A verified, running backend started by a [`CommandBackendLauncher`].
+pub struct BackendHandle {
+    key: BackendKey,
+    daemon: DaemonProcess,
+    log_path: PathBuf,
+    watch: ChildWatch,
+    allocator: Arc<BackendEndpointAllocator>,
+    proof: ExeProof,
+    euid: u32,
+}
+
+impl std::fmt::Debug for BackendHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendHandle")
+            .field("key", &self.key.to_string())
+            .field("pid", &self.daemon.pid)
+            .field("endpoint", &self.daemon.ipc_endpoint.path)
+            .finish()
+    }
+}
+
+impl BackendHandle {
+    pub fn key(&self) -> &BackendKey {
+        &self.key
+    }
+
+    pub fn daemon(&self) -> &DaemonProcess {
+        &self.daemon
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.daemon.ipc_endpoint
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.daemon.pid
+    }
+
+    /// Whether the backend process is still running (via its pidfd).
+    pub fn is_alive(&self) -> bool {
+        self.watch.is_alive()
+    }
+
+    /// How the backend ended, if it has.
+    pub fn exit(&self) -> Option<Exit> {
+        let exit = self.watch.try_exit();
+        if exit.is_some() {
+            self.cleanup();
+        }
+        exit
+    }
+
+    /// Re-runs the whole verification: alive, peer credentials, executable,
+    /// probe and identity.
+    pub fn verify(&self, trace: &TraceContext, timeout: Duration) -> Result<(), LaunchError> {
+        if !self.is_alive() {
+            return Err(mismatch("pid alive", self.daemon.pid, "exited"));
+        }
+        let stream = self.connect().map_err(|source| {
+            LaunchError::Probe(ProbeError::Io {
+                operation: "connect",
+                source,
+            })
+        })?;
+        verify_connected(
+            stream,
+            &self.watch,
+            &self.daemon,
+            &self.proof,
+            self.euid,
+            trace,
+            timeout,
+        )
+        .map(|_| ())
+    }
+
+    /// A new connection to the backend.
+    pub fn connect(&self) -> io::Result<UnixStream> {
+        UnixStream::connect(&self.daemon.ipc_endpoint.path)
+    }
+
+    /// Waits up to `timeout` for the backend to exit.
+    pub fn wait(&self, timeout: Duration) -> Option<Exit> {
+        let exit = self.watch.wait_timeout(timeout);
+        if exit.is_some() {
+            self.cleanup();
+        }
+        exit
+    }
+
+    /// SIGTERM, up to `grace` to exit, then SIGKILL; always reaped.
+    pub fn shutdown(&self, grace: Duration) -> Exit {
+        let exit = self.watch.terminate(grace);
+        self.cleanup();
+        exit
+    }
+
+    /// SIGKILL; always reaped.
+    pub fn kill(&self) -> Exit {
+        let exit = self.watch.kill();
+        self.cleanup();
+        exit
+    }
+
+    /// Once the backend is gone: its socket file (if it left one) is removed
+    /// and the endpoint released.
+    fn cleanup(&self) {
+        let path = Path::new(&self.daemon.ipc_endpoint.path);
+        remove_socket_file(path);
+        self.allocator.release(path);
+    }
+}

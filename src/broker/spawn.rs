@@ -1,0 +1,313 @@
+//! Detached spawn of a backend from an already-open executable.
+//!
+//! The child is set up in a fixed order between `fork` and `execveat`, using
+//! only async-signal-safe calls on memory prepared before the fork (the
+//! parent may be a multi-threaded Python process):
+//!
+//! 1. signal dispositions back to default and the signal mask emptied
+//!    (Python ignores SIGPIPE; that must not leak into the backend);
+//! 2. `setsid`: a new session, so the backend outlives the caller's terminal
+//!    and process group;
+//! 3. stdin from `/dev/null`, stdout and stderr to the log file;
+//! 4. working directory `/` and umask 077;
+//! 5. every descriptor from 3 up marked close-on-exec, except the ones passed
+//!    on purpose (a script's own descriptor, see below);
+//! 6. `execveat(fd, "", AT_EMPTY_PATH)` of the descriptor that was hashed, so
+//!    a file swapped at the path after hashing is never the one that runs.
+//!
+//! An exec failure is written as an errno to a close-on-exec pipe, so the
+//! parent learns of it (and reaps the child) before it ever reports a pid:
+//! [`spawn`] returns only after the exec has happened. Unlike `execvp`, a
+//! file the kernel cannot run fails with `ENOEXEC` instead of being handed to
+//! `/bin/sh`.
+//!
+//! For a `#!` script the kernel hands the interpreter `/dev/fd/N`; the
+//! script's descriptor is therefore kept open across exec (and only then).
+//!
+//! This module starts processes; it does not wait for them, verify them or
+//! reap them (see `reaper` and `launcher`).
+
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+/// What to start and how.
+pub struct SpawnRequest<'a> {
+    /// The open executable (the descriptor that was hashed).
+    pub executable: &'a File,
+    /// Whether the executable is a `#!` script (its descriptor must stay open).
+    pub is_script: bool,
+    /// `argv`, including `argv[0]`.
+    pub argv: Vec<CString>,
+    /// The complete environment as `NAME=value` strings.
+    pub env: Vec<CString>,
+    /// Where stdout and stderr go.
+    pub log: &'a File,
+}
+
+/// A started child: its pid and a pidfd that names it even after the pid is
+/// reused.
+#[derive(Debug)]
+pub struct Spawned {
+    pub pid: u32,
+    pub pidfd: OwnedFd,
+}
+
+/// Why a spawn failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// Setting up the spawn failed in the parent (pipe, fork, /dev/null...).
+    #[error("{operation} failed: {source}")]
+    Setup {
+        operation: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    /// The child could not exec; `errno` is the kernel's answer.
+    #[error("exec failed: {source}")]
+    Exec {
+        errno: i32,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn setup(operation: &'static str) -> impl FnOnce(io::Error) -> SpawnError {
+    move |source| SpawnError::Setup { operation, source }
+}
+
+/// A `NAME=value` C string, or None if either part holds a NUL byte.
+pub fn env_entry(name: &OsStr, value: &OsStr) -> Option<CString> {
+    let mut bytes = Vec::with_capacity(name.len() + value.len() + 1);
+    bytes.extend_from_slice(name.as_bytes());
+    bytes.push(b'=');
+    bytes.extend_from_slice(value.as_bytes());
+    CString::new(bytes).ok()
+}
+
+/// Duplicates `fd` to a number of at least 3, close-on-exec, so that the
+/// child's `dup2` onto 0-2 never meets a source that is already 0-2.
+fn above_stdio(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC creates a new descriptor we then own.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `new` is a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 fills two descriptors on success.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both are fresh descriptors owned by us.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Child side, between fork and exec. Only async-signal-safe calls, no
+/// allocation; never returns.
+///
+/// # Safety
+/// Must be called only in the child right after `fork`, with pointers into
+/// memory prepared before the fork.
+unsafe fn child_exec(
+    exe: RawFd,
+    keep_exe_open: bool,
+    null: RawFd,
+    log: RawFd,
+    err_pipe: RawFd,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+) -> ! {
+    let fail = |err_pipe: RawFd| -> ! {
+        let errno = *libc::__errno_location();
+        let bytes = errno.to_ne_bytes();
+        libc::write(err_pipe, bytes.as_ptr().cast(), bytes.len());
+        libc::_exit(127)
+    };
+
+    // 1. Default signal dispositions, empty mask.
+    let mut empty: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut empty);
+    libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    for sig in 1..libc::SIGRTMAX() {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+    // 2. New session.
+    if libc::setsid() < 0 {
+        fail(err_pipe);
+    }
+    // 3. Standard streams.
+    if libc::dup2(null, 0) < 0 || libc::dup2(log, 1) < 0 || libc::dup2(log, 2) < 0 {
+        fail(err_pipe);
+    }
+    // 4. Working directory and umask.
+    if libc::chdir(c"/".as_ptr()) < 0 {
+        fail(err_pipe);
+    }
+    libc::umask(0o077);
+    // 5. Nothing from 3 up survives exec but what is passed on purpose.
+    if libc::close_range(
+        3,
+        libc::c_uint::MAX,
+        libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
+    ) < 0
+    {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        let top = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur.min(1 << 20) as RawFd
+        } else {
+            4096
+        };
+        for fd in 3..top {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
+    if keep_exe_open && libc::fcntl(exe, libc::F_SETFD, 0) < 0 {
+        fail(err_pipe);
+    }
+    // 6. Run exactly the file behind the descriptor.
+    libc::syscall(
+        libc::SYS_execveat,
+        exe,
+        c"".as_ptr(),
+        argv,
+        envp,
+        libc::AT_EMPTY_PATH,
+    );
+    fail(err_pipe)
+}
+
+/// Starts the process described by `request` and returns once it has exec'd.
+pub fn spawn(request: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
+    let null = File::open("/dev/null").map_err(setup("open /dev/null"))?;
+    let null = above_stdio(null.as_raw_fd()).map_err(setup("duplicate /dev/null"))?;
+    let log = above_stdio(request.log.as_raw_fd()).map_err(setup("duplicate log file"))?;
+    let exe = above_stdio(request.executable.as_raw_fd()).map_err(setup("duplicate executable"))?;
+    let (err_read, err_write) = cloexec_pipe().map_err(setup("create exec-status pipe"))?;
+
+    let mut argv: Vec<*const libc::c_char> = request.argv.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = request.env.iter().map(|e| e.as_ptr()).collect();
+    envp.push(std::ptr::null());
+
+    // SAFETY: the child only runs `child_exec`, which uses async-signal-safe
+    // calls on the descriptors and arrays prepared above.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(SpawnError::Setup {
+            operation: "fork",
+            source: io::Error::last_os_error(),
+        });
+    }
+    if pid == 0 {
+        // SAFETY: we are the freshly forked child.
+        unsafe {
+            child_exec(
+                exe.as_raw_fd(),
+                request.is_script,
+                null.as_raw_fd(),
+                log.as_raw_fd(),
+                err_write.as_raw_fd(),
+                argv.as_ptr(),
+                envp.as_ptr(),
+            )
+        }
+    }
+    drop(err_write);
+    let mut buf = [0u8; 4];
+    let mut got = 0;
+    while got < buf.len() {
+        // SAFETY: reading into a local buffer from a descriptor we own.
+        let n = unsafe {
+            libc::read(
+                err_read.as_raw_fd(),
+                buf[got..].as_mut_ptr().cast(),
+                buf.len() - got,
+            )
+        };
+        if n == 0 {
+            break;
+        }
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            // Cannot tell what happened: do not leave a child behind.
+            kill_and_reap(pid);
+            return Err(SpawnError::Setup {
+                operation: "read exec status",
+                source: e,
+            });
+        }
+        got += n as usize;
+    }
+    if got > 0 {
+        reap(pid);
+        let errno = if got == 4 {
+            i32::from_ne_bytes(buf)
+        } else {
+            libc::EIO
+        };
+        return Err(SpawnError::Exec {
+            errno,
+            source: io::Error::from_raw_os_error(errno),
+        });
+    }
+    let pid_u32 = pid as u32;
+    match rustix::process::pidfd_open(
+        rustix::process::Pid::from_raw(pid).ok_or_else(|| SpawnError::Setup {
+            operation: "fork",
+            source: io::Error::other("fork returned pid 0 in the parent"),
+        })?,
+        rustix::process::PidfdFlags::empty(),
+    ) {
+        Ok(pidfd) => Ok(Spawned {
+            pid: pid_u32,
+            pidfd,
+        }),
+        Err(e) => {
+            kill_and_reap(pid);
+            Err(SpawnError::Setup {
+                operation: "pidfd_open",
+                source: e.into(),
+            })
+        }
+    }
+}
+
+/// Waits for our own child `pid` (never any other process).
+fn reap(pid: libc::pid_t) {
+    let mut status = 0;
+    // SAFETY: waiting for a specific child we created.
+    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
+        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            break;
+        }
+    }
+}
+
+fn kill_and_reap(pid: libc::pid_t) {
+    // SAFETY: `pid` is our unreaped child, so it cannot have been reused.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    reap(pid);
+}
+
+/// argv[0] for a binary: its canonical path.
+pub fn arg0(path: &std::path::Path) -> Option<CString> {
+    CString::new(path.as_os_str().as_bytes()).ok()
+}
+
+/// The canonical path of a descriptor's file, as the kernel names it.
+pub fn fd_path(fd: RawFd) -> io::Result<PathBuf> {
+    std::fs::read_link(format!("/proc/self/fd/{fd}"))
+}

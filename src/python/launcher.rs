@@ -1,0 +1,293 @@
+//! Python classes for the launcher and the handle of a launched backend.
+
+use std::os::fd::IntoRawFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::errors::returncode;
+use super::values::{
+    pyrepr, PyBackendKey, PyDaemonProcess, PyEndpoint, PyServiceDefinition, PyTraceContext,
+};
+use crate::broker::host;
+use crate::broker::launcher::{
+    BackendHandle, BackendLauncher, CommandBackendLauncher, LaunchOptions, DEFAULT_ENV_SCRUB,
+};
+
+fn duration(name: &str, secs: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(secs).map_err(|_| {
+        PyValueError::new_err(format!(
+            "{name} must be a non-negative number of seconds, got {secs}"
+        ))
+    })
+}
+
+/// Launches backends as children of this process and verifies their identity.
+#[pyclass(
+    name = "CommandBackendLauncher",
+    module = "running_process._native",
+    frozen
+)]
+pub struct PyCommandBackendLauncher {
+    inner: Arc<CommandBackendLauncher>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_launcher(
+    user_sid_hash: Option<&str>,
+    idle_timeout_secs: Option<u32>,
+    ready_timeout: f64,
+    log_dir: Option<PathBuf>,
+    socket_dir: Option<PathBuf>,
+    env_scrub: Option<Vec<String>>,
+) -> PyResult<PyCommandBackendLauncher> {
+    let options = LaunchOptions {
+        idle_timeout_secs,
+        ready_timeout: duration("ready_timeout", ready_timeout)?,
+        log_dir,
+        socket_dir,
+        env_scrub: env_scrub
+            .unwrap_or_else(|| DEFAULT_ENV_SCRUB.iter().map(|s| (*s).to_owned()).collect()),
+    };
+    let inner = match user_sid_hash {
+        Some(hash) => CommandBackendLauncher::new(hash, options)?,
+        None => CommandBackendLauncher::new(&host::user_sid_hash()?, options)?,
+    };
+    Ok(PyCommandBackendLauncher {
+        inner: Arc::new(inner),
+    })
+}
+
+#[pymethods]
+impl PyCommandBackendLauncher {
+    #[new]
+    #[pyo3(signature = (user_sid_hash, idle_timeout_secs = Some(30), ready_timeout = 10.0, log_dir = None, socket_dir = None, env_scrub = None))]
+    fn new(
+        user_sid_hash: &str,
+        idle_timeout_secs: Option<u32>,
+        ready_timeout: f64,
+        log_dir: Option<PathBuf>,
+        socket_dir: Option<PathBuf>,
+        env_scrub: Option<Vec<String>>,
+    ) -> PyResult<Self> {
+        build_launcher(
+            Some(user_sid_hash),
+            idle_timeout_secs,
+            ready_timeout,
+            log_dir,
+            socket_dir,
+            env_scrub,
+        )
+    }
+
+    /// A launcher for the calling user (its per-user hash from this machine).
+    #[staticmethod]
+    #[pyo3(signature = (idle_timeout_secs = Some(30), ready_timeout = 10.0, log_dir = None, socket_dir = None, env_scrub = None))]
+    fn for_current_user(
+        idle_timeout_secs: Option<u32>,
+        ready_timeout: f64,
+        log_dir: Option<PathBuf>,
+        socket_dir: Option<PathBuf>,
+        env_scrub: Option<Vec<String>>,
+    ) -> PyResult<Self> {
+        build_launcher(
+            None,
+            idle_timeout_secs,
+            ready_timeout,
+            log_dir,
+            socket_dir,
+            env_scrub,
+        )
+    }
+
+    /// Launches and verifies a backend (the GIL is released throughout).
+    #[pyo3(signature = (key, service_definition, trace_context = None))]
+    fn launch(
+        &self,
+        py: Python<'_>,
+        key: &PyBackendKey,
+        service_definition: &PyServiceDefinition,
+        trace_context: Option<&PyTraceContext>,
+    ) -> PyResult<PyBackendHandle> {
+        let trace = trace_context.map(|t| t.inner.clone()).unwrap_or_default();
+        let (key, sd) = (key.inner.clone(), service_definition.inner.clone());
+        let handle = py.detach(|| self.inner.launch(&key, &sd, &trace))?;
+        Ok(PyBackendHandle { inner: handle })
+    }
+
+    #[getter]
+    fn user_sid_hash(&self) -> &str {
+        self.inner.user_sid_hash()
+    }
+
+    #[getter]
+    fn idle_timeout_secs(&self) -> Option<u32> {
+        self.inner.options().idle_timeout_secs
+    }
+
+    #[getter]
+    fn ready_timeout(&self) -> f64 {
+        self.inner.options().ready_timeout.as_secs_f64()
+    }
+
+    #[getter]
+    fn log_dir(&self) -> String {
+        self.inner.log_dir().to_string_lossy().into_owned()
+    }
+
+    #[getter]
+    fn socket_dir(&self) -> String {
+        self.inner.socket_dir().to_string_lossy().into_owned()
+    }
+
+    #[getter]
+    fn env_scrub(&self) -> Vec<String> {
+        self.inner.options().env_scrub.clone()
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!(
+            "CommandBackendLauncher(user_sid_hash={}, idle_timeout_secs={}, ready_timeout={}, log_dir={}, socket_dir={})",
+            pyrepr(py, self.inner.user_sid_hash()),
+            self.idle_timeout_secs().map_or_else(|| "None".to_owned(), |s| s.to_string()),
+            self.ready_timeout(),
+            pyrepr(py, &self.log_dir()),
+            pyrepr(py, &self.socket_dir()),
+        )
+    }
+}
+
+/// A verified, running backend. A context manager that shuts it down on exit.
+#[pyclass(name = "BackendHandle", module = "running_process._native", frozen)]
+pub struct PyBackendHandle {
+    inner: BackendHandle,
+}
+
+#[pymethods]
+impl PyBackendHandle {
+    /// The verified identity.
+    #[getter]
+    fn daemon(&self) -> PyDaemonProcess {
+        PyDaemonProcess {
+            inner: self.inner.daemon().clone(),
+        }
+    }
+
+    #[getter]
+    fn endpoint(&self) -> PyEndpoint {
+        PyEndpoint {
+            inner: self.inner.endpoint().clone(),
+        }
+    }
+
+    #[getter]
+    fn key(&self) -> PyBackendKey {
+        PyBackendKey {
+            inner: self.inner.key().clone(),
+        }
+    }
+
+    #[getter]
+    fn service_name(&self) -> &str {
+        self.inner.key().service_name()
+    }
+
+    #[getter]
+    fn service_version(&self) -> &str {
+        self.inner.key().service_version()
+    }
+
+    #[getter]
+    fn pid(&self) -> u32 {
+        self.inner.pid()
+    }
+
+    /// The backend's stdout/stderr log file.
+    #[getter]
+    fn log_path(&self) -> String {
+        self.inner.log_path().to_string_lossy().into_owned()
+    }
+
+    /// The exit status once the backend has ended (negative: the signal),
+    /// else None.
+    #[getter]
+    fn returncode(&self) -> Option<i32> {
+        self.inner.exit().map(returncode)
+    }
+
+    /// Whether the backend process is running (checked through its pidfd).
+    fn is_alive(&self) -> bool {
+        self.inner.is_alive()
+    }
+
+    /// Re-runs the full verification (alive, peer credentials, executable,
+    /// nonce probe, identity); raises a ``BackendLaunchError`` subclass.
+    #[pyo3(signature = (trace_context = None, timeout = 5.0))]
+    fn verify(
+        &self,
+        py: Python<'_>,
+        trace_context: Option<&PyTraceContext>,
+        timeout: f64,
+    ) -> PyResult<()> {
+        let trace = trace_context.map(|t| t.inner.clone()).unwrap_or_default();
+        let timeout = duration("timeout", timeout)?;
+        Ok(py.detach(|| self.inner.verify(&trace, timeout))?)
+    }
+
+    /// A new connection to the backend as a ``socket.socket``.
+    fn connect<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let stream = py.detach(|| self.inner.connect())?;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("fileno", stream.into_raw_fd())?;
+        py.import("socket")?
+            .getattr("socket")?
+            .call((), Some(&kwargs))
+    }
+
+    /// Waits up to ``timeout`` seconds (forever if None) for the backend to
+    /// exit; returns its return code, or None on timeout.
+    #[pyo3(signature = (timeout = None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<i32>> {
+        let timeout = match timeout {
+            Some(t) => duration("timeout", t)?,
+            None => Duration::MAX,
+        };
+        Ok(py.detach(|| self.inner.wait(timeout)).map(returncode))
+    }
+
+    /// SIGTERM, up to ``timeout`` seconds to exit, then SIGKILL; returns the
+    /// return code. The socket file is removed if the backend left it.
+    #[pyo3(signature = (timeout = 5.0))]
+    fn shutdown(&self, py: Python<'_>, timeout: f64) -> PyResult<i32> {
+        let grace = duration("timeout", timeout)?;
+        Ok(returncode(py.detach(|| self.inner.shutdown(grace))))
+    }
+
+    /// SIGKILL; returns the return code once reaped.
+    fn kill(&self, py: Python<'_>) -> i32 {
+        returncode(py.detach(|| self.inner.kill()))
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        py.detach(|| self.inner.shutdown(Duration::from_secs(5)));
+        false
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!(
+            "<BackendHandle {} pid={} endpoint={}>",
+            self.inner.key(),
+            self.inner.pid(),
+            pyrepr(py, &self.inner.endpoint().path)
+        )
+    }
+}

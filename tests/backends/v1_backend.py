@@ -1,0 +1,137 @@
+"""A backend written against the broker v1 contract alone, with the Python
+standard library only (no running_process import): it stands for the
+existing backends our launcher must launch and verify.
+
+Reads the v1 environment, binds the endpoint, answers identity probes
+(payload protocol 0xB232) and echoes any other connection. The shebang is
+written by the test that installs it.
+
+Test behaviours, chosen by V1_BACKEND_MODE: "echo" (default); "wrong-pid"
+answers probes with pid + 1; "garbage" answers every connection with junk.
+"""
+
+import hashlib
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def field_varint(num: int, n: int) -> bytes:
+    return varint(num << 3) + varint(n) if n else b""
+
+
+def field_bytes(num: int, data: bytes) -> bytes:
+    return varint((num << 3) | 2) + varint(len(data)) + data if data else b""
+
+
+def parse(body: bytes) -> dict:
+    fields: dict = {}
+    i = 0
+    while i < len(body):
+        key, i = read_varint(body, i)
+        num, wt = key >> 3, key & 7
+        if wt == 0:
+            val, i = read_varint(body, i)
+        elif wt == 2:
+            n, i = read_varint(body, i)
+            val, i = body[i : i + n], i + n
+        else:
+            raise ValueError("unsupported wire type")
+        fields[num] = val
+    return fields
+
+
+def read_varint(buf: bytes, i: int) -> tuple:
+    shift = result = 0
+    while True:
+        b = buf[i]
+        i += 1
+        result |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return result, i
+
+
+def recv_exact(conn: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return data
+
+
+def main() -> None:
+    mode = os.environ.get("V1_BACKEND_MODE", "echo")
+    path = os.environ["RUNNING_PROCESS_BROKER_V1_BACKEND_PIPE"]
+    namespace = os.environ["RUNNING_PROCESS_BROKER_V1_BACKEND_NAMESPACE"]
+    script = os.path.realpath(sys.argv[0])
+    with open(script, "rb") as f:
+        digest = hashlib.sha256(f.read()).digest()
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        boot_id = f.read().strip()
+    pid = os.getpid() + (1 if mode == "wrong-pid" else 0)
+    endpoint = field_bytes(1, namespace.encode()) + field_bytes(2, path.encode())
+    identity = (
+        field_varint(1, pid)
+        + field_bytes(2, script.encode())
+        + field_bytes(3, digest)
+        + field_bytes(4, endpoint)
+        + field_varint(5, int(time.time() * 1000))
+        + field_bytes(6, boot_id.encode())
+    )
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(16)
+    print(f"v1 backend pid {os.getpid()} listening on {path}", flush=True)
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            if mode == "garbage":
+                conn.sendall(b"\xde\xad" * 32)
+                return
+            head = conn.recv(5, socket.MSG_PEEK)
+            if len(head) == 5 and head[0] == 1:
+                (length,) = struct.unpack("<I", head[1:5])
+                frame = recv_exact(conn, 5 + length)[5:]
+                f = parse(frame)
+                if f.get(3) == 0xB232 and f.get(2, 0) == 0 and len(f.get(4, b"")) == 32:
+                    body = (
+                        field_varint(1, 1)
+                        + field_varint(2, 1)
+                        + field_varint(3, 0xB232)
+                        + field_bytes(4, f[4] + identity)
+                        + field_varint(5, f.get(5, 0))
+                        + field_bytes(8, f.get(8, b""))
+                        + field_bytes(9, f.get(9, b""))
+                    )
+                    conn.sendall(b"\x01" + struct.pack("<I", len(body)) + body)
+                    return
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                conn.sendall(data)
+
+    while True:
+        conn, _ = server.accept()
+        threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+
+main()
