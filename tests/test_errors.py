@@ -21,7 +21,11 @@ SAMPLES: list[tuple[type[rp.RunningProcessError], dict[str, Any], tuple[type[Bas
     (rp.RunningProcessError, {}, ()),
     (rp.InvalidNameError, {"kind": "service name", "value": "Bad", "reason": "upper"}, (ValueError,)),
     (rp.InvalidVersionError, {"value": "1.2", "reason": "short"}, (ValueError,)),
-    (rp.VersionRefusedError, {"service_name": "a", "version": "1.0.0", "reason": "old"}, ()),
+    (
+        rp.VersionRefusedError,
+        {"service_name": "a", "version": "1.0.0", "reason": "old"},
+        (rp.BackendLaunchError,),
+    ),
     (
         rp.InvalidServiceDefinitionError,
         {"field": "binary_path", "value": "rel", "reason": "absolute"},
@@ -47,6 +51,32 @@ SAMPLES: list[tuple[type[rp.RunningProcessError], dict[str, Any], tuple[type[Bas
     (rp.HostIdentityError, {"what": "random source", "path": None, "reason": "r"}, (OSError,)),
     (rp.PathTooLongError, {"path": "/x", "length": 120, "limit": 107}, (ValueError,)),
     (rp.AllocationExhaustedError, {"attempts": 16, "dir": "/d"}, ()),
+    (rp.BackendLaunchError, {"reason": "r"}, ()),
+    (
+        rp.BinaryPolicyError,
+        {"reason": "r", "variant": "BinaryOutsideAllowRoot", "path": "/x"},
+        (rp.BackendLaunchError,),
+    ),
+    (rp.EndpointError, {"reason": "r"}, (rp.BackendLaunchError,)),
+    (rp.SpawnError, {"reason": "r", "path": "/x", "os_errno": 8}, (rp.BackendLaunchError, OSError)),
+    (
+        rp.BackendExitedError,
+        {"reason": "r", "pid": 5, "returncode": 3, "log_tail": "bye"},
+        (rp.BackendLaunchError,),
+    ),
+    (
+        rp.NotReadyError,
+        {"reason": "r", "pid": 5, "timeout": 1.5, "log_tail": ""},
+        (rp.BackendLaunchError,),
+    ),
+    (
+        rp.VerificationError,
+        {"reason": "r", "field": "peer pid", "expected": "5", "actual": "6"},
+        (rp.BackendLaunchError,),
+    ),
+    (rp.ProbeError, {"reason": "r"}, (rp.BackendLaunchError,)),
+    (rp.LauncherError, {"reason": "r"}, (rp.BackendLaunchError,)),
+    (rp.BackendServerError, {"variable": "RUNNING_PROCESS_BROKER_V1_BACKEND_PIPE", "reason": "r"}, ()),
 ]
 
 IDS = [f"{cls.__name__}-{i}" for i, (cls, _, _) in enumerate(SAMPLES)]

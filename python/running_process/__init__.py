@@ -22,6 +22,7 @@ from running_process._native import (
     V1_ENV_NAMES,
     BackendEndpointAllocator,
     BackendHandle,
+    BackendServer,
     CommandBackendLauncher,
     BackendKey,
     BrokerInstanceKey,
@@ -47,6 +48,7 @@ from running_process._native import (
 from running_process.errors import (
     AllocationExhaustedError,
     BackendExitedError,
+    BackendServerError,
     BackendLaunchError,
     BinaryPolicyError,
     EndpointError,
@@ -70,6 +72,8 @@ from running_process.errors import (
     ServiceDefinitionStemMismatchError,
     VersionRefusedError,
 )
+from running_process.backend import BackendConnection
+from running_process.launcher import BackendLauncher
 
 __version__ = "0.1.0"
 
@@ -86,10 +90,14 @@ __all__ = [
     "SUN_PATH_MAX",
     "V1_ENV_NAMES",
     "AllocationExhaustedError",
+    "BackendConnection",
     "BackendEndpointAllocator",
     "BackendExitedError",
     "BackendHandle",
     "BackendLaunchError",
+    "BackendLauncher",
+    "BackendServer",
+    "BackendServerError",
     "BinaryPolicyError",
     "CommandBackendLauncher",
     "EndpointError",

@@ -7,9 +7,13 @@ obeys every rule of the broker v1 contract. Errors are the classes of
 """
 
 import os
+import socket
+from types import TracebackType
 from typing import Callable, ClassVar, Final, Mapping, Optional, Sequence, Union, final
 
 from typing_extensions import Self
+
+from running_process.backend import BackendConnection
 
 __all__ = [
     "ENV_SERVICE_NAME",
@@ -31,6 +35,9 @@ __all__ = [
     "TraceContext",
     "DaemonProcess",
     "BackendEndpointAllocator",
+    "CommandBackendLauncher",
+    "BackendHandle",
+    "BackendServer",
     "refresh_logging",
     "user_sid_hash",
     "boot_id",
@@ -358,6 +365,165 @@ class BackendEndpointAllocator:
     def socket_dir(self) -> str: ...
     @property
     def max_attempts(self) -> int: ...
+
+@final
+class CommandBackendLauncher:
+    """Launches backends as children of this process and verifies them.
+
+    A launch validates the key and definition, applies the version policy,
+    requires the canonical binary inside the canonical
+    ``per_version_binary_dir`` (neither writable by group or other), hashes
+    the binary once and executes that same descriptor, starts it detached (new
+    session, stdin ``/dev/null``, output to a private log file, cwd ``/``,
+    umask 077, no inherited descriptors, the v1 environment with loader
+    variables such as ``LD_PRELOAD`` scrubbed), waits until it accepts, and
+    verifies peer credentials, ``/proc/<pid>/exe``, the hashed file, boot id
+    and the nonce probe. Any failure after the spawn kills and reaps the
+    process and removes its socket file and log.
+    """
+
+    def __new__(
+        cls,
+        user_sid_hash: str,
+        idle_timeout_secs: Optional[int] = ...,
+        ready_timeout: float = 10.0,
+        log_dir: Optional[_Path] = None,
+        socket_dir: Optional[_Path] = None,
+        env_scrub: Optional[Sequence[str]] = None,
+    ) -> Self: ...
+    @staticmethod
+    def for_current_user(
+        idle_timeout_secs: Optional[int] = ...,
+        ready_timeout: float = 10.0,
+        log_dir: Optional[_Path] = None,
+        socket_dir: Optional[_Path] = None,
+        env_scrub: Optional[Sequence[str]] = None,
+    ) -> CommandBackendLauncher:
+        """A launcher for the calling user. ``idle_timeout_secs`` is passed to
+        the backend (default 30; None: never idle out); ``env_scrub`` lists variable names
+        removed from the backend's environment (a trailing ``*`` matches a
+        prefix; default: ``LD_*`` and glibc's other unsafe loader variables)."""
+    def launch(
+        self,
+        key: BackendKey,
+        service_definition: ServiceDefinition,
+        trace_context: Optional[TraceContext] = None,
+    ) -> BackendHandle:
+        """Launches and verifies a backend, with the GIL released. Raises a
+        ``BackendLaunchError`` subclass (or a validation error before any side
+        effect)."""
+    @property
+    def user_sid_hash(self) -> str: ...
+    @property
+    def idle_timeout_secs(self) -> Optional[int]: ...
+    @property
+    def ready_timeout(self) -> float: ...
+    @property
+    def log_dir(self) -> str: ...
+    @property
+    def socket_dir(self) -> str: ...
+    @property
+    def env_scrub(self) -> list[str]: ...
+
+@final
+class BackendHandle:
+    """A verified, running backend started by :class:`CommandBackendLauncher`.
+    A context manager: leaving the block shuts the backend down. The backend
+    is reaped as soon as it exits, whoever ends it."""
+
+    @property
+    def daemon(self) -> DaemonProcess:
+        """The verified identity."""
+    @property
+    def endpoint(self) -> Endpoint: ...
+    @property
+    def key(self) -> BackendKey: ...
+    @property
+    def service_name(self) -> str: ...
+    @property
+    def service_version(self) -> str: ...
+    @property
+    def pid(self) -> int: ...
+    @property
+    def log_path(self) -> str:
+        """The backend's stdout and stderr (mode 0600 in a private directory).
+        Removed by a clean :meth:`shutdown`; kept when the backend ends any
+        other way."""
+    @property
+    def returncode(self) -> Optional[int]:
+        """None while running; then the exit status, or minus the signal."""
+    def is_alive(self) -> bool:
+        """Whether the process runs (checked through its pidfd)."""
+    def verify(self, trace_context: Optional[TraceContext] = None, timeout: float = 5.0) -> None:
+        """Re-runs the full verification; raises a ``BackendLaunchError``."""
+    def connect(self) -> socket.socket:
+        """A new connection to the backend."""
+    def wait(self, timeout: Optional[float] = None) -> Optional[int]:
+        """The return code once the backend exits, or None after ``timeout``."""
+    def shutdown(self, timeout: float = 5.0) -> int:
+        """SIGTERM, ``timeout`` seconds, then SIGKILL; the return code. A
+        socket file the backend left is removed, and so is the log file when
+        the backend ended cleanly (exit 0 or the SIGTERM)."""
+    def kill(self) -> int:
+        """SIGKILL (and its process group); the return code."""
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> bool: ...
+
+@final
+class BackendServer:
+    """The backend side of the contract (see :mod:`running_process.backend`).
+
+    Binds the endpoint named by the environment (socket 0600 in a private
+    directory, a stale socket replaced, a live one left alone), computes its
+    identity once, answers identity probes on its own threads, and hands every
+    other connection to the application with no byte consumed. Ends itself
+    after the idle timeout with no open application connection, on SIGTERM or
+    SIGINT, or on :meth:`shutdown`, removing its socket file.
+    """
+
+    @staticmethod
+    def from_env(exe_path: Optional[_Path] = None, exit_on_sigterm: bool = True) -> BackendServer:
+        """Reads the v1 environment and binds. ``exe_path`` is the file the
+        identity names (default: the running script, else the interpreter).
+        Raises ``BackendServerError`` naming a missing or invalid variable."""
+    def accept(self, timeout: Optional[float] = None) -> Optional[BackendConnection]:
+        """The next application connection, or None once the server has shut
+        down (or after ``timeout`` seconds)."""
+    def connection_closed(self) -> None:
+        """Reports an accepted connection finished (``BackendConnection`` does
+        this itself when closed)."""
+    @property
+    def open_connections(self) -> int: ...
+    @property
+    def identity(self) -> DaemonProcess: ...
+    @property
+    def endpoint(self) -> Endpoint: ...
+    @property
+    def service_name(self) -> str: ...
+    @property
+    def service_version(self) -> str: ...
+    @property
+    def trace_context(self) -> TraceContext: ...
+    @property
+    def shutdown_reason(self) -> Optional[str]:
+        """None while serving; then ``"requested"``, ``"idle"``,
+        ``"signal SIGTERM"``, ..."""
+    def wait_for_shutdown(self, timeout: Optional[float] = None) -> Optional[str]:
+        """Blocks until the server stops; the reason (None on timeout)."""
+    def shutdown(self) -> None:
+        """Stops accepting, removes the socket file, wakes :meth:`accept`."""
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> bool: ...
 
 def user_sid_hash() -> str:
     """16 lowercase hex digits: the first 8 bytes of BLAKE3 over

@@ -1,10 +1,9 @@
 """The ``running-process`` command line (also ``python -m running_process``).
 
-``demo`` shows the pieces a launch is built from on this machine: the per-user
-hash, the boot id, the private socket directory, a freshly allocated backend
-endpoint, and a service definition validated, saved and loaded back. It
-leaves nothing behind: the endpoint is released and the definition lives in a
-temporary directory that is removed.
+``demo`` launches the example echo backend that ships with the package: it
+writes the backend into a temporary per-version directory, launches it with
+full verification, prints the verified identity and the time the launch took,
+exchanges a message with it, and shuts it down. It leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ import stat
 import sys
 import tempfile
 import time
+from importlib import resources
 from typing import Any, Optional, Sequence
 
 import running_process as rp
@@ -25,85 +25,103 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
+DEMO_SERVICE = "demo-echo"
+DEMO_VERSION = "1.0.0"
 
-def _dir_facts(path: str) -> str:
-    st = os.lstat(path)
-    return f"mode {stat.S_IMODE(st.st_mode):04o}, owner uid {st.st_uid}"
+
+def _install_example_backend(root: str) -> tuple[str, str]:
+    """Writes the example backend into ``root/<version>/`` with a ``#!`` line
+    naming this interpreter; returns (binary path, per-version directory)."""
+    version_dir = os.path.join(root, DEMO_VERSION)
+    os.mkdir(version_dir, 0o755)
+    source = resources.files("running_process.examples").joinpath("echo_backend.py").read_text()
+    binary = os.path.join(version_dir, "demo-echo-backend")
+    with open(binary, "w") as f:
+        f.write(f"#!{sys.executable}\n{source}")
+    os.chmod(binary, 0o755)
+    return binary, version_dir
 
 
 def run_demo() -> dict[str, Any]:
-    """Runs the demo and returns what it found, as JSON-ready data."""
-    user_hash = rp.user_sid_hash()
-    sd_dir = tempfile.mkdtemp(prefix="running-process-demo-")
+    """Launches, verifies, uses and stops the example backend; returns what
+    happened as JSON-ready data."""
+    root = tempfile.mkdtemp(prefix="running-process-demo-")
     try:
-        version_dir = os.path.join(sd_dir, "bin", "1.0.0")
+        binary, version_dir = _install_example_backend(root)
         sd = rp.ServiceDefinition(
-            service_name="demo-echo",
-            binary_path=os.path.join(version_dir, "demo-echo-backend"),
+            service_name=DEMO_SERVICE,
+            binary_path=binary,
             per_version_binary_dir=version_dir,
             isolation=rp.Isolation.SHARED,
             min_version="1.0.0",
             labels={"purpose": "demo"},
         )
-        key = rp.BackendKey.for_service(sd, "1.0.0")
-        allocator = rp.BackendEndpointAllocator(user_hash, key.instance.id())
-        started = time.perf_counter()
-        endpoint = allocator.allocate()
-        allocate_ms = (time.perf_counter() - started) * 1000.0
-        allocator.release(endpoint.path)
-
-        store = os.path.join(sd_dir, "services")
-        saved_path = sd.save(store)
-        loaded = rp.ServiceDefinition.load(sd.service_name, store)
-        try:
-            sd.check_version("0.9.0")
-            refused = ""
-        except rp.VersionRefusedError as err:
-            refused = err.reason
+        key = rp.BackendKey.for_service(sd, DEMO_VERSION)
+        launcher = rp.CommandBackendLauncher.for_current_user(idle_timeout_secs=30)
         trace = rp.TraceContext.new_root()
-        return {
-            "user_sid_hash": user_hash,
-            "boot_id": rp.boot_id(),
-            "socket_dir": allocator.socket_dir,
-            "socket_dir_facts": _dir_facts(allocator.socket_dir),
-            "endpoint": {"namespace_id": endpoint.namespace_id, "path": endpoint.path},
-            "endpoint_path_bytes": len(os.fsencode(endpoint.path)),
-            "sun_path_max": rp.SUN_PATH_MAX,
-            "allocate_ms": round(allocate_ms, 3),
-            "backend_key": str(key),
-            "service_definition": repr(sd),
-            "servicedef_file": saved_path,
-            "servicedef_bytes": len(sd.to_bytes()),
-            "servicedef_round_trip": loaded == sd,
-            "version_1_0_0": "admitted",
-            "version_0_9_0_refused": refused,
-            "traceparent": trace.traceparent,
-        }
+        started = time.perf_counter()
+        handle = launcher.launch(key, sd, trace)
+        launch_ms = (time.perf_counter() - started) * 1000.0
+        with handle:
+            daemon = handle.daemon
+            message = f"hello from pid {os.getpid()}".encode()
+            with handle.connect() as conn:
+                conn.sendall(message)
+                conn.shutdown(1)
+                echoed = b""
+                while True:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    echoed += chunk
+            started = time.perf_counter()
+            handle.verify(trace)
+            verify_ms = (time.perf_counter() - started) * 1000.0
+            facts: dict[str, Any] = {
+                "backend_key": str(key),
+                "pid": daemon.pid,
+                "exe_path": daemon.exe_path,
+                "exe_sha256": daemon.exe_sha256_hex,
+                "boot_id": daemon.boot_id,
+                "endpoint": daemon.ipc_endpoint.path,
+                "namespace_id": daemon.ipc_endpoint.namespace_id,
+                "log_path": handle.log_path,
+                "user_sid_hash": launcher.user_sid_hash,
+                "socket_dir": launcher.socket_dir,
+                "socket_dir_mode": f"{stat.S_IMODE(os.lstat(launcher.socket_dir).st_mode):04o}",
+                "traceparent": trace.traceparent,
+                "launch_ms": round(launch_ms, 2),
+                "reverify_ms": round(verify_ms, 2),
+                "sent": message.decode(),
+                "echoed": echoed.decode(errors="replace"),
+            }
+        facts["returncode"] = handle.returncode
+        facts["socket_file_removed"] = not os.path.exists(facts["endpoint"])
+        facts["ok"] = facts["echoed"] == facts["sent"] and facts["socket_file_removed"]
+        return facts
     finally:
-        shutil.rmtree(sd_dir)
+        shutil.rmtree(root)
 
 
 def _print_demo(facts: dict[str, Any]) -> None:
     rows = [
-        ("user sid hash", facts["user_sid_hash"]),
+        ("backend", facts["backend_key"]),
+        ("pid", str(facts["pid"])),
+        ("executable", facts["exe_path"]),
+        ("sha-256", facts["exe_sha256"]),
         ("boot id", facts["boot_id"]),
-        ("socket dir", f"{facts['socket_dir']} ({facts['socket_dir_facts']})"),
-        ("endpoint", facts["endpoint"]["path"]),
+        ("endpoint", facts["endpoint"]),
+        ("socket dir", f"{facts['socket_dir']} (mode {facts['socket_dir_mode']})"),
+        ("trace", facts["traceparent"]),
+        ("launch", f"{facts['launch_ms']:.1f} ms including full verification"),
+        ("re-verify", f"{facts['reverify_ms']:.2f} ms"),
+        ("sent", repr(facts["sent"])),
+        ("echoed", repr(facts["echoed"])),
         (
-            "",
-            f"namespace {facts['endpoint']['namespace_id']}, "
-            f"{facts['endpoint_path_bytes']} of {facts['sun_path_max']} bytes, "
-            f"allocated in {facts['allocate_ms']:.3f} ms",
+            "shutdown",
+            f"return code {facts['returncode']}, socket file "
+            f"{'removed' if facts['socket_file_removed'] else 'LEFT BEHIND'}",
         ),
-        ("backend key", facts["backend_key"]),
-        ("definition", facts["service_definition"]),
-        (
-            "servicedef",
-            f"{facts['servicedef_bytes']} bytes, saved and loaded back: "
-            f"{'identical' if facts['servicedef_round_trip'] else 'DIFFERENT'}",
-        ),
-        ("version 0.9.0", f"refused: {facts['version_0_9_0_refused']}"),
-        ("traceparent", facts["traceparent"]),
     ]
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
@@ -117,7 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {rp.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="show the pieces of a launch on this machine")
+    demo = commands.add_parser("demo", help="launch, verify, use and stop the example backend")
     demo.add_argument("--json", action="store_true", help="print JSON instead of text")
     return parser
 
@@ -130,9 +148,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if args.json:
                 print(json.dumps(facts, indent=2))
             else:
-                print(f"running-process {rp.__version__} demo")
+                print(f"running-process {rp.__version__}: verified launch of the example backend")
                 _print_demo(facts)
-            return EXIT_OK if facts["servicedef_round_trip"] else EXIT_FAILURE
+            return EXIT_OK if facts["ok"] else EXIT_FAILURE
     except rp.RunningProcessError as err:
         print(f"running-process: {type(err).__name__}: {err}", file=sys.stderr)
         return EXIT_FAILURE

@@ -43,6 +43,7 @@ __all__ = [
     "VerificationError",
     "ProbeError",
     "LauncherError",
+    "BackendServerError",
 ]
 
 
@@ -301,3 +302,14 @@ class LauncherError(BackendLaunchError):
     not a ``BackendHandle``."""
 
     _fields = ("reason",)
+
+
+class BackendServerError(RunningProcessError):
+    """A backend could not start serving: ``variable`` names the environment
+    variable of the contract that is missing or invalid (None for other
+    causes: the endpoint is in use by a live listener, something that is not
+    a socket is at the path, ...)."""
+
+    _fields = ("variable", "reason")
+    variable: Optional[str]
+    reason: str

@@ -110,6 +110,15 @@ pub fn fill_random(buf: &mut [u8]) -> Result<(), HostError> {
     })
 }
 
+/// `timeout` from now, saturating: a timeout too large to represent means
+/// "no deadline" in practice (a century) instead of an overflow panic.
+pub fn deadline_after(timeout: std::time::Duration) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(std::time::Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
 /// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn unix_time_ms() -> u64 {
     std::time::SystemTime::now()

@@ -546,6 +546,10 @@ impl ExeProof {
         let exe_link = format!("/proc/{pid}/exe");
         let actual = std::fs::read_link(&exe_link)
             .map_err(|e| mismatch("exe_path", self.exe.display(), format!("unreadable: {e}")))?;
+        // A binary renamed over or removed after the exec shows as
+        // "<path> (deleted)"; the process still runs the hashed inode, which
+        // the stamp check below proves, so the suffix is not a mismatch.
+        let actual = strip_deleted(actual);
         if actual != self.exe {
             return Err(mismatch("exe_path", self.exe.display(), actual.display()));
         }
@@ -564,6 +568,14 @@ impl ExeProof {
             ));
         }
         Ok(())
+    }
+}
+
+fn strip_deleted(path: PathBuf) -> PathBuf {
+    let bytes = path.as_os_str().as_bytes();
+    match bytes.strip_suffix(b" (deleted)") {
+        Some(stripped) => PathBuf::from(OsStr::from_bytes(stripped)),
+        None => path,
     }
 }
 
@@ -668,7 +680,7 @@ fn wait_ready_and_verify(
     ready_timeout: Duration,
     log_path: &Path,
 ) -> Result<DaemonProcess, LaunchError> {
-    let deadline = Instant::now() + ready_timeout;
+    let deadline = host::deadline_after(ready_timeout);
     let mut delay = Duration::from_micros(20);
     let path = Path::new(&expected.ipc_endpoint.path);
     loop {
@@ -835,10 +847,15 @@ impl BackendHandle {
         exit
     }
 
-    /// SIGTERM, up to `grace` to exit, then SIGKILL; always reaped.
+    /// SIGTERM, up to `grace` to exit, then SIGKILL; always reaped. A clean
+    /// end (exit 0, or the SIGTERM itself) also removes the log file; any
+    /// other end keeps it for diagnosis.
     pub fn shutdown(&self, grace: Duration) -> Exit {
         let exit = self.watch.terminate(grace);
         self.cleanup();
+        if matches!(exit, Exit::Code(0) | Exit::Signal(libc::SIGTERM)) {
+            let _ = std::fs::remove_file(&self.log_path);
+        }
         exit
     }
 

@@ -15,6 +15,7 @@ pub mod names;
 pub mod probe;
 pub mod proto;
 pub mod reaper;
+pub mod server;
 pub mod service;
 pub mod spawn;
 pub mod trace;

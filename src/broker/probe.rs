@@ -22,6 +22,9 @@ use super::identity::DaemonProcess;
 use super::proto::{payload_protocol::IDENTITY_PROBE, FrameKind, FrameMsg, PayloadEncoding};
 use super::trace::TraceContext;
 
+/// Shortest timeout a probe uses: the socket API cannot express zero.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+
 /// Bytes of a probe nonce.
 pub const NONCE_LEN: usize = 32;
 /// Cap on a probe response body: a nonce and an identity are a few hundred
@@ -313,7 +316,7 @@ pub fn read_frame(
     limit: u32,
     timeout: Duration,
 ) -> Result<FrameMsg, ProbeError> {
-    let deadline = Instant::now() + timeout;
+    let deadline = super::host::deadline_after(timeout);
     let mut header = [0u8; HEADER_LEN];
     read_exact_until(stream, &mut header, deadline, timeout)?;
     let length = frame::parse_header(&header, limit)? as usize;
@@ -329,6 +332,7 @@ pub fn probe_stream(
     trace: &TraceContext,
     timeout: Duration,
 ) -> Result<DaemonProcess, ProbeError> {
+    let timeout = timeout.max(MIN_TIMEOUT);
     let request = ProbeRequest::new(trace)?;
     stream
         .set_write_timeout(Some(timeout))

@@ -168,8 +168,17 @@ impl ChildWatch {
         }
     }
 
-    /// SIGKILL and wait until reaped.
+    /// SIGKILL to the backend's whole process group (it is a session and
+    /// group leader, so this reaches helpers it forked), then to the backend
+    /// through its pidfd, and wait until reaped.
     pub fn kill(&self) -> Exit {
+        // While the leader is unreaped its pid, and so its group id, cannot be
+        // reused: the group signal can only reach the backend's own group.
+        if self.is_alive() {
+            if let Some(pgid) = rustix::process::Pid::from_raw(self.state.pid as i32) {
+                let _ = rustix::process::kill_process_group(pgid, Signal::KILL);
+            }
+        }
         let _ = self.signal(Signal::KILL);
         self.wait()
     }

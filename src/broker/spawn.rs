@@ -302,7 +302,7 @@ fn kill_and_reap(pid: libc::pid_t) {
     reap(pid);
 }
 
-/// argv[0] for a binary: its canonical path.
+/// `argv[0]` for a binary: its canonical path.
 pub fn arg0(path: &std::path::Path) -> Option<CString> {
     CString::new(path.as_os_str().as_bytes()).ok()
 }

@@ -15,6 +15,7 @@ use crate::broker::error::{
 };
 use crate::broker::launcher::LaunchError;
 use crate::broker::reaper::Exit;
+use crate::broker::server::ServerError;
 
 static ERRORS_MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 
@@ -432,5 +433,41 @@ fn binary_variant(err: &BinaryError) -> (&'static str, Option<String>) {
 impl From<LaunchError> for PyErr {
     fn from(err: LaunchError) -> PyErr {
         Python::attach(|py| launch_error(py, err))
+    }
+}
+
+pub(crate) fn server_error(py: Python<'_>, err: ServerError) -> PyErr {
+    let message = err.to_string();
+    match err {
+        ServerError::Fs(e) => fs_error(py, e),
+        ServerError::Host(e) => host_error(py, e),
+        ServerError::Validation(v) => validation_error(py, v),
+        ServerError::MissingEnv { name } => build(
+            py,
+            "BackendServerError",
+            message.clone(),
+            vec![
+                ("variable", value(py, name)),
+                ("reason", value(py, message)),
+            ],
+        ),
+        ServerError::InvalidEnv { name, reason, .. } => build(
+            py,
+            "BackendServerError",
+            message,
+            vec![("variable", value(py, name)), ("reason", value(py, reason))],
+        ),
+        other => {
+            let message = other.to_string();
+            build(
+                py,
+                "BackendServerError",
+                message.clone(),
+                vec![
+                    ("variable", py.None().into_bound(py)),
+                    ("reason", value(py, message)),
+                ],
+            )
+        }
     }
 }

@@ -234,6 +234,11 @@ impl PyBackendHandle {
         timeout: f64,
     ) -> PyResult<()> {
         let trace = trace_context.map(|t| t.inner.clone()).unwrap_or_default();
+        if timeout.is_nan() || timeout <= 0.0 {
+            return Err(PyValueError::new_err(format!(
+                "timeout must be a positive number of seconds, got {timeout}"
+            )));
+        }
         let timeout = duration("timeout", timeout)?;
         Ok(py.detach(|| self.inner.verify(&trace, timeout))?)
     }

@@ -7,6 +7,7 @@ mod allocator;
 mod errors;
 mod functions;
 mod launcher;
+mod server;
 mod values;
 
 use std::sync::OnceLock;
@@ -50,6 +51,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<allocator::PyBackendEndpointAllocator>()?;
     m.add_class::<launcher::PyCommandBackendLauncher>()?;
     m.add_class::<launcher::PyBackendHandle>()?;
+    m.add_class::<server::PyBackendServer>()?;
 
     m.add_function(wrap_pyfunction!(refresh_logging, m)?)?;
     m.add_function(wrap_pyfunction!(functions::user_sid_hash, m)?)?;

@@ -6,8 +6,14 @@ Reads the v1 environment, binds the endpoint, answers identity probes
 (payload protocol 0xB232) and echoes any other connection. The shebang is
 written by the test that installs it.
 
+At start it prints the RUNNING_PROCESS_* and LD_* variables it received,
+so tests can check what the launcher passed.
+
 Test behaviours, chosen by V1_BACKEND_MODE: "echo" (default); "wrong-pid"
-answers probes with pid + 1; "garbage" answers every connection with junk.
+answers probes with pid + 1; "wrong-nonce" answers probes with a flipped
+nonce; "garbage" answers every connection with junk; "delegate-bind" lets a
+forked child bind and answer (with the parent's identity), as a process
+squatting on the endpoint would.
 """
 
 import hashlib
@@ -17,6 +23,7 @@ import struct
 import sys
 import threading
 import time
+from typing import Dict, Tuple
 
 
 def varint(n: int) -> bytes:
@@ -39,24 +46,25 @@ def field_bytes(num: int, data: bytes) -> bytes:
     return varint((num << 3) | 2) + varint(len(data)) + data if data else b""
 
 
-def parse(body: bytes) -> dict:
-    fields: dict = {}
+def parse(body: bytes) -> Tuple[Dict[int, int], Dict[int, bytes]]:
+    """The varint fields and the length-delimited fields of a message."""
+    ints: Dict[int, int] = {}
+    blobs: Dict[int, bytes] = {}
     i = 0
     while i < len(body):
         key, i = read_varint(body, i)
         num, wt = key >> 3, key & 7
         if wt == 0:
-            val, i = read_varint(body, i)
+            ints[num], i = read_varint(body, i)
         elif wt == 2:
             n, i = read_varint(body, i)
-            val, i = body[i : i + n], i + n
+            blobs[num], i = body[i : i + n], i + n
         else:
             raise ValueError("unsupported wire type")
-        fields[num] = val
-    return fields
+    return ints, blobs
 
 
-def read_varint(buf: bytes, i: int) -> tuple:
+def read_varint(buf: bytes, i: int) -> Tuple[int, int]:
     shift = result = 0
     while True:
         b = buf[i]
@@ -77,16 +85,27 @@ def recv_exact(conn: socket.socket, n: int) -> bytes:
     return data
 
 
+MODE = os.environ.get("V1_BACKEND_MODE", "echo")
+
+
+def nonce(received: bytes) -> bytes:
+    if MODE == "wrong-nonce":
+        return bytes(b ^ 0xFF for b in received)
+    return received
+
+
 def main() -> None:
-    mode = os.environ.get("V1_BACKEND_MODE", "echo")
+    mode = MODE
     path = os.environ["RUNNING_PROCESS_BROKER_V1_BACKEND_PIPE"]
     namespace = os.environ["RUNNING_PROCESS_BROKER_V1_BACKEND_NAMESPACE"]
     script = os.path.realpath(sys.argv[0])
-    with open(script, "rb") as f:
-        digest = hashlib.sha256(f.read()).digest()
-    with open("/proc/sys/kernel/random/boot_id") as f:
-        boot_id = f.read().strip()
+    with open(script, "rb") as binary:
+        digest = hashlib.sha256(binary.read()).digest()
+    with open("/proc/sys/kernel/random/boot_id") as text:
+        boot_id = text.read().strip()
     pid = os.getpid() + (1 if mode == "wrong-pid" else 0)
+    if mode == "delegate-bind":
+        pid = os.getpid()
     endpoint = field_bytes(1, namespace.encode()) + field_bytes(2, path.encode())
     identity = (
         field_varint(1, pid)
@@ -96,6 +115,12 @@ def main() -> None:
         + field_varint(5, int(time.time() * 1000))
         + field_bytes(6, boot_id.encode())
     )
+    for name in sorted(os.environ):
+        if name.startswith(("RUNNING_PROCESS_", "LD_")):
+            print(f"env {name}={os.environ[name]}", flush=True)
+    if mode == "delegate-bind" and os.fork() != 0:
+        while True:
+            time.sleep(3600)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
     server.listen(16)
@@ -110,16 +135,17 @@ def main() -> None:
             if len(head) == 5 and head[0] == 1:
                 (length,) = struct.unpack("<I", head[1:5])
                 frame = recv_exact(conn, 5 + length)[5:]
-                f = parse(frame)
-                if f.get(3) == 0xB232 and f.get(2, 0) == 0 and len(f.get(4, b"")) == 32:
+                ints, blobs = parse(frame)
+                payload = blobs.get(4, b"")
+                if ints.get(3) == 0xB232 and ints.get(2, 0) == 0 and len(payload) == 32:
                     body = (
                         field_varint(1, 1)
                         + field_varint(2, 1)
                         + field_varint(3, 0xB232)
-                        + field_bytes(4, f[4] + identity)
-                        + field_varint(5, f.get(5, 0))
-                        + field_bytes(8, f.get(8, b""))
-                        + field_bytes(9, f.get(9, b""))
+                        + field_bytes(4, nonce(payload) + identity)
+                        + field_varint(5, ints.get(5, 0))
+                        + field_bytes(8, blobs.get(8, b""))
+                        + field_bytes(9, blobs.get(9, b""))
                     )
                     conn.sendall(b"\x01" + struct.pack("<I", len(body)) + body)
                     return

@@ -1,0 +1,1 @@
+"""Example backends shipped with the package (used by the demo and tests)."""

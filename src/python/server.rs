@@ -1,0 +1,209 @@
+//! Python class for the backend SDK's server.
+
+use std::os::fd::IntoRawFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+use super::values::{pyrepr, PyDaemonProcess, PyEndpoint, PyTraceContext};
+use crate::broker::server::{BackendServer, Connection, ServerConfig, ServerError, ShutdownReason};
+
+/// The backend side of the contract: binds the endpoint from the
+/// environment, answers identity probes on its own thread, and hands every
+/// other connection to the application untouched.
+#[pyclass(name = "BackendServer", module = "running_process._native", frozen)]
+pub struct PyBackendServer {
+    inner: BackendServer,
+}
+
+/// The file the identity should name for this Python process: the script it
+/// runs (the kernel passes scripts as `/dev/fd/N`, which resolves to the
+/// script), or None to use the interpreter.
+fn running_script(py: Python<'_>) -> PyResult<Option<PathBuf>> {
+    let argv = py.import("sys")?.getattr("argv")?;
+    let Ok(first) = argv.get_item(0) else {
+        return Ok(None);
+    };
+    let Ok(first) = first.extract::<String>() else {
+        return Ok(None);
+    };
+    if first.is_empty() || first == "-c" || first == "-m" {
+        return Ok(None);
+    }
+    match std::fs::canonicalize(&first) {
+        Ok(path) if path.is_file() => Ok(Some(path)),
+        _ => Ok(None),
+    }
+}
+
+impl PyBackendServer {
+    fn wrap_connection<'py>(
+        &self,
+        py: Python<'py>,
+        conn: Connection,
+        server: Py<Self>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let fd = conn.into_raw_fd();
+        py.import("running_process.backend")?
+            .getattr("BackendConnection")?
+            .call1((server, fd))
+    }
+}
+
+#[pymethods]
+impl PyBackendServer {
+    /// Reads the environment contract and binds. ``exe_path`` is the file the
+    /// identity names; by default the running script (for a ``#!`` backend)
+    /// or else the interpreter. With ``exit_on_sigterm`` (the default)
+    /// SIGTERM and SIGINT shut the server down gracefully.
+    #[staticmethod]
+    #[pyo3(signature = (exe_path = None, exit_on_sigterm = true))]
+    fn from_env(
+        py: Python<'_>,
+        exe_path: Option<PathBuf>,
+        exit_on_sigterm: bool,
+    ) -> PyResult<Self> {
+        // Signal handling goes in before the bind, so a SIGTERM that arrives
+        // right after the launcher sees the socket still ends gracefully.
+        let mut config = ServerConfig::from_env()?.with_exit_on_sigterm(exit_on_sigterm);
+        if let Some(exe) = exe_path.or(running_script(py)?) {
+            config = config.with_identity_exe(exe);
+        }
+        let inner = py.detach(|| BackendServer::bind(config))?;
+        Ok(PyBackendServer { inner })
+    }
+
+    /// The next application connection as a ``socket.socket`` (nothing read
+    /// from it yet), or None once the server has shut down or after
+    /// ``timeout`` seconds.
+    #[pyo3(signature = (timeout = None))]
+    fn accept<'py>(
+        slf: &Bound<'py, Self>,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let py = slf.py();
+        let this = slf.get();
+        let got = match timeout {
+            None => py.detach(|| this.inner.accept().map(Some)),
+            Some(t) => {
+                let t = Duration::try_from_secs_f64(t).map_err(|_| {
+                    PyValueError::new_err(format!("timeout must be a non-negative number, got {t}"))
+                })?;
+                py.detach(|| this.inner.accept_timeout(t))
+            }
+        };
+        match got {
+            Ok(Some(conn)) => this
+                .wrap_connection(py, conn, slf.clone().unbind())
+                .map(Some),
+            Ok(None) | Err(ServerError::ShuttingDown) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Tells the server an accepted connection is finished (the
+    /// ``BackendConnection`` returned by ``accept`` does this when closed).
+    fn connection_closed(&self) {
+        self.inner.connection_closed();
+    }
+
+    /// Application connections handed out and not yet closed.
+    #[getter]
+    fn open_connections(&self) -> usize {
+        self.inner.open_connections()
+    }
+
+    /// The identity this server reports to probes.
+    #[getter]
+    fn identity(&self) -> PyDaemonProcess {
+        PyDaemonProcess {
+            inner: self.inner.identity().clone(),
+        }
+    }
+
+    #[getter]
+    fn endpoint(&self) -> PyEndpoint {
+        PyEndpoint {
+            inner: self.inner.endpoint().clone(),
+        }
+    }
+
+    #[getter]
+    fn service_name(&self) -> &str {
+        self.inner.service_name()
+    }
+
+    #[getter]
+    fn service_version(&self) -> &str {
+        self.inner.service_version()
+    }
+
+    #[getter]
+    fn trace_context(&self) -> PyTraceContext {
+        PyTraceContext {
+            inner: self.inner.trace_context().clone(),
+        }
+    }
+
+    /// Why the server stopped (``"requested"``, ``"idle"``, ``"signal
+    /// SIGTERM"``, ...), or None while it runs.
+    #[getter]
+    fn shutdown_reason(&self) -> Option<String> {
+        self.inner.shutdown_reason().map(|r| match r {
+            ShutdownReason::Requested => "requested".to_owned(),
+            ShutdownReason::Idle => "idle".to_owned(),
+            other => other.to_string(),
+        })
+    }
+
+    /// Blocks until the server stops (idle timeout, signal, ``shutdown``);
+    /// returns the reason, or None after ``timeout`` seconds.
+    #[pyo3(signature = (timeout = None))]
+    fn wait_for_shutdown(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<String>> {
+        match timeout {
+            None => {
+                py.detach(|| self.inner.wait_for_shutdown());
+            }
+            Some(t) => {
+                let t = Duration::try_from_secs_f64(t).map_err(|_| {
+                    PyValueError::new_err(format!("timeout must be a non-negative number, got {t}"))
+                })?;
+                py.detach(|| self.inner.wait_for_shutdown_timeout(t));
+            }
+        }
+        Ok(self.shutdown_reason())
+    }
+
+    /// Stops accepting, removes the socket file and wakes ``accept``.
+    fn shutdown(&self, py: Python<'_>) {
+        py.detach(|| self.inner.shutdown());
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        self.shutdown(py);
+        false
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!(
+            "<BackendServer {} {} pid={} endpoint={}>",
+            self.inner.service_name(),
+            self.inner.service_version(),
+            self.inner.identity().pid,
+            pyrepr(py, &self.inner.endpoint().path)
+        )
+    }
+}
+
+impl From<ServerError> for PyErr {
+    fn from(err: ServerError) -> PyErr {
+        Python::attach(|py| super::errors::server_error(py, err))
+    }
+}

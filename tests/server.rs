@@ -1,0 +1,915 @@
+//! Integration tests of the backend SDK (`broker::server`) and of the
+//! example backend `rp-echo-backend`, over real sockets, threads and child
+//! processes.
+//!
+//! Nothing here sleeps to let something happen: tests wait on the event
+//! itself (accept, shutdown, a probe answer, a child's exit) and timeouts
+//! only turn a hang into a failure. Socket paths live in short directories
+//! under /tmp because `sun_path` holds 107 bytes.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::{Read, Write};
+use std::num::NonZeroU32;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use running_process::broker::env::{
+    ENV_BACKEND_NAMESPACE, ENV_BACKEND_PIPE, ENV_IDLE_TIMEOUT_SECS, ENV_INSTANCE, ENV_SERVICE_NAME,
+    ENV_SERVICE_VERSION, ENV_TRACEPARENT, ENV_TRACESTATE,
+};
+use running_process::broker::frame::{self, MAX_FRAME_BODY};
+use running_process::broker::probe::{self, ProbeError, ProbeRequest, MAX_PROBE_RESPONSE};
+use running_process::broker::server::{
+    BackendServer, ServerConfig, ServerError, ShutdownReason, DEFAULT_CLASSIFY_WINDOW,
+};
+use running_process::{
+    boot_id, sha256_file, BrokerInstanceKey, DaemonProcess, Endpoint, TraceContext,
+};
+
+/// Long enough that only a hang reaches it.
+const HANG: Duration = Duration::from_secs(30);
+const ECHO_BIN: &str = env!("CARGO_BIN_EXE_rp-echo-backend");
+
+fn short_tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("rps")
+        .tempdir_in("/tmp")
+        .unwrap()
+}
+
+/// A small file to report as the executable, so that most tests do not hash
+/// the (large, debug) test binary.
+fn identity_file(dir: &Path) -> PathBuf {
+    let path = dir.join("backend.sh");
+    fs::write(&path, "#!/bin/sh\nexec echo-backend \"$@\"\n").unwrap();
+    path
+}
+
+fn socket_path(dir: &Path) -> PathBuf {
+    dir.join("s").join("b.sock")
+}
+
+fn config(dir: &Path) -> ServerConfig {
+    let path = socket_path(dir);
+    ServerConfig::new(
+        Endpoint::new("shared", path.to_str().unwrap()).unwrap(),
+        BrokerInstanceKey::shared(),
+        "echo",
+        "1.0.0",
+    )
+    .unwrap()
+    .with_identity_exe(identity_file(dir))
+}
+
+fn probe_path(path: &Path) -> Result<DaemonProcess, ProbeError> {
+    let mut stream = UnixStream::connect(path).map_err(|source| ProbeError::Io {
+        operation: "connect",
+        source,
+    })?;
+    probe::probe_stream(&mut stream, &TraceContext::default(), HANG)
+}
+
+/// Runs `f` on a thread and fails the test if it does not finish in time.
+fn within<T: Send + 'static>(timeout: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(timeout).expect("operation hung")
+}
+
+fn read_all(stream: &mut impl Read) -> Vec<u8> {
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn probe_answers_with_the_server_identity() {
+    let tmp = short_tempdir();
+    let path = socket_path(tmp.path());
+    let config = ServerConfig::new(
+        Endpoint::new("private:echo", path.to_str().unwrap()).unwrap(),
+        BrokerInstanceKey::private("echo").unwrap(),
+        "echo",
+        "1.0.0",
+    )
+    .unwrap()
+    .with_idle_timeout_secs(NonZeroU32::new(600));
+    let server = BackendServer::bind(config).unwrap();
+
+    let exe = fs::canonicalize(std::env::current_exe().unwrap()).unwrap();
+    let expected = DaemonProcess {
+        pid: std::process::id(),
+        exe_path: exe.to_str().unwrap().to_owned(),
+        exe_sha256: sha256_file(&exe).unwrap(),
+        boot_id: boot_id().unwrap(),
+        ipc_endpoint: Endpoint::new("private:echo", path.to_str().unwrap()).unwrap(),
+        started_at_unix_ms: server.identity().started_at_unix_ms,
+        idle_timeout_secs: Some(600),
+    };
+    assert_eq!(server.identity(), &expected);
+
+    // Answered although nobody calls accept(), and more than once.
+    for _ in 0..3 {
+        let actual = probe_path(&path).unwrap();
+        probe::compare_identity(&expected, &actual).unwrap();
+        assert_eq!(actual, expected);
+    }
+
+    // The response copies the request's trace fields.
+    let trace = TraceContext::new(
+        0,
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "vendor=opaque",
+    )
+    .unwrap();
+    let request = ProbeRequest::new(&trace).unwrap();
+    let mut stream = UnixStream::connect(&path).unwrap();
+    stream.write_all(&request.bytes).unwrap();
+    let response = probe::read_frame(&mut stream, MAX_PROBE_RESPONSE, HANG).unwrap();
+    assert_eq!(response.traceparent, trace.traceparent());
+    assert_eq!(response.tracestate, trace.tracestate());
+    assert_eq!(request.check_response(&response).unwrap(), expected);
+    // The server closes a probe connection after answering.
+    assert_eq!(read_all(&mut stream), b"");
+
+    assert_eq!(server.open_connections(), 0);
+    assert_eq!(server.service_name(), "echo");
+    assert_eq!(server.service_version(), "1.0.0");
+    assert_eq!(server.endpoint().path(), path.to_str().unwrap());
+    assert!(server.accept_timeout(Duration::ZERO).unwrap().is_none());
+}
+
+#[test]
+fn identity_exe_override_reports_the_canonical_file() {
+    let tmp = short_tempdir();
+    let script = identity_file(tmp.path());
+    let link = tmp.path().join("link.sh");
+    std::os::unix::fs::symlink(&script, &link).unwrap();
+    let server = BackendServer::bind(config(tmp.path()).with_identity_exe(&link)).unwrap();
+    let identity = probe_path(&socket_path(tmp.path())).unwrap();
+    let canonical = fs::canonicalize(&script).unwrap();
+    assert_eq!(identity.exe_path, canonical.to_str().unwrap());
+    assert_eq!(identity.exe_sha256, sha256_file(&canonical).unwrap());
+    assert_eq!(identity.idle_timeout_secs, None);
+    assert_eq!(&identity, server.identity());
+}
+
+#[test]
+fn application_bytes_reach_accept_untouched() {
+    let tmp = short_tempdir();
+    let path = socket_path(tmp.path());
+    let server = BackendServer::bind(config(tmp.path())).unwrap();
+
+    // A frame that looks like a probe (protocol 0xB232, 32-byte payload)
+    // but whose request id does not match its nonce, with bytes after it.
+    let probe_like = {
+        let real = ProbeRequest::with_nonce([7; 32], &TraceContext::default());
+        let mut frame = frame::decode_frame(&real.bytes, MAX_FRAME_BODY).unwrap();
+        frame.request_id ^= 1;
+        let mut bytes = frame::encode_frame(&frame, MAX_FRAME_BODY).unwrap();
+        bytes.extend_from_slice(b"and then some");
+        bytes
+    };
+    // The first bytes of a real probe, then the client stops sending.
+    let truncated_probe =
+        ProbeRequest::with_nonce([9; 32], &TraceContext::default()).bytes[..10].to_vec();
+    let messages: [Vec<u8>; 3] = [
+        b"hello, application\n".to_vec(),
+        probe_like,
+        truncated_probe,
+    ];
+
+    for message in messages {
+        let mut client = UnixStream::connect(&path).unwrap();
+        client.write_all(&message).unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut conn = server.accept_timeout(HANG).unwrap().expect("no connection");
+        assert_eq!(server.open_connections(), 1);
+        assert_eq!(read_all(&mut conn), message);
+        conn.write_all(b"reply").unwrap();
+        drop(conn);
+        assert_eq!(read_all(&mut client), b"reply");
+        assert_eq!(server.open_connections(), 0);
+    }
+}
+
+#[test]
+fn silent_connection_is_handed_over_after_the_window() {
+    let tmp = short_tempdir();
+    let path = socket_path(tmp.path());
+    let server = BackendServer::bind(config(tmp.path())).unwrap();
+
+    let connected = Instant::now();
+    let mut client = UnixStream::connect(&path).unwrap();
+    let mut conn = server.accept_timeout(HANG).unwrap().expect("no connection");
+    assert!(connected.elapsed() >= DEFAULT_CLASSIFY_WINDOW);
+
+    // A server-speaks-first exchange works, and nothing was consumed.
+    conn.write_all(b"banner").unwrap();
+    let mut banner = [0u8; 6];
+    client.read_exact(&mut banner).unwrap();
+    assert_eq!(&banner, b"banner");
+    client.write_all(b"late bytes").unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(read_all(&mut conn), b"late bytes");
+}
+
+#[test]
+fn slow_connections_do_not_delay_a_probe() {
+    let tmp = short_tempdir();
+    let path = socket_path(tmp.path());
+    // A window far longer than the test: the slow clients stay unclassified
+    // for as long as the probe takes.
+    let server =
+        BackendServer::bind(config(tmp.path()).with_classify_window(Duration::from_secs(120)))
+            .unwrap();
+
+    let mut slow = Vec::new();
+    for _ in 0..8 {
+        let mut client = UnixStream::connect(&path).unwrap();
+        // The framing version byte: could be the start of a probe.
+        client.write_all(&[1]).unwrap();
+        slow.push(client);
+    }
+    for _ in 0..3 {
+        probe_path(&path).unwrap();
+    }
+    assert!(server.accept_timeout(Duration::ZERO).unwrap().is_none());
+
+    // A slow client that hangs up is the application's at once, with its
+    // one byte unread.
+    let client = slow.pop().unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut conn = server.accept_timeout(HANG).unwrap().expect("no connection");
+    assert_eq!(read_all(&mut conn), [1]);
+}
+
+#[test]
+fn socket_is_0600_in_a_0700_directory() {
+    let tmp = short_tempdir();
+    let path = socket_path(tmp.path());
+    let _server = BackendServer::bind(config(tmp.path())).unwrap();
+    let meta = fs::symlink_metadata(&path).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.mode() & 0o7777, 0o600);
+    assert_eq!(
+        fs::metadata(path.parent().unwrap()).unwrap().mode() & 0o7777,
+        0o700
+    );
+}
+
+#[test]
+fn loose_socket_directory_is_refused() {
+    let tmp = short_tempdir();
+    let dir = socket_path(tmp.path()).parent().unwrap().to_path_buf();
+    fs::DirBuilder::new().mode(0o755).create(&dir).unwrap();
+    fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let err = BackendServer::bind(config(tmp.path())).unwrap_err();
+    assert!(matches!(err, ServerError::Fs(_)), "{err}");
+    assert!(!socket_path(tmp.path()).exists());
+}
+
+fn private_socket_dir(tmp: &Path) -> PathBuf {
+    let path = socket_path(tmp);
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(path.parent().unwrap())
+        .unwrap();
+    path
+}
+
+#[test]
+fn stale_socket_file_is_replaced() {
+    let tmp = short_tempdir();
+    let path = private_socket_dir(tmp.path());
+    drop(UnixListener::bind(&path).unwrap());
+    fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+
+    let server = BackendServer::bind(config(tmp.path())).unwrap();
+    // (Inode numbers may be reused at once, so the mode tells the files apart.)
+    assert_eq!(fs::symlink_metadata(&path).unwrap().mode() & 0o777, 0o600);
+    assert_eq!(&probe_path(&path).unwrap(), server.identity());
+}
+
+#[test]
+fn live_listener_is_left_alone() {
+    let tmp = short_tempdir();
+    let path = private_socket_dir(tmp.path());
+    let other = UnixListener::bind(&path).unwrap();
+    let ino = fs::symlink_metadata(&path).unwrap().ino();
+
+    match BackendServer::bind(config(tmp.path())).unwrap_err() {
+        ServerError::AddressInUse { path: p } => assert_eq!(p, path),
+        err => panic!("{err}"),
+    }
+    assert_eq!(fs::symlink_metadata(&path).unwrap().ino(), ino);
+    // The other listener still works.
+    let mut client = UnixStream::connect(&path).unwrap();
+    client.write_all(b"still mine").unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    // Its backlog holds the liveness check first, then this client.
+    let (mut liveness_check, _) = other.accept().unwrap();
+    assert_eq!(read_all(&mut liveness_check), b"");
+    let (mut accepted, _) = other.accept().unwrap();
+    assert_eq!(read_all(&mut accepted), b"still mine");
+}
+
+#[test]
+fn non_socket_at_the_path_is_left_alone() {
+    let tmp = short_tempdir();
+    let path = private_socket_dir(tmp.path());
+
+    fs::write(&path, b"precious").unwrap();
+    match BackendServer::bind(config(tmp.path())).unwrap_err() {
+        ServerError::NotASocket { path: p, found } => {
+            assert_eq!(p, path);
+            assert_eq!(found, "regular file");
+        }
+        err => panic!("{err}"),
+    }
+    assert_eq!(fs::read(&path).unwrap(), b"precious");
+    fs::remove_file(&path).unwrap();
+
+    std::os::unix::fs::symlink(tmp.path().join("elsewhere"), &path).unwrap();
+    let err = BackendServer::bind(config(tmp.path())).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ServerError::NotASocket {
+                found: "symbolic link",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(fs::symlink_metadata(&path)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    fs::remove_file(&path).unwrap();
+
+    fs::create_dir(&path).unwrap();
+    let err = BackendServer::bind(config(tmp.path())).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ServerError::NotASocket {
+                found: "directory",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(path.is_dir());
+}
+
+#[test]
+fn shutdown_wakes_accept_and_removes_the_socket_file() {
+    let tmp = short_tempdir();
+    let path = socket_path(tmp.path());
+    let server = Arc::new(BackendServer::bind(config(tmp.path())).unwrap());
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let waiter = {
+        let server = Arc::clone(&server);
+        thread::spawn(move || {
+            entered_tx.send(()).unwrap();
+            server.accept().map(|_| ())
+        })
+    };
+    entered_rx.recv_timeout(HANG).unwrap();
+    server.shutdown();
+    assert!(!path.exists());
+    let result = within(HANG, move || waiter.join().unwrap());
+    assert!(matches!(result, Err(ServerError::ShuttingDown)));
+    assert_eq!(server.shutdown_reason(), Some(ShutdownReason::Requested));
+    assert!(matches!(server.accept(), Err(ServerError::ShuttingDown)));
+    server.shutdown();
+    assert!(UnixStream::connect(&path).is_err());
+}
+
+#[test]
+fn drop_removes_only_its_own_socket_file() {
+    let tmp = short_tempdir();
+    let path = socket_path(tmp.path());
+    drop(BackendServer::bind(config(tmp.path())).unwrap());
+    assert!(!path.exists());
+
+    let server = BackendServer::bind(config(tmp.path())).unwrap();
+    fs::remove_file(&path).unwrap();
+    let _replacement = UnixListener::bind(&path).unwrap();
+    drop(server);
+    assert!(fs::symlink_metadata(&path).unwrap().file_type().is_socket());
+}
+
+#[test]
+fn idle_timeout_ends_an_unused_server() {
+    let tmp = short_tempdir();
+    let path = socket_path(tmp.path());
+    let started = Instant::now();
+    let server = Arc::new(
+        BackendServer::bind(config(tmp.path()).with_idle_timeout_secs(NonZeroU32::new(1))).unwrap(),
+    );
+    let result = {
+        let server = Arc::clone(&server);
+        within(HANG, move || server.accept().map(|_| ()))
+    };
+    assert!(matches!(result, Err(ServerError::ShuttingDown)));
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert_eq!(server.wait_for_shutdown(), ShutdownReason::Idle);
+    assert!(!path.exists());
+}
+
+#[test]
+fn open_connection_keeps_an_idle_server_alive_until_dropped() {
+    let tmp = short_tempdir();
+    let path = socket_path(tmp.path());
+    let server =
+        BackendServer::bind(config(tmp.path()).with_idle_timeout_secs(NonZeroU32::new(1))).unwrap();
+    let mut client = UnixStream::connect(&path).unwrap();
+    client.write_all(b"x").unwrap();
+    let conn = server.accept_timeout(HANG).unwrap().expect("no connection");
+    assert_eq!(server.open_connections(), 1);
+
+    assert_eq!(
+        server.wait_for_shutdown_timeout(Duration::from_millis(2500)),
+        None
+    );
+    assert!(path.exists());
+
+    let dropped = Instant::now();
+    drop(conn);
+    assert_eq!(
+        server.wait_for_shutdown_timeout(HANG),
+        Some(ShutdownReason::Idle)
+    );
+    assert!(dropped.elapsed() >= Duration::from_secs(1));
+    assert!(!path.exists());
+}
+
+#[test]
+fn detached_connection_counts_until_reported_closed() {
+    let tmp = short_tempdir();
+    let path = socket_path(tmp.path());
+    let server =
+        BackendServer::bind(config(tmp.path()).with_idle_timeout_secs(NonZeroU32::new(1))).unwrap();
+    let mut client = UnixStream::connect(&path).unwrap();
+    client.write_all(b"y").unwrap();
+    let mut stream = server
+        .accept_timeout(HANG)
+        .unwrap()
+        .expect("no connection")
+        .detach();
+    let mut byte = [0u8; 1];
+    stream.read_exact(&mut byte).unwrap();
+    assert_eq!(&byte, b"y");
+    drop(stream);
+    assert_eq!(server.open_connections(), 1);
+    assert_eq!(
+        server.wait_for_shutdown_timeout(Duration::from_millis(2500)),
+        None
+    );
+    server.connection_closed();
+    assert_eq!(server.open_connections(), 0);
+    assert_eq!(
+        server.wait_for_shutdown_timeout(HANG),
+        Some(ShutdownReason::Idle)
+    );
+}
+
+#[test]
+fn probes_do_not_keep_an_idle_server_alive() {
+    let tmp = short_tempdir();
+    let path = socket_path(tmp.path());
+    let server =
+        BackendServer::bind(config(tmp.path()).with_idle_timeout_secs(NonZeroU32::new(2))).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let prober = {
+        let (done, answered, path) = (Arc::clone(&done), Arc::clone(&answered), path.clone());
+        thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                if probe_path(&path).is_ok() {
+                    answered.fetch_add(1, Ordering::SeqCst);
+                }
+                // A launcher's health-check cadence, not synchronisation.
+                thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let reason = server.wait_for_shutdown_timeout(HANG);
+    done.store(true, Ordering::SeqCst);
+    prober.join().unwrap();
+    assert_eq!(reason, Some(ShutdownReason::Idle));
+    assert!(answered.load(Ordering::SeqCst) > 0);
+}
+
+// ---- the environment contract -------------------------------------------
+
+fn valid_env() -> Vec<(&'static str, String)> {
+    vec![
+        (ENV_SERVICE_NAME, "zccache".to_owned()),
+        (ENV_SERVICE_VERSION, "1.11.20".to_owned()),
+        (ENV_BACKEND_PIPE, "/tmp/rpsx/s/b.sock".to_owned()),
+        (ENV_BACKEND_NAMESPACE, "shared".to_owned()),
+        (ENV_INSTANCE, "shared".to_owned()),
+    ]
+}
+
+fn from_vars(vars: &[(&'static str, String)]) -> Result<ServerConfig, ServerError> {
+    ServerConfig::from_lookup(|name| {
+        vars.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| OsString::from(v))
+    })
+}
+
+fn with(name: &'static str, value: &str) -> Vec<(&'static str, String)> {
+    let mut vars: Vec<_> = valid_env()
+        .into_iter()
+        .filter(|(n, _)| *n != name)
+        .collect();
+    vars.push((name, value.to_owned()));
+    vars
+}
+
+#[test]
+fn env_contract_is_read_and_validated() {
+    let mut vars = with(ENV_INSTANCE, "private:zccache");
+    vars.push((
+        ENV_TRACEPARENT,
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned(),
+    ));
+    vars.push((ENV_TRACESTATE, "a=b".to_owned()));
+    vars.push((ENV_IDLE_TIMEOUT_SECS, "45".to_owned()));
+    let config = from_vars(&vars).unwrap();
+    assert_eq!(config.service_name(), "zccache");
+    assert_eq!(config.service_version(), "1.11.20");
+    assert_eq!(
+        config.endpoint(),
+        &Endpoint::new("shared", "/tmp/rpsx/s/b.sock").unwrap()
+    );
+    assert_eq!(
+        config.instance(),
+        &BrokerInstanceKey::private("zccache").unwrap()
+    );
+    assert_eq!(config.trace().tracestate(), "a=b");
+    assert_eq!(config.idle_timeout_secs(), NonZeroU32::new(45));
+
+    let minimal = from_vars(&valid_env()).unwrap();
+    assert_eq!(minimal.trace(), &TraceContext::default());
+    assert_eq!(minimal.idle_timeout_secs(), None);
+    // Optional variables that are set but empty count as unset.
+    let mut empty = valid_env();
+    for name in [ENV_TRACEPARENT, ENV_TRACESTATE, ENV_IDLE_TIMEOUT_SECS] {
+        empty.push((name, String::new()));
+    }
+    assert_eq!(from_vars(&empty).unwrap(), minimal);
+}
+
+#[test]
+fn missing_env_variables_are_named() {
+    for (name, _) in valid_env() {
+        let vars: Vec<_> = valid_env()
+            .into_iter()
+            .filter(|(n, _)| *n != name)
+            .collect();
+        match from_vars(&vars).unwrap_err() {
+            ServerError::MissingEnv { name: missing } => assert_eq!(missing, name),
+            err => panic!("{name}: {err}"),
+        }
+    }
+}
+
+#[test]
+fn invalid_env_variables_are_named_with_value_and_reason() {
+    let long_path = format!("/tmp/{}.sock", "p".repeat(120));
+    let cases: Vec<(&'static str, &str)> = vec![
+        (ENV_SERVICE_NAME, "ZCache"),
+        (ENV_SERVICE_NAME, ""),
+        (ENV_SERVICE_VERSION, "1.2"),
+        (ENV_SERVICE_VERSION, "01.2.3"),
+        (ENV_BACKEND_PIPE, "relative/b.sock"),
+        (ENV_BACKEND_PIPE, &long_path),
+        (ENV_BACKEND_NAMESPACE, "has space"),
+        (ENV_BACKEND_NAMESPACE, ""),
+        (ENV_INSTANCE, "private:"),
+        (ENV_INSTANCE, "other"),
+        (ENV_TRACEPARENT, "00-zz"),
+        (ENV_IDLE_TIMEOUT_SECS, "0"),
+        (ENV_IDLE_TIMEOUT_SECS, "ten"),
+        (ENV_IDLE_TIMEOUT_SECS, "-1"),
+        (ENV_IDLE_TIMEOUT_SECS, "4294967296"),
+    ];
+    for (name, value) in cases {
+        match from_vars(&with(name, value)).unwrap_err() {
+            ServerError::InvalidEnv {
+                name: got,
+                value: got_value,
+                reason,
+            } => {
+                assert_eq!(got, name, "{value:?}");
+                assert_eq!(got_value, value);
+                assert!(!reason.is_empty());
+            }
+            err => panic!("{name}={value:?}: {err}"),
+        }
+    }
+
+    // A tracestate without a traceparent is the tracestate's fault.
+    match from_vars(&with(ENV_TRACESTATE, "a=b")).unwrap_err() {
+        ServerError::InvalidEnv { name, reason, .. } => {
+            assert_eq!(name, ENV_TRACESTATE);
+            assert!(reason.contains("traceparent"), "{reason}");
+        }
+        err => panic!("{err}"),
+    }
+
+    // Not UTF-8.
+    let err = ServerConfig::from_lookup(|name| {
+        if name == ENV_SERVICE_NAME {
+            Some(std::os::unix::ffi::OsStringExt::from_vec(vec![0x7a, 0xff]))
+        } else {
+            valid_env()
+                .into_iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| OsString::from(v))
+        }
+    })
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ServerError::InvalidEnv {
+                name: ENV_SERVICE_NAME,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains(ENV_SERVICE_NAME), "{err}");
+}
+
+// ---- the example backend as a real child process -------------------------
+
+/// Kills and reaps the child if a test fails before it exits.
+struct ChildGuard(Option<Child>);
+
+impl ChildGuard {
+    fn pid(&self) -> u32 {
+        self.0.as_ref().unwrap().id()
+    }
+
+    fn signal(&self, sig: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.pid() as i32).unwrap();
+        rustix::process::kill_process(pid, sig).unwrap();
+    }
+
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.0.as_mut().unwrap().try_wait().unwrap()
+    }
+
+    /// Waits for the exit and returns the status and stderr.
+    fn wait(mut self) -> (ExitStatus, String) {
+        let child = self.0.take().unwrap();
+        within(HANG, move || {
+            let output = child.wait_with_output().unwrap();
+            (
+                output.status,
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            )
+        })
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn spawn_echo(vars: &[(&'static str, String)], mode: Option<&str>) -> ChildGuard {
+    spawn_backend(Path::new(ECHO_BIN), vars, mode)
+}
+
+fn spawn_backend(bin: &Path, vars: &[(&'static str, String)], mode: Option<&str>) -> ChildGuard {
+    let mut cmd = Command::new(bin);
+    for name in [
+        ENV_SERVICE_NAME,
+        ENV_SERVICE_VERSION,
+        ENV_BACKEND_PIPE,
+        ENV_BACKEND_NAMESPACE,
+        ENV_INSTANCE,
+        ENV_TRACEPARENT,
+        ENV_TRACESTATE,
+        ENV_IDLE_TIMEOUT_SECS,
+        "RP_ECHO_MODE",
+        "RP_ECHO_LOG",
+    ] {
+        cmd.env_remove(name);
+    }
+    for (name, value) in vars {
+        cmd.env(name, value);
+    }
+    if let Some(mode) = mode {
+        cmd.env("RP_ECHO_MODE", mode);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // A file this process just wrote can be briefly "busy" for exec while a
+    // concurrently forked child of another test still holds the write
+    // descriptor (until that child's own exec closes it).
+    let mut attempts = 0;
+    loop {
+        match cmd.spawn() {
+            Ok(child) => return ChildGuard(Some(child)),
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempts < 100 => {
+                attempts += 1;
+                thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("spawn {}: {e}", bin.display()),
+        }
+    }
+}
+
+fn echo_env(path: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        (ENV_SERVICE_NAME, "echo".to_owned()),
+        (ENV_SERVICE_VERSION, "1.0.0".to_owned()),
+        (ENV_BACKEND_PIPE, path.to_str().unwrap().to_owned()),
+        (ENV_BACKEND_NAMESPACE, "shared".to_owned()),
+        (ENV_INSTANCE, "shared".to_owned()),
+    ]
+}
+
+/// Waits until something accepts connections at `path` (the child binds
+/// when it is ready), failing if the child exits first.
+fn wait_until_listening(child: &mut ChildGuard, path: &Path) {
+    let deadline = Instant::now() + HANG;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if UnixStream::connect(path).is_ok() {
+            return;
+        }
+        if let Some(status) = child.exited() {
+            panic!("backend exited before listening: {status}");
+        }
+        assert!(Instant::now() < deadline, "backend never listened");
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+fn expected_echo_identity(pid: u32, path: &Path) -> DaemonProcess {
+    let exe = fs::canonicalize(ECHO_BIN).unwrap();
+    DaemonProcess {
+        pid,
+        exe_path: exe.to_str().unwrap().to_owned(),
+        exe_sha256: sha256_file(&exe).unwrap(),
+        boot_id: boot_id().unwrap(),
+        ipc_endpoint: Endpoint::new("shared", path.to_str().unwrap()).unwrap(),
+        started_at_unix_ms: 0,
+        idle_timeout_secs: None,
+    }
+}
+
+#[test]
+fn echo_backend_probes_echoes_and_exits_on_sigterm() {
+    let tmp = short_tempdir();
+    let path = socket_path(tmp.path());
+    let mut child = spawn_echo(&echo_env(&path), None);
+    wait_until_listening(&mut child, &path);
+
+    let identity = probe_path(&path).unwrap();
+    probe::compare_identity(&expected_echo_identity(child.pid(), &path), &identity).unwrap();
+
+    let message = b"echo me, then echo me again".repeat(1000);
+    let mut client = UnixStream::connect(&path).unwrap();
+    client.set_read_timeout(Some(HANG)).unwrap();
+    let writer = {
+        let mut client = client.try_clone().unwrap();
+        let message = message.clone();
+        thread::spawn(move || {
+            client.write_all(&message).unwrap();
+            client.shutdown(std::net::Shutdown::Write).unwrap();
+        })
+    };
+    assert_eq!(read_all(&mut client), message);
+    writer.join().unwrap();
+
+    // An open connection does not hold up a SIGTERM shutdown.
+    let _idle_client = UnixStream::connect(&path).unwrap();
+    child.signal(rustix::process::Signal::TERM);
+    let (status, stderr) = child.wait();
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+    assert!(!path.exists());
+}
+
+#[test]
+fn replaced_binary_reports_the_running_image() {
+    let tmp = short_tempdir();
+    let path = socket_path(tmp.path());
+    let bin = tmp.path().join("rp-echo-backend");
+    let original = fs::read(ECHO_BIN).unwrap();
+    fs::write(&bin, &original).unwrap();
+    fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let canonical = fs::canonicalize(&bin).unwrap();
+
+    // The backend hashes itself after its slow start; the binary is replaced
+    // (renamed over, as an upgrade does) before that, or, on a stalled
+    // machine, after. Either way the identity is the running image's.
+    let mut child = spawn_backend(&bin, &echo_env(&path), Some("slow-bind-ms=500"));
+    let staging = tmp.path().join("staging");
+    let mut newer = original.clone();
+    newer.extend_from_slice(b"a newer build");
+    fs::write(&staging, &newer).unwrap();
+    fs::rename(&staging, &bin).unwrap();
+
+    wait_until_listening(&mut child, &path);
+    let identity = probe_path(&path).unwrap();
+    assert_eq!(identity.exe_path, canonical.to_str().unwrap());
+    assert_eq!(
+        identity.exe_sha256,
+        sha256_file(Path::new(&format!("/proc/{}/exe", child.pid()))).unwrap()
+    );
+    assert_ne!(identity.exe_sha256, sha256_file(&bin).unwrap());
+    child.signal(rustix::process::Signal::TERM);
+    let (status, stderr) = child.wait();
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+}
+
+#[test]
+fn echo_backend_exits_on_sigint_and_when_idle() {
+    let tmp = short_tempdir();
+    let path = socket_path(tmp.path());
+    let mut child = spawn_echo(&echo_env(&path), None);
+    wait_until_listening(&mut child, &path);
+    child.signal(rustix::process::Signal::INT);
+    let (status, stderr) = child.wait();
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+    assert!(!path.exists());
+
+    let mut vars = echo_env(&path);
+    vars.push((ENV_IDLE_TIMEOUT_SECS, "1".to_owned()));
+    let mut child = spawn_echo(&vars, Some("slow-bind-ms=50"));
+    wait_until_listening(&mut child, &path);
+    let identity = probe_path(&path).unwrap();
+    assert_eq!(identity.idle_timeout_secs, Some(1));
+    let (status, stderr) = child.wait();
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+    assert!(!path.exists());
+}
+
+#[test]
+fn echo_backend_startup_errors_exit_2_with_one_line() {
+    let tmp = short_tempdir();
+    let path = socket_path(tmp.path());
+    let vars: Vec<_> = echo_env(&path)
+        .into_iter()
+        .filter(|(n, _)| *n != ENV_SERVICE_NAME)
+        .collect();
+    let (status, stderr) = spawn_echo(&vars, None).wait();
+    assert_eq!(status.code(), Some(2));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(ENV_SERVICE_NAME), "{stderr}");
+
+    let (status, stderr) = spawn_echo(&echo_env(&path), Some("no-such-mode")).wait();
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("RP_ECHO_MODE"), "{stderr}");
+
+    let (status, stderr) = spawn_echo(&echo_env(&path), Some("exit3")).wait();
+    assert_eq!(status.code(), Some(3));
+    assert!(stderr.contains("exiting with 3"), "{stderr}");
+}
+
+#[test]
+fn echo_backend_failure_modes_fail_the_probe() {
+    let tmp = short_tempdir();
+    let path = private_socket_dir(tmp.path());
+
+    let mut child = spawn_echo(&echo_env(&path), Some("garbage"));
+    wait_until_listening(&mut child, &path);
+    let err = probe_path(&path).unwrap_err();
+    assert!(matches!(err, ProbeError::Decode(_)), "{err}");
+    drop(child);
+    fs::remove_file(&path).unwrap();
+
+    let mut child = spawn_echo(&echo_env(&path), Some("wrong-nonce"));
+    wait_until_listening(&mut child, &path);
+    match probe_path(&path).unwrap_err() {
+        ProbeError::Protocol { field, .. } => assert_eq!(field, "nonce"),
+        err => panic!("{err}"),
+    }
+}
