@@ -1,0 +1,177 @@
+"""The backend SDK through real launches: the example backends (Python and
+Rust) are launched and verified, serve application connections untouched,
+end on SIGTERM or when idle, and answer a v1 probe written independently of
+the package."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import struct
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+import running_process as rp
+from _launch_support import BackendDirs, Launches, dirs, install, key_for, launches  # noqa: F401
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def python_example() -> bytes:
+    source = resources.files("running_process.examples").joinpath("echo_backend.py").read_bytes()
+    return f"#!{sys.executable}\n".encode() + source
+
+
+@pytest.fixture(scope="session")
+def rust_example() -> Path:
+    """The Rust example backend, built by cargo if this checkout has not yet."""
+    binary = REPO / "target" / "debug" / "rp-echo-backend"
+    if not binary.exists():
+        subprocess.run(
+            ["cargo", "build", "--quiet", "--bin", "rp-echo-backend"], cwd=REPO, check=True
+        )
+    return binary
+
+
+def install_backend(dirs: BackendDirs, content: bytes, name: str = "echo") -> Path:
+    return install(dirs.version_dir / name, content)
+
+
+def echo(handle: rp.BackendHandle, payload: bytes) -> bytes:
+    with handle.connect() as conn:
+        conn.sendall(payload)
+        conn.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("kind", ["python", "rust"])
+def test_example_backend_launches_verifies_and_echoes(
+    kind: str, dirs: BackendDirs, launches: Launches, request: pytest.FixtureRequest
+) -> None:
+    if kind == "python":
+        binary = install_backend(dirs, python_example())
+    else:
+        binary = install_backend(dirs, Path(request.getfixturevalue("rust_example")).read_bytes())
+    sd = dirs.sd(binary)
+    handle = launches.launch(dirs.launcher(), key_for(sd), sd)
+    assert handle.daemon.exe_path == str(binary)
+    assert handle.daemon.exe_sha256 == hashlib.sha256(binary.read_bytes()).digest()
+    # Bytes that start like a frame header but are no probe reach the
+    # application untouched.
+    payload = b"\x01\x05\x00\x00\x00hello, not a probe" * 100
+    assert echo(handle, payload) == payload
+    handle.verify()
+    assert handle.shutdown(timeout=30.0) == 0  # SIGTERM handled gracefully
+    assert not os.path.exists(handle.endpoint.path)
+
+
+def test_idle_backend_ends_itself_and_removes_its_socket(dirs: BackendDirs, launches: Launches) -> None:
+    sd = dirs.sd(install_backend(dirs, python_example()))
+    handle = launches.launch(dirs.launcher(idle_timeout_secs=1), key_for(sd), sd)
+    assert handle.wait(timeout=60.0) == 0
+    assert not os.path.exists(handle.endpoint.path)
+
+
+def test_open_connection_keeps_an_idle_backend_alive(dirs: BackendDirs, launches: Launches) -> None:
+    sd = dirs.sd(install_backend(dirs, python_example()))
+    handle = launches.launch(dirs.launcher(idle_timeout_secs=1), key_for(sd), sd)
+    conn = handle.connect()
+    conn.sendall(b"x")
+    assert conn.recv(1) == b"x"  # the application holds this connection now
+    # Well past the idle timeout, the open connection keeps it alive ...
+    assert handle.wait(timeout=3.0) is None
+    handle.verify()
+    conn.close()
+    # ... and once it closes, the backend goes idle and ends.
+    assert handle.wait(timeout=60.0) == 0
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _fields(message: bytes) -> dict[int, bytes | int]:
+    fields: dict[int, bytes | int] = {}
+    i = 0
+
+    def varint() -> int:
+        nonlocal i
+        value = shift = 0
+        while True:
+            b = message[i]
+            i += 1
+            value |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return value
+
+    while i < len(message):
+        key = varint()
+        if key & 7 == 0:
+            fields[key >> 3] = varint()
+        else:
+            n = varint()
+            fields[key >> 3] = message[i : i + n]
+            i += n
+    return fields
+
+
+def test_sdk_backend_answers_an_independent_v1_probe(dirs: BackendDirs, launches: Launches) -> None:
+    sd = dirs.sd(install_backend(dirs, python_example()))
+    handle = launches.launch(dirs.launcher(), key_for(sd), sd)
+    nonce = os.urandom(32)
+    request_id = int.from_bytes(nonce[:8], "little")
+    traceparent = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    body = (
+        _varint(1 << 3) + _varint(1)  # envelope_version 1
+        + _varint(3 << 3) + _varint(0xB232)  # payload_protocol (kind REQUEST = 0)
+        + _varint(4 << 3 | 2) + _varint(32) + nonce
+        + _varint(5 << 3) + _varint(request_id)
+        + _varint(8 << 3 | 2) + _varint(len(traceparent)) + traceparent
+    )
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(30)
+        conn.connect(handle.endpoint.path)
+        conn.sendall(b"\x01" + struct.pack("<I", len(body)) + body)
+        header = conn.recv(5, socket.MSG_WAITALL)
+        assert header[0] == 1
+        (length,) = struct.unpack("<I", header[1:])
+        response = _fields(conn.recv(length, socket.MSG_WAITALL))
+    assert response[1] == 1 and response[2] == 1 and response[3] == 0xB232
+    assert response[5] == request_id
+    assert response[8] == traceparent
+    payload = response[4]
+    assert isinstance(payload, bytes) and payload[:32] == nonce
+    identity = rp.DaemonProcess.from_bytes(payload[32:])
+    assert identity.pid == handle.pid
+    assert identity.exe_sha256 == handle.daemon.exe_sha256
+    assert identity.ipc_endpoint == handle.endpoint
+    assert identity.idle_timeout_secs == 30
+
+
+def test_from_env_names_the_missing_variable(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNING_PROCESS_BROKER_V1_")}
+    code = (
+        "import running_process as rp\n"
+        "try:\n"
+        "    rp.BackendServer.from_env()\n"
+        "except rp.BackendServerError as e:\n"
+        "    print(e.variable)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == rp.ENV_SERVICE_NAME
