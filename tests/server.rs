@@ -30,7 +30,7 @@ use running_process::broker::server::{
     BackendServer, ServerConfig, ServerError, ShutdownReason, DEFAULT_CLASSIFY_WINDOW,
 };
 use running_process::{
-    boot_id, sha256_file, BrokerInstanceKey, DaemonProcess, Endpoint, TraceContext,
+    boot_id, sha256_file, BackendKey, BrokerInstanceKey, DaemonProcess, Endpoint, TraceContext,
 };
 
 /// Long enough that only a hang reaches it.
@@ -60,9 +60,7 @@ fn config(dir: &Path) -> ServerConfig {
     let path = socket_path(dir);
     ServerConfig::new(
         Endpoint::new("shared", path.to_str().unwrap()).unwrap(),
-        BrokerInstanceKey::shared(),
-        "echo",
-        "1.0.0",
+        BackendKey::new(BrokerInstanceKey::shared(), "echo", "1.0.0").unwrap(),
     )
     .unwrap()
     .with_identity_exe(identity_file(dir))
@@ -97,9 +95,7 @@ fn probe_answers_with_the_server_identity() {
     let path = socket_path(tmp.path());
     let config = ServerConfig::new(
         Endpoint::new("private:echo", path.to_str().unwrap()).unwrap(),
-        BrokerInstanceKey::private("echo").unwrap(),
-        "echo",
-        "1.0.0",
+        BackendKey::new(BrokerInstanceKey::private("echo").unwrap(), "echo", "1.0.0").unwrap(),
     )
     .unwrap()
     .with_idle_timeout_secs(NonZeroU32::new(600));

@@ -18,6 +18,7 @@ import pytest
 
 import running_process as rp
 from _launch_support import BackendDirs, Launches, dirs, install, key_for, launches  # noqa: F401
+from _support import as_bytes, field_bytes, field_varint, parse_message
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -94,41 +95,6 @@ def test_open_connection_keeps_an_idle_backend_alive(dirs: BackendDirs, launches
     assert handle.wait(timeout=60.0) == 0
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _fields(message: bytes) -> dict[int, bytes | int]:
-    fields: dict[int, bytes | int] = {}
-    i = 0
-
-    def varint() -> int:
-        nonlocal i
-        value = shift = 0
-        while True:
-            b = message[i]
-            i += 1
-            value |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                return value
-
-    while i < len(message):
-        key = varint()
-        if key & 7 == 0:
-            fields[key >> 3] = varint()
-        else:
-            n = varint()
-            fields[key >> 3] = message[i : i + n]
-            i += n
-    return fields
-
-
 def test_sdk_backend_answers_an_independent_v1_probe(dirs: BackendDirs, launches: Launches) -> None:
     sd = dirs.sd(install_backend(dirs, python_example()))
     handle = launches.launch(dirs.launcher(), key_for(sd), sd)
@@ -136,11 +102,11 @@ def test_sdk_backend_answers_an_independent_v1_probe(dirs: BackendDirs, launches
     request_id = int.from_bytes(nonce[:8], "little")
     traceparent = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     body = (
-        _varint(1 << 3) + _varint(1)  # envelope_version 1
-        + _varint(3 << 3) + _varint(0xB232)  # payload_protocol (kind REQUEST = 0)
-        + _varint(4 << 3 | 2) + _varint(32) + nonce
-        + _varint(5 << 3) + _varint(request_id)
-        + _varint(8 << 3 | 2) + _varint(len(traceparent)) + traceparent
+        field_varint(1, 1)  # envelope_version (kind REQUEST = 0 is implicit)
+        + field_varint(3, 0xB232)  # payload_protocol
+        + field_bytes(4, nonce)
+        + field_varint(5, request_id)
+        + field_bytes(8, traceparent)
     )
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.settimeout(30)
@@ -149,12 +115,12 @@ def test_sdk_backend_answers_an_independent_v1_probe(dirs: BackendDirs, launches
         header = conn.recv(5, socket.MSG_WAITALL)
         assert header[0] == 1
         (length,) = struct.unpack("<I", header[1:])
-        response = _fields(conn.recv(length, socket.MSG_WAITALL))
+        response = dict(parse_message(conn.recv(length, socket.MSG_WAITALL)))
     assert response[1] == 1 and response[2] == 1 and response[3] == 0xB232
     assert response[5] == request_id
     assert response[8] == traceparent
-    payload = response[4]
-    assert isinstance(payload, bytes) and payload[:32] == nonce
+    payload = as_bytes(response[4])
+    assert payload[:32] == nonce
     identity = rp.DaemonProcess.from_bytes(payload[32:])
     assert identity.pid == handle.pid
     assert identity.exe_sha256 == handle.daemon.exe_sha256

@@ -66,7 +66,7 @@ use super::frame::{self, FRAMING_VERSION, HEADER_LEN};
 use super::fs::{ensure_private_dir, PRIVATE_FILE_MODE};
 use super::host;
 use super::identity::{sha256_file, validate_namespace_id, DaemonProcess, Endpoint};
-use super::keys::BrokerInstanceKey;
+use super::keys::{BackendKey, BrokerInstanceKey};
 use super::names::{validate_service_name, validate_version};
 use super::probe::{self, NONCE_LEN};
 use super::proto::FrameMsg;
@@ -186,9 +186,7 @@ impl fmt::Display for ShutdownReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     endpoint: Endpoint,
-    instance: BrokerInstanceKey,
-    service_name: String,
-    service_version: String,
+    key: BackendKey,
     trace: TraceContext,
     idle_timeout_secs: Option<NonZeroU32>,
     identity_exe: Option<PathBuf>,
@@ -219,20 +217,11 @@ fn invalid_env(name: &'static str, value: &str, reason: impl Into<String>) -> Se
 impl ServerConfig {
     /// A configuration with validated names; no trace, no idle timeout, the
     /// running executable as identity, the default classification window.
-    pub fn new(
-        endpoint: Endpoint,
-        instance: BrokerInstanceKey,
-        service_name: &str,
-        service_version: &str,
-    ) -> Result<Self, ServerError> {
+    pub fn new(endpoint: Endpoint, key: BackendKey) -> Result<Self, ServerError> {
         endpoint.validate()?;
-        validate_service_name(service_name)?;
-        validate_version(service_version)?;
         Ok(ServerConfig {
             endpoint,
-            instance,
-            service_name: service_name.to_owned(),
-            service_version: service_version.to_owned(),
+            key,
             trace: TraceContext::default(),
             idle_timeout_secs: None,
             identity_exe: None,
@@ -282,6 +271,8 @@ impl ServerConfig {
         let instance_id = required(ENV_INSTANCE)?;
         let instance = BrokerInstanceKey::from_id(&instance_id)
             .map_err(|e| invalid_env(ENV_INSTANCE, &instance_id, reason_of(&e)))?;
+        // Each part was validated above with an error naming its variable.
+        let key = BackendKey::new(instance, &service_name, &service_version)?;
 
         let traceparent = optional(ENV_TRACEPARENT)?.unwrap_or_default();
         let tracestate = optional(ENV_TRACESTATE)?.unwrap_or_default();
@@ -309,9 +300,7 @@ impl ServerConfig {
 
         Ok(ServerConfig {
             endpoint,
-            instance,
-            service_name,
-            service_version,
+            key,
             trace,
             idle_timeout_secs,
             identity_exe: None,
@@ -360,16 +349,21 @@ impl ServerConfig {
         &self.endpoint
     }
 
+    /// The backend key this server serves.
+    pub fn key(&self) -> &BackendKey {
+        &self.key
+    }
+
     pub fn instance(&self) -> &BrokerInstanceKey {
-        &self.instance
+        self.key.instance()
     }
 
     pub fn service_name(&self) -> &str {
-        &self.service_name
+        self.key.service_name()
     }
 
     pub fn service_version(&self) -> &str {
-        &self.service_version
+        self.key.service_version()
     }
 
     pub fn trace(&self) -> &TraceContext {
@@ -1108,8 +1102,7 @@ impl fmt::Debug for BackendServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BackendServer")
             .field("endpoint", &self.config.endpoint)
-            .field("service_name", &self.config.service_name)
-            .field("service_version", &self.config.service_version)
+            .field("key", &self.config.key.to_string())
             .field("pid", &self.shared.identity.pid)
             .finish_non_exhaustive()
     }
@@ -1187,9 +1180,8 @@ impl BackendServer {
             })
             .map_err(|e| ServerError::io("start accept thread for", &path, e))?;
         log::info!(
-            "backend {}@{} listening on {} (pid {}, idle timeout {})",
-            config.service_name,
-            config.service_version,
+            "backend {} listening on {} (pid {}, idle timeout {})",
+            config.key,
             path.display(),
             shared.identity.pid,
             match config.idle_timeout_secs {
@@ -1268,16 +1260,21 @@ impl BackendServer {
         &self.config.endpoint
     }
 
+    /// The backend key this server serves.
+    pub fn key(&self) -> &BackendKey {
+        self.config.key()
+    }
+
     pub fn instance(&self) -> &BrokerInstanceKey {
-        &self.config.instance
+        self.config.instance()
     }
 
     pub fn service_name(&self) -> &str {
-        &self.config.service_name
+        self.config.service_name()
     }
 
     pub fn service_version(&self) -> &str {
-        &self.config.service_version
+        self.config.service_version()
     }
 
     /// The trace context the launcher handed over.
