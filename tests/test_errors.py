@@ -23,7 +23,7 @@ SAMPLES: list[tuple[type[rp.RunningProcessError], dict[str, Any], tuple[type[Bas
     (rp.InvalidVersionError, {"value": "1.2", "reason": "short"}, (ValueError,)),
     (
         rp.VersionRefusedError,
-        {"service_name": "a", "version": "1.0.0", "reason": "old"},
+        {"service_name": "a", "version": "1.0.0", "rule": "min_version", "reason": "old"},
         (rp.BackendLaunchError,),
     ),
     (

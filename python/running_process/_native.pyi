@@ -9,7 +9,7 @@ obeys every rule of the broker v1 contract. Errors are the classes of
 import os
 import socket
 from types import TracebackType
-from typing import Callable, ClassVar, Final, Mapping, Optional, Sequence, Union, final
+from typing import Any, Callable, ClassVar, Final, Mapping, Optional, Sequence, Union, final
 
 from typing_extensions import Self
 
@@ -38,6 +38,11 @@ __all__ = [
     "CommandBackendLauncher",
     "BackendHandle",
     "BackendServer",
+    "ErrorCode",
+    "Negotiated",
+    "Refused",
+    "BackendRegistry",
+    "HelloRouter",
     "refresh_logging",
     "user_sid_hash",
     "boot_id",
@@ -517,6 +522,137 @@ class BackendServer:
         """Blocks until the server stops; the reason (None on timeout)."""
     def shutdown(self) -> None:
         """Stops accepting, removes the socket file, wakes :meth:`accept`."""
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> bool: ...
+
+@final
+class ErrorCode:
+    """Error codes of a v1 ``Refused`` reply; members compare and hash equal
+    to their wire values."""
+
+    UNSPECIFIED: ClassVar[ErrorCode]
+    VERSION_UNSUPPORTED: ClassVar[ErrorCode]
+    """Malformed version, or below the definition's ``min_version``."""
+    SERVICE_UNKNOWN: ClassVar[ErrorCode]
+    """Malformed service name, or no definition in the catalog."""
+    BACKEND_SPAWN_FAILED: ClassVar[ErrorCode]
+    """The launch failed (the reason carries the launch error)."""
+    RATE_LIMITED: ClassVar[ErrorCode]
+    """The key's spawn budget is spent; see ``retry_after_ms``."""
+    SHUTTING_DOWN: ClassVar[ErrorCode]
+    PEER_REJECTED: ClassVar[ErrorCode]
+    INTERNAL: ClassVar[ErrorCode]
+    """The catalog could not be read (an insecure or corrupt definition)."""
+    VERSION_BLOCKED: ClassVar[ErrorCode]
+    """Not in the definition's ``version_allow_list``."""
+    FD_PRESSURE: ClassVar[ErrorCode]
+    @property
+    def name(self) -> str: ...
+    @property
+    def value(self) -> int: ...
+    def __int__(self) -> int: ...
+    def __eq__(self, other: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
+class Negotiated:
+    """A request answered with a verified backend."""
+
+    @property
+    def handle(self) -> BackendHandle: ...
+    @property
+    def endpoint(self) -> Endpoint: ...
+    @property
+    def daemon_version(self) -> str: ...
+
+@final
+class Refused:
+    """A request refused with a v1 error code."""
+
+    @property
+    def code(self) -> ErrorCode: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def retry_after_ms(self) -> int:
+        """For RATE_LIMITED: milliseconds until an attempt may be admitted."""
+
+@final
+class BackendRegistry:
+    """Live backends by key (thread-safe). Not a value: no pickling."""
+
+    def __new__(cls) -> Self: ...
+    def insert(self, key: BackendKey, handle: BackendHandle) -> Optional[BackendHandle]:
+        """Registers ``handle``; returns the handle it replaces."""
+    def get(self, key: BackendKey) -> Optional[BackendHandle]: ...
+    def remove(self, key: BackendKey) -> Optional[BackendHandle]:
+        """Removes the entry; the backend keeps running."""
+    def items(self) -> list[tuple[BackendKey, BackendHandle]]: ...
+    def prune_stale(self) -> list[BackendKey]:
+        """Removes entries whose process has exited (pidfd); their keys."""
+    def __len__(self) -> int: ...
+    def __contains__(self, key: BackendKey, /) -> bool: ...
+
+@final
+class HelloRouter:
+    """Routes "service S at version V" to a verified backend.
+
+    The whole request is validated first (name, version, the service in the
+    catalog, its version policy) with no side effect. A live registry entry
+    is reused (re-verified per ``reverify``: ``"never"``, ``"always"`` or a
+    number of seconds); a dead or failing one is replaced by one launch.
+    Concurrent requests for one key share the one launch in flight. Each key
+    may start ``spawn_budget`` launches per ``budget_window`` seconds (a
+    success resets it), beyond which requests are RATE_LIMITED with a retry
+    hint; at most ``max_concurrent_launches`` launches run at once; with
+    ``max_live_backends`` set, the least recently used other backend is shut
+    down gracefully when a new one exceeds the cap.
+
+    ``launcher`` is a :class:`CommandBackendLauncher` or any object with a
+    ``launch(key, service_definition, trace_context)`` method returning a
+    ``BackendHandle`` (see :class:`running_process.BackendLauncher`).
+    ``catalog`` is a ``.servicedef`` directory or a mapping of service name
+    to :class:`ServiceDefinition`.
+    """
+
+    def __new__(
+        cls,
+        launcher: Any,
+        catalog: Union[_Path, Mapping[str, ServiceDefinition]],
+        reverify: Union[str, float, None] = None,
+        spawn_budget: int = 3,
+        budget_window: float = 30.0,
+        max_concurrent_launches: int = 4,
+        max_live_backends: Optional[int] = None,
+        verify_timeout: float = 5.0,
+        shutdown_grace: float = 5.0,
+    ) -> Self: ...
+    def route(
+        self,
+        service_name: str,
+        wanted_version: str,
+        trace_context: Optional[TraceContext] = None,
+    ) -> Union[Negotiated, Refused]:
+        """Answers one request (the GIL is released)."""
+    def get_backend(
+        self,
+        service_name: str,
+        wanted_version: str,
+        trace_context: Optional[TraceContext] = None,
+    ) -> BackendHandle:
+        """The verified handle, or ``RefusedError(code, reason, retry_after_ms)``."""
+    @property
+    def registry(self) -> BackendRegistry: ...
+    @property
+    def launch_count(self) -> int:
+        """Launches started by this router."""
+    def shutdown_all(self) -> None:
+        """Shuts every registered backend down gracefully."""
     def __enter__(self) -> Self: ...
     def __exit__(
         self,

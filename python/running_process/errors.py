@@ -44,6 +44,7 @@ __all__ = [
     "ProbeError",
     "LauncherError",
     "BackendServerError",
+    "RefusedError",
 ]
 
 
@@ -113,9 +114,11 @@ class VersionRefusedError(BackendLaunchError):
     (below ``min_version`` or outside ``version_allow_list``). Raised by
     ``check_version`` and by a launch, before anything is spawned."""
 
-    _fields = ("service_name", "version", "reason")
+    _fields = ("service_name", "version", "rule", "reason")
     service_name: str
     version: str
+    rule: str
+    """``"min_version"`` or ``"version_allow_list"``: the field that refused."""
     reason: str
 
 
@@ -313,3 +316,13 @@ class BackendServerError(RunningProcessError):
     _fields = ("variable", "reason")
     variable: Optional[str]
     reason: str
+
+
+class RefusedError(RunningProcessError):
+    """A router refused the request: ``code`` is the v1 error code
+    (``ErrorCode``), ``retry_after_ms`` a hint for RATE_LIMITED."""
+
+    _fields = ("code", "reason", "retry_after_ms")
+    code: Any
+    reason: str
+    retry_after_ms: int

@@ -44,6 +44,25 @@ impl fmt::Display for NameKind {
     }
 }
 
+/// Which part of a version policy refused a version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VersionRule {
+    /// Below `min_version`.
+    MinVersion,
+    /// Not in a non-empty `version_allow_list`.
+    AllowList,
+}
+
+impl VersionRule {
+    /// `min_version` or `version_allow_list`: the field that refused.
+    pub fn field(self) -> &'static str {
+        match self {
+            VersionRule::MinVersion => "min_version",
+            VersionRule::AllowList => "version_allow_list",
+        }
+    }
+}
+
 /// A value that breaks a rule of the v1 contract.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValidationError {
@@ -62,6 +81,7 @@ pub enum ValidationError {
     VersionRefused {
         service_name: String,
         version: String,
+        rule: VersionRule,
         reason: String,
     },
     /// A service definition field that breaks a rule.

@@ -754,6 +754,10 @@ fn wait_ready_and_verify(
 }
 
 /// A verified, running backend started by a [`CommandBackendLauncher`].
+///
+/// Clones share the backend: they watch the same process, and shutting it
+/// down through one is seen by all.
+#[derive(Clone)]
 pub struct BackendHandle {
     key: BackendKey,
     daemon: DaemonProcess,

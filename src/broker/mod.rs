@@ -15,6 +15,8 @@ pub mod names;
 pub mod probe;
 pub mod proto;
 pub mod reaper;
+pub mod registry;
+pub mod router;
 pub mod server;
 pub mod service;
 pub mod spawn;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 
 use super::env::ENV_SERVICE_DEF_DIR;
-use super::error::{DecodeError, StoreError, ValidationError};
+use super::error::{DecodeError, StoreError, ValidationError, VersionRule};
 use super::fs::{self as pfs, Bounded};
 use super::names::{validate_instance_name, validate_service_name, Version};
 use super::proto::{BrokerIsolation, ServiceDefinitionMsg};
@@ -220,24 +220,31 @@ impl ServiceDefinition {
     /// v1 contract does), and in `version_allow_list` when that is non-empty.
     pub fn check_version(&self, version: &str) -> Result<(), ValidationError> {
         let wanted = Version::parse(version)?;
-        let refused = |reason: String| ValidationError::VersionRefused {
+        let refused = |rule: VersionRule, reason: String| ValidationError::VersionRefused {
             service_name: self.service_name.clone(),
             version: version.to_owned(),
+            rule,
             reason,
         };
         if !self.min_version.is_empty() {
             let floor = Version::parse(&self.min_version)?;
             if wanted.triple() < floor.triple() {
-                return Err(refused(format!("below min_version {}", self.min_version)));
+                return Err(refused(
+                    VersionRule::MinVersion,
+                    format!("below min_version {}", self.min_version),
+                ));
             }
         }
         if !self.version_allow_list.is_empty()
             && !self.version_allow_list.iter().any(|v| v == version)
         {
-            return Err(refused(format!(
-                "not in version_allow_list [{}]",
-                self.version_allow_list.join(", ")
-            )));
+            return Err(refused(
+                VersionRule::AllowList,
+                format!(
+                    "not in version_allow_list [{}]",
+                    self.version_allow_list.join(", ")
+                ),
+            ));
         }
         Ok(())
     }

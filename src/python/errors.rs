@@ -15,6 +15,7 @@ use crate::broker::error::{
 };
 use crate::broker::launcher::LaunchError;
 use crate::broker::reaper::Exit;
+use crate::broker::router::ErrorCode;
 use crate::broker::server::ServerError;
 
 static ERRORS_MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
@@ -74,6 +75,7 @@ pub(crate) fn validation_error(py: Python<'_>, err: ValidationError) -> PyErr {
         ValidationError::VersionRefused {
             service_name,
             version,
+            rule,
             reason,
         } => build(
             py,
@@ -82,6 +84,7 @@ pub(crate) fn validation_error(py: Python<'_>, err: ValidationError) -> PyErr {
             vec![
                 ("service_name", value(py, service_name)),
                 ("version", value(py, version)),
+                ("rule", value(py, rule.field())),
                 ("reason", value(py, reason)),
             ],
         ),
@@ -470,4 +473,28 @@ pub(crate) fn server_error(py: Python<'_>, err: ServerError) -> PyErr {
             )
         }
     }
+}
+
+/// `RefusedError(code, reason, retry_after_ms)` for a refused request.
+pub(crate) fn refused_error(
+    py: Python<'_>,
+    code: ErrorCode,
+    reason: String,
+    retry_after_ms: u64,
+) -> PyErr {
+    let message = format!("refused with {}: {reason}", code.name());
+    let code_obj = match pyo3::Py::new(py, super::router::PyErrorCode::from(code)) {
+        Ok(c) => c.into_any().into_bound(py),
+        Err(e) => return e,
+    };
+    build(
+        py,
+        "RefusedError",
+        message,
+        vec![
+            ("code", code_obj),
+            ("reason", value(py, reason)),
+            ("retry_after_ms", value(py, retry_after_ms)),
+        ],
+    )
 }

@@ -62,6 +62,13 @@ fn build_launcher(
     })
 }
 
+impl PyCommandBackendLauncher {
+    /// The launcher, for Rust code that takes any launcher.
+    pub(crate) fn shared(&self) -> Arc<dyn BackendLauncher> {
+        Arc::clone(&self.inner) as Arc<dyn BackendLauncher>
+    }
+}
+
 #[pymethods]
 impl PyCommandBackendLauncher {
     #[new]
@@ -164,7 +171,7 @@ impl PyCommandBackendLauncher {
 /// A verified, running backend. A context manager that shuts it down on exit.
 #[pyclass(name = "BackendHandle", module = "running_process._native", frozen)]
 pub struct PyBackendHandle {
-    inner: BackendHandle,
+    pub(crate) inner: BackendHandle,
 }
 
 #[pymethods]

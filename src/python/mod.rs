@@ -7,6 +7,7 @@ mod allocator;
 mod errors;
 mod functions;
 mod launcher;
+mod router;
 mod server;
 mod values;
 
@@ -52,6 +53,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<launcher::PyCommandBackendLauncher>()?;
     m.add_class::<launcher::PyBackendHandle>()?;
     m.add_class::<server::PyBackendServer>()?;
+    m.add_class::<router::PyErrorCode>()?;
+    m.add_class::<router::PyNegotiated>()?;
+    m.add_class::<router::PyRefused>()?;
+    m.add_class::<router::PyBackendRegistry>()?;
+    m.add_class::<router::PyHelloRouter>()?;
 
     m.add_function(wrap_pyfunction!(refresh_logging, m)?)?;
     m.add_function(wrap_pyfunction!(functions::user_sid_hash, m)?)?;
