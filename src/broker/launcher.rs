@@ -494,13 +494,15 @@ impl BackendLauncher for CommandBackendLauncher {
                     trace.trace_id().unwrap_or("-")
                 );
                 Ok(BackendHandle {
-                    key: key.clone(),
-                    daemon,
-                    log_path,
-                    watch,
-                    allocator,
-                    proof,
-                    euid: self.euid,
+                    inner: Arc::new(HandleParts {
+                        key: key.clone(),
+                        daemon,
+                        log_path,
+                        watch,
+                        allocator,
+                        proof,
+                        euid: self.euid,
+                    }),
                 })
             }
             Err(err) => {
@@ -759,6 +761,10 @@ fn wait_ready_and_verify(
 /// down through one is seen by all.
 #[derive(Clone)]
 pub struct BackendHandle {
+    inner: Arc<HandleParts>,
+}
+
+struct HandleParts {
     key: BackendKey,
     daemon: DaemonProcess,
     log_path: PathBuf,
@@ -771,42 +777,42 @@ pub struct BackendHandle {
 impl std::fmt::Debug for BackendHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BackendHandle")
-            .field("key", &self.key.to_string())
-            .field("pid", &self.daemon.pid)
-            .field("endpoint", &self.daemon.ipc_endpoint.path)
+            .field("key", &self.inner.key.to_string())
+            .field("pid", &self.inner.daemon.pid)
+            .field("endpoint", &self.inner.daemon.ipc_endpoint.path)
             .finish()
     }
 }
 
 impl BackendHandle {
     pub fn key(&self) -> &BackendKey {
-        &self.key
+        &self.inner.key
     }
 
     pub fn daemon(&self) -> &DaemonProcess {
-        &self.daemon
+        &self.inner.daemon
     }
 
     pub fn endpoint(&self) -> &Endpoint {
-        &self.daemon.ipc_endpoint
+        &self.inner.daemon.ipc_endpoint
     }
 
     pub fn log_path(&self) -> &Path {
-        &self.log_path
+        &self.inner.log_path
     }
 
     pub fn pid(&self) -> u32 {
-        self.daemon.pid
+        self.inner.daemon.pid
     }
 
     /// Whether the backend process is still running (via its pidfd).
     pub fn is_alive(&self) -> bool {
-        self.watch.is_alive()
+        self.inner.watch.is_alive()
     }
 
     /// How the backend ended, if it has.
     pub fn exit(&self) -> Option<Exit> {
-        let exit = self.watch.try_exit();
+        let exit = self.inner.watch.try_exit();
         if exit.is_some() {
             self.cleanup();
         }
@@ -817,7 +823,7 @@ impl BackendHandle {
     /// probe and identity.
     pub fn verify(&self, trace: &TraceContext, timeout: Duration) -> Result<(), LaunchError> {
         if !self.is_alive() {
-            return Err(mismatch("pid alive", self.daemon.pid, "exited"));
+            return Err(mismatch("pid alive", self.inner.daemon.pid, "exited"));
         }
         let stream = self.connect().map_err(|source| {
             LaunchError::Probe(ProbeError::Io {
@@ -827,10 +833,10 @@ impl BackendHandle {
         })?;
         verify_connected(
             stream,
-            &self.watch,
-            &self.daemon,
-            &self.proof,
-            self.euid,
+            &self.inner.watch,
+            &self.inner.daemon,
+            &self.inner.proof,
+            self.inner.euid,
             trace,
             timeout,
         )
@@ -839,12 +845,12 @@ impl BackendHandle {
 
     /// A new connection to the backend.
     pub fn connect(&self) -> io::Result<UnixStream> {
-        UnixStream::connect(&self.daemon.ipc_endpoint.path)
+        UnixStream::connect(&self.inner.daemon.ipc_endpoint.path)
     }
 
     /// Waits up to `timeout` for the backend to exit.
     pub fn wait(&self, timeout: Duration) -> Option<Exit> {
-        let exit = self.watch.wait_timeout(timeout);
+        let exit = self.inner.watch.wait_timeout(timeout);
         if exit.is_some() {
             self.cleanup();
         }
@@ -855,17 +861,17 @@ impl BackendHandle {
     /// end (exit 0, or the SIGTERM itself) also removes the log file; any
     /// other end keeps it for diagnosis.
     pub fn shutdown(&self, grace: Duration) -> Exit {
-        let exit = self.watch.terminate(grace);
+        let exit = self.inner.watch.terminate(grace);
         self.cleanup();
         if matches!(exit, Exit::Code(0) | Exit::Signal(libc::SIGTERM)) {
-            let _ = std::fs::remove_file(&self.log_path);
+            let _ = std::fs::remove_file(&self.inner.log_path);
         }
         exit
     }
 
     /// SIGKILL; always reaped.
     pub fn kill(&self) -> Exit {
-        let exit = self.watch.kill();
+        let exit = self.inner.watch.kill();
         self.cleanup();
         exit
     }
@@ -873,8 +879,8 @@ impl BackendHandle {
     /// Once the backend is gone: its socket file (if it left one) is removed
     /// and the endpoint released.
     fn cleanup(&self) {
-        let path = Path::new(&self.daemon.ipc_endpoint.path);
+        let path = Path::new(&self.inner.daemon.ipc_endpoint.path);
         remove_socket_file(path);
-        self.allocator.release(path);
+        self.inner.allocator.release(path);
     }
 }
