@@ -77,6 +77,7 @@ SAMPLES: list[tuple[type[rp.RunningProcessError], dict[str, Any], tuple[type[Bas
     (rp.ProbeError, {"reason": "r"}, (rp.BackendLaunchError,)),
     (rp.LauncherError, {"reason": "r"}, (rp.BackendLaunchError,)),
     (rp.BackendServerError, {"variable": "RUNNING_PROCESS_BROKER_V1_BACKEND_PIPE", "reason": "r"}, ()),
+    (rp.RefusedError, {"code": rp.ErrorCode.RATE_LIMITED, "reason": "r", "retry_after_ms": 1500}, ()),
 ]
 
 IDS = [f"{cls.__name__}-{i}" for i, (cls, _, _) in enumerate(SAMPLES)]

@@ -456,7 +456,9 @@ class BackendHandle:
         other way."""
     @property
     def returncode(self) -> Optional[int]:
-        """None while running; then the exit status, or minus the signal."""
+        """None while running; then the exit status, or minus the signal.
+        Always None for a backend this process did not start (a pool may hand
+        out one started by another process, whose parent gets its status)."""
     def is_alive(self) -> bool:
         """Whether the process runs (checked through its pidfd)."""
     def verify(self, trace_context: Optional[TraceContext] = None, timeout: float = 5.0) -> None:
@@ -465,11 +467,11 @@ class BackendHandle:
         """A new connection to the backend."""
     def wait(self, timeout: Optional[float] = None) -> Optional[int]:
         """The return code once the backend exits, or None after ``timeout``."""
-    def shutdown(self, timeout: float = 5.0) -> int:
+    def shutdown(self, timeout: float = 5.0) -> Optional[int]:
         """SIGTERM, ``timeout`` seconds, then SIGKILL; the return code. A
         socket file the backend left is removed, and so is the log file when
         the backend ended cleanly (exit 0 or the SIGTERM)."""
-    def kill(self) -> int:
+    def kill(self) -> Optional[int]:
         """SIGKILL (and its process group); the return code."""
     def __enter__(self) -> Self: ...
     def __exit__(

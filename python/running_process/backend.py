@@ -30,7 +30,7 @@ launcher verifies.
 from __future__ import annotations
 
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Optional
 
 if TYPE_CHECKING:
     from running_process._native import BackendServer
@@ -41,20 +41,32 @@ __all__ = ["BackendConnection"]
 class BackendConnection(socket.socket):
     """An application connection accepted by a
     :class:`~running_process.BackendServer`: a ``socket.socket`` that tells
-    the server when it is closed, so the idle timeout counts it."""
+    the server when its descriptor is finally closed (by ``close()``, or by
+    the last ``makefile()`` object), so the idle timeout counts it. Copies
+    made with ``dup()`` are plain sockets of their own."""
 
-    def __init__(self, server: BackendServer, fd: int) -> None:
-        super().__init__(fileno=fd)
-        self._server: BackendServer | None = server
+    _server: Optional[BackendServer] = None
+
+    def __init__(
+        self,
+        family: int = -1,
+        type: int = -1,
+        proto: int = -1,
+        fileno: Optional[int] = None,
+        *,
+        server: Optional[BackendServer] = None,
+    ) -> None:
+        super().__init__(family, type, proto, fileno)
+        self._server = server
 
     def _finished(self) -> None:
         server, self._server = self._server, None
         if server is not None:
             server.connection_closed()
 
-    def close(self) -> None:
+    def _real_close(self, *args: Any, **kwargs: Any) -> None:
         try:
-            super().close()
+            super()._real_close(*args, **kwargs)  # type: ignore[misc]
         finally:
             self._finished()
 

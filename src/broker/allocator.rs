@@ -93,6 +93,24 @@ impl BackendEndpointAllocator {
         )
     }
 
+    /// An allocator for `socket_dir`, checking every component below `base`
+    /// (default: only `socket_dir` itself).
+    pub fn in_dir(
+        user_sid_hash: &str,
+        namespace_id: &str,
+        socket_dir: &Path,
+        base: Option<&Path>,
+        max_attempts: NonZeroU32,
+    ) -> Result<Self, AllocError> {
+        Self::build(
+            user_sid_hash,
+            namespace_id,
+            socket_dir.to_path_buf(),
+            base.map(Path::to_path_buf),
+            max_attempts,
+        )
+    }
+
     fn build(
         user_sid_hash: &str,
         namespace_id: &str,
@@ -180,6 +198,9 @@ impl BackendEndpointAllocator {
             let path_text = path_to_string(&path).map_err(AllocError::from)?;
             let mut reserved = self.reserved();
             if reserved.contains(&path) || std::fs::symlink_metadata(&path).is_ok() {
+                drop(reserved);
+                // Never log under the lock: a record may need the Python GIL,
+                // which a thread waiting for this lock may hold.
                 log::debug!("endpoint collision at {}; drawing again", path.display());
                 continue;
             }

@@ -5,8 +5,10 @@
 //! and `..` resolved), requires the binary inside the root, opens it, checks
 //! that the opened file is the canonical one (a component swapped between the
 //! two steps is caught), that it is a regular executable file that neither
-//! group nor other can write, and that the root is not writable by group or
-//! other either. It then hashes the open descriptor, reusing a cached digest
+//! group nor other can write, that the root is not writable by group or
+//! other either, and that every directory on the way from `/` is owned by
+//! this user or root and, if others can write to it, sticky
+//! ([`check_trusted_path`]; the same holds for a script's interpreter). It then hashes the open descriptor, reusing a cached digest
 //! when device, inode, size, mtime and ctime are unchanged: ctime cannot be set
 //! by users and moves on every write, so an unchanged stamp means unchanged
 //! content.
@@ -18,11 +20,11 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::{File, Metadata};
+use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
@@ -203,7 +205,13 @@ pub fn open_backend(
     }
     check_not_writable_by_others(&root)?;
 
-    let file = File::open(&canonical).map_err(io_error("open", &canonical))?;
+    // O_NONBLOCK: a FIFO planted in the root must not block the open; the
+    // regular-file check below refuses it. (No effect on regular files.)
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&canonical)
+        .map_err(io_error("open", &canonical))?;
     // The file we opened must be the one we checked, not one swapped in
     // between canonicalize and open.
     let opened = fd_path(file.as_raw_fd()).map_err(io_error("inspect", &canonical))?;
@@ -233,9 +241,13 @@ pub fn open_backend(
             mode,
         });
     }
+    check_trusted_path(&canonical)?;
     let stamp = FileStamp::of(&meta);
     let (sha256, _) = cached_sha256(&file, stamp).map_err(io_error("hash", &canonical))?;
     let interpreter = script_interpreter(&file, &canonical, path_var)?;
+    if let Some(interp) = &interpreter {
+        check_trusted_path(&interp.exe)?;
+    }
     Ok(BackendBinary {
         file,
         canonical,
@@ -244,6 +256,45 @@ pub fn open_backend(
         sha256,
         interpreter,
     })
+}
+
+/// Every directory from `/` to `file`, and `file` itself, must be owned by
+/// this user or root. A directory that group or other can write must carry
+/// the sticky bit (as `/tmp` does), so nobody else can rename or replace an
+/// entry in it; `file` must not be writable by group or other at all.
+/// Otherwise another local user could put their own code in the path of a
+/// verified binary.
+pub fn check_trusted_path(file: &Path) -> Result<(), BinaryError> {
+    let euid = super::host::effective_uid();
+    let owner_ok = |uid: u32| uid == euid || uid == 0;
+    let meta = std::fs::metadata(file).map_err(io_error("stat", file))?;
+    if !owner_ok(meta.uid()) {
+        return Err(BinaryError::NotExecutable {
+            path: file.to_path_buf(),
+            reason: format!(
+                "owned by uid {}, neither this user (uid {euid}) nor root",
+                meta.uid()
+            ),
+        });
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(BinaryError::InsecurePermissions {
+            path: file.to_path_buf(),
+            mode,
+        });
+    }
+    for dir in file.ancestors().skip(1) {
+        let meta = std::fs::metadata(dir).map_err(io_error("stat", dir))?;
+        let mode = meta.permissions().mode() & 0o7777;
+        if !owner_ok(meta.uid()) || (mode & 0o022 != 0 && mode & 0o1000 == 0) {
+            return Err(BinaryError::InsecurePermissions {
+                path: dir.to_path_buf(),
+                mode,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn check_not_writable_by_others(dir: &Path) -> Result<(), BinaryError> {

@@ -25,6 +25,7 @@ use std::collections::HashMap;
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
+use std::num::NonZeroU32;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
@@ -41,7 +42,7 @@ use super::fs::ensure_private_dir;
 use super::host;
 use super::identity::{DaemonProcess, Endpoint};
 use super::keys::{BackendKey, BrokerInstanceKey};
-use super::probe::{compare_identity, probe_stream, ProbeError};
+use super::probe::{compare_identity, connect_until, probe_stream, ProbeError};
 use super::reaper::{ChildWatch, Exit};
 use super::service::ServiceDefinition;
 use super::spawn::{self, SpawnError, SpawnRequest};
@@ -163,8 +164,9 @@ pub trait BackendLauncher: Send + Sync {
 /// Settings of a [`CommandBackendLauncher`].
 #[derive(Debug, Clone)]
 pub struct LaunchOptions {
-    /// Passed to the backend as `RUNNING_PROCESS_BROKER_V1_IDLE_TIMEOUT_SECS`.
-    pub idle_timeout_secs: Option<u32>,
+    /// Passed to the backend as `RUNNING_PROCESS_BROKER_V1_IDLE_TIMEOUT_SECS`
+    /// (None: the backend never idles out; the contract has no zero).
+    pub idle_timeout_secs: Option<NonZeroU32>,
     /// How long a backend has to become ready and pass the probe.
     pub ready_timeout: Duration,
     /// Where backend logs go (default: `logs` beside the socket directory).
@@ -179,7 +181,7 @@ pub struct LaunchOptions {
 impl Default for LaunchOptions {
     fn default() -> Self {
         LaunchOptions {
-            idle_timeout_secs: Some(DEFAULT_IDLE_TIMEOUT_SECS),
+            idle_timeout_secs: NonZeroU32::new(DEFAULT_IDLE_TIMEOUT_SECS),
             ready_timeout: DEFAULT_READY_TIMEOUT,
             log_dir: None,
             socket_dir: None,
@@ -262,17 +264,15 @@ impl CommandBackendLauncher {
         if let Some(a) = map.get(&namespace) {
             return Ok(Arc::clone(a));
         }
-        let allocator = match &self.socket_base {
-            Some(_) if self.options.socket_dir.is_none() => {
-                BackendEndpointAllocator::new(&self.user_sid_hash, &namespace, DEFAULT_MAX_ATTEMPTS)
-            }
-            _ => BackendEndpointAllocator::with_socket_dir(
-                &self.user_sid_hash,
-                &namespace,
-                &self.socket_dir,
-                DEFAULT_MAX_ATTEMPTS,
-            ),
-        }
+        // The directory fixed when the launcher was made, not the
+        // environment as it is now.
+        let allocator = BackendEndpointAllocator::in_dir(
+            &self.user_sid_hash,
+            &namespace,
+            &self.socket_dir,
+            self.socket_base.as_deref(),
+            DEFAULT_MAX_ATTEMPTS,
+        )
         .map_err(LaunchError::Endpoint)?;
         let allocator = Arc::new(allocator);
         map.insert(namespace, Arc::clone(&allocator));
@@ -325,17 +325,7 @@ impl CommandBackendLauncher {
     ) -> Result<(File, PathBuf), LaunchError> {
         ensure_private_dir(&self.log_dir, self.log_base.as_deref())
             .map_err(LaunchError::LogFile)?;
-        let token = endpoint
-            .path
-            .rsplit("-be-")
-            .next()
-            .and_then(|t| t.strip_suffix(".sock"))
-            .unwrap_or("backend");
-        let path = self.log_dir.join(format!(
-            "{}-{}-{token}.log",
-            key.service_name(),
-            key.service_version()
-        ));
+        let path = self.log_dir.join(log_file_name(key, endpoint));
         let file = OpenOptions::new()
             .append(true)
             .create_new(true)
@@ -344,6 +334,81 @@ impl CommandBackendLauncher {
             .open(&path)
             .map_err(|e| LaunchError::LogFile(FsError::io("create", &path, e)))?;
         Ok((file, path))
+    }
+}
+
+impl CommandBackendLauncher {
+    /// A handle on a backend that some process launched earlier (its identity
+    /// read from a pool manifest), after verifying it as a launch would: the
+    /// binary passes the allow-list rules and still hashes to the recorded
+    /// digest (no rehash while its stamp is unchanged), the process runs that
+    /// very file, its boot is ours, and the socket's peer credentials and the
+    /// nonce probe prove the identity. The backend is not our child: it is
+    /// watched through a pidfd and never reaped here.
+    pub fn adopt(
+        &self,
+        key: &BackendKey,
+        sd: &ServiceDefinition,
+        daemon: &DaemonProcess,
+        trace: &TraceContext,
+        timeout: Duration,
+    ) -> Result<BackendHandle, LaunchError> {
+        sd.validate()?;
+        if daemon.boot_id != self.boot_id {
+            return Err(mismatch("boot_id", &self.boot_id, &daemon.boot_id));
+        }
+        if daemon.ipc_endpoint.namespace_id != key.instance().id() {
+            return Err(mismatch(
+                "ipc_endpoint.namespace_id",
+                key.instance().id(),
+                &daemon.ipc_endpoint.namespace_id,
+            ));
+        }
+        let path_var = std::env::var_os("PATH");
+        let binary = open_backend(
+            &sd.binary_path,
+            &sd.per_version_binary_dir,
+            path_var.as_deref(),
+        )?;
+        if binary.sha256 != daemon.exe_sha256 {
+            return Err(mismatch(
+                "exe_sha256",
+                hex::encode(binary.sha256),
+                daemon.exe_sha256_hex(),
+            ));
+        }
+        let exe_path = binary.canonical.to_string_lossy();
+        if daemon.exe_path != exe_path {
+            return Err(mismatch("exe_path", exe_path, &daemon.exe_path));
+        }
+        let watch = ChildWatch::adopt(daemon.pid)
+            .map_err(|e| mismatch("pid alive", daemon.pid, format!("no such process ({e})")))?;
+        let proof = ExeProof::of(&binary);
+        let stream = connect_until(
+            Path::new(&daemon.ipc_endpoint.path),
+            host::deadline_after(timeout),
+        )
+        .map_err(|source| {
+            LaunchError::Probe(ProbeError::Io {
+                operation: "connect",
+                source,
+            })
+        })?;
+        verify_connected(stream, &watch, daemon, &proof, self.euid, trace, timeout)?;
+        let allocator = self.allocator(key.instance())?;
+        allocator.reserve_path(Path::new(&daemon.ipc_endpoint.path));
+        let log_path = self.log_dir.join(log_file_name(key, &daemon.ipc_endpoint));
+        Ok(BackendHandle {
+            inner: Arc::new(HandleParts {
+                key: key.clone(),
+                daemon: daemon.clone(),
+                log_path,
+                watch,
+                allocator,
+                proof,
+                euid: self.euid,
+            }),
+        })
     }
 }
 
@@ -465,7 +530,7 @@ impl BackendLauncher for CommandBackendLauncher {
             boot_id: self.boot_id.clone(),
             ipc_endpoint: endpoint.clone(),
             started_at_unix_ms: host::unix_time_ms(),
-            idle_timeout_secs: self.options.idle_timeout_secs,
+            idle_timeout_secs: self.options.idle_timeout_secs.map(NonZeroU32::get),
         };
         let proof = ExeProof::of(&binary);
 
@@ -517,6 +582,21 @@ impl BackendLauncher for CommandBackendLauncher {
             }
         }
     }
+}
+
+/// `{service}-{version}-{endpoint token}.log`: one log per backend.
+fn log_file_name(key: &BackendKey, endpoint: &Endpoint) -> String {
+    let token = endpoint
+        .path
+        .rsplit("-be-")
+        .next()
+        .and_then(|t| t.strip_suffix(".sock"))
+        .unwrap_or("backend");
+    format!(
+        "{}-{}-{token}.log",
+        key.service_name(),
+        key.service_version()
+    )
 }
 
 /// What `/proc/<pid>` must show for the process to be the one launched.
@@ -686,14 +766,17 @@ fn wait_ready_and_verify(
     let mut delay = Duration::from_micros(20);
     let path = Path::new(&expected.ipc_endpoint.path);
     loop {
-        match UnixStream::connect(path) {
+        match connect_until(path, deadline) {
             Ok(stream) => {
                 let left = deadline
                     .saturating_duration_since(Instant::now())
                     .max(Duration::from_millis(1));
                 return verify_connected(stream, watch, expected, proof, euid, trace, left)
                     .map_err(|e| {
-                        match (e, watch.wait_timeout(Duration::ZERO)) {
+                        // The pidfd tells at once that the child ended; its
+                        // status follows from the reaper.
+                        let ended = (!watch.is_alive()).then(|| watch.wait());
+                        match (e, ended) {
                             // A probe cut short by the child's death is an early exit.
                             (LaunchError::Probe(_), Some(exit)) => LaunchError::Exited {
                                 pid: expected.pid,
@@ -714,7 +797,9 @@ fn wait_ready_and_verify(
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                    io::ErrorKind::NotFound
+                        | io::ErrorKind::ConnectionRefused
+                        | io::ErrorKind::TimedOut
                 ) => {}
             Err(e) => {
                 return Err(LaunchError::Probe(ProbeError::Io {
@@ -812,7 +897,13 @@ impl BackendHandle {
 
     /// How the backend ended, if it has.
     pub fn exit(&self) -> Option<Exit> {
-        let exit = self.inner.watch.try_exit();
+        // Once the pidfd says the process ended, its reap is imminent: wait
+        // for it, so the cleanup below never depends on winning that race.
+        let exit = if self.inner.watch.is_alive() {
+            None
+        } else {
+            Some(self.inner.watch.wait())
+        };
         if exit.is_some() {
             self.cleanup();
         }
@@ -825,7 +916,11 @@ impl BackendHandle {
         if !self.is_alive() {
             return Err(mismatch("pid alive", self.inner.daemon.pid, "exited"));
         }
-        let stream = self.connect().map_err(|source| {
+        let stream = connect_until(
+            Path::new(&self.inner.daemon.ipc_endpoint.path),
+            host::deadline_after(timeout),
+        )
+        .map_err(|source| {
             LaunchError::Probe(ProbeError::Io {
                 operation: "connect",
                 source,

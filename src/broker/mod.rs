@@ -12,6 +12,7 @@ pub mod identity;
 pub mod keys;
 pub mod launcher;
 pub mod names;
+pub mod pool;
 pub mod probe;
 pub mod proto;
 pub mod reaper;

@@ -1,14 +1,21 @@
 //! Watching and reaping one spawned backend.
 //!
 //! Each [`ChildWatch`] owns the child's pidfd and one small thread that
-//! blocks in `waitid(P_PIDFD, pidfd, WEXITED)`: the child is reaped the moment
-//! it exits, so it never lingers as a zombie while the launching process
-//! lives, and only that child is ever waited for. There is no `waitpid(-1)`
+//! blocks in `waitid(P_PIDFD, pidfd, WEXITED | WNOWAIT)`. When the child
+//! exits, the thread kills what remains of its process group (helpers the
+//! backend forked; safe because the unreaped zombie still holds the group
+//! id), then reaps it: it never lingers as a zombie while the launching
+//! process lives, and only that child is ever waited for. There is no `waitpid(-1)`
 //! and no process-wide SIGCHLD handler, which would steal exit statuses from
 //! the host program's own subprocesses.
 //!
 //! Signals go through the pidfd, so they can never reach a process that
 //! reused the pid after the backend exited.
+//!
+//! A backend started by another process (found through a pool manifest) is
+//! watched with [`ChildWatch::adopt`]: liveness and waiting use its pidfd,
+//! but it is never reaped here (its parent does that) and its exit status is
+//! not ours to know ([`Exit::Unknown`]).
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -26,6 +33,8 @@ pub enum Exit {
     Code(i32),
     /// A signal ended it.
     Signal(i32),
+    /// It ended, but it was not our child, so its status went to its parent.
+    Unknown,
 }
 
 impl std::fmt::Display for Exit {
@@ -33,6 +42,7 @@ impl std::fmt::Display for Exit {
         match self {
             Exit::Code(c) => write!(f, "exit status {c}"),
             Exit::Signal(s) => write!(f, "signal {s}"),
+            Exit::Unknown => f.write_str("an exit whose status belongs to its parent"),
         }
     }
 }
@@ -41,6 +51,8 @@ impl std::fmt::Display for Exit {
 struct State {
     pid: u32,
     pidfd: OwnedFd,
+    /// Whether we spawned it (and so reap it).
+    own_child: bool,
     exit: Mutex<Option<Exit>>,
     exited: Condvar,
 }
@@ -63,6 +75,7 @@ impl ChildWatch {
         let state = Arc::new(State {
             pid: child.pid,
             pidfd: child.pidfd,
+            own_child: true,
             exit: Mutex::new(None),
             exited: Condvar::new(),
         });
@@ -71,25 +84,89 @@ impl ChildWatch {
             .name(format!("rp-reap-{}", child.pid))
             .stack_size(64 * 1024)
             .spawn(move || {
+                let pidfd = watched.pidfd.as_fd();
+                // First wait without reaping: while the exited backend is a
+                // zombie its pid, and so its process-group id, cannot be
+                // reused, which makes the group kill below safe.
                 let exit = loop {
-                    match waitid(WaitId::PidFd(watched.pidfd.as_fd()), WaitIdOptions::EXITED) {
+                    match waitid(
+                        WaitId::PidFd(pidfd),
+                        WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+                    ) {
                         Ok(Some(status)) => {
                             if let Some(sig) = status.terminating_signal() {
                                 break Exit::Signal(sig);
                             }
                             break Exit::Code(status.exit_status().unwrap_or(-1));
                         }
-                        Ok(None) => continue,
-                        Err(rustix::io::Errno::INTR) => continue,
+                        Ok(None) | Err(rustix::io::Errno::INTR) => continue,
                         // ECHILD: reaped elsewhere (should not happen); report
                         // it as gone rather than hang.
                         Err(_) => break Exit::Code(-1),
                     }
                 };
+                // Whatever the backend left in its process group (helpers it
+                // forked) goes with it.
+                if let Some(pgid) = rustix::process::Pid::from_raw(watched.pid as i32) {
+                    let _ = rustix::process::kill_process_group(pgid, Signal::KILL);
+                }
+                while let Err(rustix::io::Errno::INTR) | Ok(None) =
+                    waitid(WaitId::PidFd(pidfd), WaitIdOptions::EXITED)
+                {}
                 *watched.exit() = Some(exit);
                 watched.exited.notify_all();
             })?;
         Ok(ChildWatch { state })
+    }
+
+    /// Watches a running process we did not spawn. Fails with `ESRCH` if
+    /// `pid` does not exist.
+    pub fn adopt(pid: u32) -> io::Result<ChildWatch> {
+        let raw = rustix::process::Pid::from_raw(pid as i32)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
+        let pidfd = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty())?;
+        Ok(ChildWatch {
+            state: Arc::new(State {
+                pid,
+                pidfd,
+                own_child: false,
+                exit: Mutex::new(None),
+                exited: Condvar::new(),
+            }),
+        })
+    }
+
+    /// Whether this process spawned (and reaps) the child.
+    pub fn is_own_child(&self) -> bool {
+        self.state.own_child
+    }
+
+    /// Polls the pidfd for the process's end, up to `timeout` (None: forever).
+    fn pidfd_ended(&self, timeout: Option<Duration>) -> bool {
+        let timespec = timeout.map(|t| rustix::event::Timespec {
+            tv_sec: t.as_secs().min(i64::MAX as u64) as _,
+            tv_nsec: t.subsec_nanos() as _,
+        });
+        loop {
+            let mut fds = [rustix::event::PollFd::new(
+                &self.state.pidfd,
+                rustix::event::PollFlags::IN,
+            )];
+            match rustix::event::poll(&mut fds, timespec.as_ref()) {
+                Ok(n) => return n > 0,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// For an adopted process: records and returns its end if it has ended.
+    fn adopted_exit(&self, timeout: Option<Duration>) -> Option<Exit> {
+        if self.pidfd_ended(timeout) {
+            *self.state.exit() = Some(Exit::Unknown);
+            return Some(Exit::Unknown);
+        }
+        None
     }
 
     pub fn pid(&self) -> u32 {
@@ -101,9 +178,13 @@ impl ChildWatch {
         self.state.pidfd.as_fd()
     }
 
-    /// How the child ended, if it has been reaped.
+    /// How the child ended, if it has been reaped (or, adopted, has ended).
     pub fn try_exit(&self) -> Option<Exit> {
-        *self.state.exit()
+        let exit = *self.state.exit();
+        if exit.is_none() && !self.state.own_child {
+            return self.adopted_exit(Some(Duration::ZERO));
+        }
+        exit
     }
 
     /// Whether the child is still running (not exited, not reaped).
@@ -125,6 +206,9 @@ impl ChildWatch {
 
     /// Waits up to `timeout` for the child to exit and be reaped.
     pub fn wait_timeout(&self, timeout: Duration) -> Option<Exit> {
+        if !self.state.own_child {
+            return self.adopted_exit(Some(timeout));
+        }
         let Some(deadline) = Instant::now().checked_add(timeout) else {
             return Some(self.wait());
         };
@@ -146,6 +230,9 @@ impl ChildWatch {
 
     /// Waits for the child to exit and be reaped.
     pub fn wait(&self) -> Exit {
+        if !self.state.own_child {
+            return self.adopted_exit(None).unwrap_or(Exit::Unknown);
+        }
         let mut exit = self.state.exit();
         loop {
             if let Some(e) = *exit {
@@ -168,17 +255,12 @@ impl ChildWatch {
         }
     }
 
-    /// SIGKILL to the backend's whole process group (it is a session and
-    /// group leader, so this reaches helpers it forked), then to the backend
-    /// through its pidfd, and wait until reaped.
+    /// SIGKILL through the pidfd, and wait until reaped. For our own child
+    /// the reaper then kills what is left of its process group (it is a
+    /// session and group leader, so that is every helper it forked and did
+    /// not move elsewhere); an adopted process is reaped by its parent, so
+    /// only the pidfd is safe to signal.
     pub fn kill(&self) -> Exit {
-        // While the leader is unreaped its pid, and so its group id, cannot be
-        // reused: the group signal can only reach the backend's own group.
-        if self.is_alive() {
-            if let Some(pgid) = rustix::process::Pid::from_raw(self.state.pid as i32) {
-                let _ = rustix::process::kill_process_group(pgid, Signal::KILL);
-            }
-        }
         let _ = self.signal(Signal::KILL);
         self.wait()
     }

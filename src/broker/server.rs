@@ -643,16 +643,19 @@ impl Shared {
         if st.stop.is_some() {
             return;
         }
+        st.stop = Some(reason.clone());
+        // Queued connections were never seen by the application; dropping
+        // them closes them.
+        st.open = st.open.saturating_sub(st.queue.len());
+        st.queue.clear();
+        drop(st);
+        // Logged only after the lock is released: a log record may need the
+        // Python GIL, and a Python thread holding it may be waiting for this
+        // lock.
         log::info!(
             "backend server on {} stopping: {reason}",
             self.identity.ipc_endpoint.path
         );
-        st.stop = Some(reason);
-        // Queued connections were never seen by the application; dropping
-        // them closes them.
-        st.open -= st.queue.len();
-        st.queue.clear();
-        drop(st);
         self.changed.notify_all();
         // A full pipe already wakes everyone, so a failed write changes nothing.
         let _ = rustix::io::write(&self.stop_tx, &[1]);
@@ -1008,7 +1011,7 @@ impl Drop for ListenerGuard {
                 reason: "the accept thread ended unexpectedly".to_owned(),
             });
         }
-        st.open -= st.queue.len();
+        st.open = st.open.saturating_sub(st.queue.len());
         st.queue.clear();
         st.stopped = true;
         let reason = st.stop.clone();

@@ -132,15 +132,17 @@ unsafe fn child_exec(
         libc::_exit(127)
     };
 
-    // 1. Default signal dispositions, empty mask.
-    let mut empty: libc::sigset_t = std::mem::zeroed();
-    libc::sigemptyset(&mut empty);
-    libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-    for sig in 1..libc::SIGRTMAX() {
+    // 1. Default signal dispositions, then an empty mask: in this order, a
+    // signal that arrives in between can never run an inherited handler
+    // (which might write to a descriptor shared with the parent).
+    for sig in 1..=libc::SIGRTMAX() {
         if sig != libc::SIGKILL && sig != libc::SIGSTOP {
             libc::signal(sig, libc::SIG_DFL);
         }
     }
+    let mut empty: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut empty);
+    libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
     // 2. New session.
     if libc::setsid() < 0 {
         fail(err_pipe);

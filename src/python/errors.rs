@@ -372,7 +372,7 @@ pub(crate) fn launch_error(py: Python<'_>, err: LaunchError) -> PyErr {
             message,
             vec![
                 ("pid", value(py, pid)),
-                ("returncode", value(py, returncode(exit))),
+                ("returncode", value(py, returncode(exit).unwrap_or(-1))),
                 ("log_tail", value(py, log_tail)),
             ],
         ),
@@ -410,11 +410,13 @@ pub(crate) fn launch_error(py: Python<'_>, err: LaunchError) -> PyErr {
     }
 }
 
-/// `subprocess`-style return code: the exit status, or minus the signal.
-pub(crate) fn returncode(exit: Exit) -> i32 {
+/// `subprocess`-style return code: the exit status, or minus the signal;
+/// None when the status belongs to another parent.
+pub(crate) fn returncode(exit: Exit) -> Option<i32> {
     match exit {
-        Exit::Code(c) => c,
-        Exit::Signal(s) => -s,
+        Exit::Code(c) => Some(c),
+        Exit::Signal(s) => Some(-s),
+        Exit::Unknown => None,
     }
 }
 

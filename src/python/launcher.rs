@@ -1,5 +1,6 @@
 //! Python classes for the launcher and the handle of a launched backend.
 
+use std::num::NonZeroU32;
 use std::os::fd::IntoRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,6 +18,9 @@ use crate::broker::host;
 use crate::broker::launcher::{
     BackendHandle, BackendLauncher, CommandBackendLauncher, LaunchOptions, DEFAULT_ENV_SCRUB,
 };
+
+/// How long a wait runs without the GIL before checking for signals.
+const WAIT_SLICE: Duration = Duration::from_millis(100);
 
 fn duration(name: &str, secs: f64) -> PyResult<Duration> {
     Duration::try_from_secs_f64(secs).map_err(|_| {
@@ -45,6 +49,12 @@ fn build_launcher(
     socket_dir: Option<PathBuf>,
     env_scrub: Option<Vec<String>>,
 ) -> PyResult<PyCommandBackendLauncher> {
+    let idle_timeout_secs = match idle_timeout_secs {
+        None => None,
+        Some(secs) => Some(NonZeroU32::new(secs).ok_or_else(|| {
+            PyValueError::new_err("idle_timeout_secs must be at least 1 (None: never idle out)")
+        })?),
+    };
     let options = LaunchOptions {
         idle_timeout_secs,
         ready_timeout: duration("ready_timeout", ready_timeout)?,
@@ -133,7 +143,7 @@ impl PyCommandBackendLauncher {
 
     #[getter]
     fn idle_timeout_secs(&self) -> Option<u32> {
-        self.inner.options().idle_timeout_secs
+        self.inner.options().idle_timeout_secs.map(NonZeroU32::get)
     }
 
     #[getter]
@@ -223,7 +233,7 @@ impl PyBackendHandle {
     /// else None.
     #[getter]
     fn returncode(&self) -> Option<i32> {
-        self.inner.exit().map(returncode)
+        self.inner.exit().and_then(returncode)
     }
 
     /// Whether the backend process is running (checked through its pidfd).
@@ -264,23 +274,38 @@ impl PyBackendHandle {
     /// exit; returns its return code, or None on timeout.
     #[pyo3(signature = (timeout = None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<i32>> {
-        let timeout = match timeout {
-            Some(t) => duration("timeout", t)?,
-            None => Duration::MAX,
+        let deadline = match timeout {
+            Some(t) => Some(crate::broker::host::deadline_after(duration("timeout", t)?)),
+            None => None,
         };
-        Ok(py.detach(|| self.inner.wait(timeout)).map(returncode))
+        // In slices, so that Ctrl-C (and other signals) reach Python.
+        loop {
+            let slice = match deadline {
+                Some(d) => d
+                    .saturating_duration_since(std::time::Instant::now())
+                    .min(WAIT_SLICE),
+                None => WAIT_SLICE,
+            };
+            if let Some(exit) = py.detach(|| self.inner.wait(slice)) {
+                return Ok(returncode(exit));
+            }
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Ok(None);
+            }
+            py.check_signals()?;
+        }
     }
 
     /// SIGTERM, up to ``timeout`` seconds to exit, then SIGKILL; returns the
     /// return code. The socket file is removed if the backend left it.
     #[pyo3(signature = (timeout = 5.0))]
-    fn shutdown(&self, py: Python<'_>, timeout: f64) -> PyResult<i32> {
+    fn shutdown(&self, py: Python<'_>, timeout: f64) -> PyResult<Option<i32>> {
         let grace = duration("timeout", timeout)?;
         Ok(returncode(py.detach(|| self.inner.shutdown(grace))))
     }
 
     /// SIGKILL; returns the return code once reaped.
-    fn kill(&self, py: Python<'_>) -> i32 {
+    fn kill(&self, py: Python<'_>) -> Option<i32> {
         returncode(py.detach(|| self.inner.kill()))
     }
 

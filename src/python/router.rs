@@ -11,7 +11,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyMapping};
 
 use super::launcher::{PyBackendHandle, PyCommandBackendLauncher};
-use super::values::{pyrepr, PyBackendKey, PyEndpoint, PyServiceDefinition, PyTraceContext};
+use super::values::{
+    pyrepr, reduce_by_name, ByName, PyBackendKey, PyEndpoint, PyServiceDefinition, PyTraceContext,
+};
 use crate::broker::keys::BackendKey;
 use crate::broker::launcher::{BackendHandle, BackendLauncher, LaunchError};
 use crate::broker::registry::BackendRegistry;
@@ -124,6 +126,11 @@ impl PyErrorCode {
     /// Hashes as the wire value, because members compare equal to it.
     fn __hash__(&self) -> isize {
         *self as isize
+    }
+
+    /// Pickles by name, like an ``enum`` member.
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<ByName<'py>> {
+        reduce_by_name::<PyErrorCode>(py, ErrorCode::from(*self).name())
     }
 }
 

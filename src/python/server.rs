@@ -46,9 +46,21 @@ impl PyBackendServer {
         server: Py<Self>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let fd = conn.into_raw_fd();
-        py.import("running_process.backend")?
-            .getattr("BackendConnection")?
-            .call1((server, fd))
+        let made = (|| {
+            let kwargs = pyo3::types::PyDict::new(py);
+            kwargs.set_item("fileno", fd)?;
+            kwargs.set_item("server", server)?;
+            py.import("running_process.backend")?
+                .getattr("BackendConnection")?
+                .call((), Some(&kwargs))
+        })();
+        if made.is_err() {
+            // Not handed over: close it and stop counting it.
+            // SAFETY: `fd` came from `into_raw_fd` and nothing else owns it.
+            drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+            self.inner.connection_closed();
+        }
+        made
     }
 }
 
@@ -64,7 +76,7 @@ impl PyBackendServer {
         py: Python<'_>,
         exe_path: Option<PathBuf>,
         exit_on_sigterm: bool,
-    ) -> PyResult<Self> {
+    ) -> PyResult<Py<Self>> {
         // Signal handling goes in before the bind, so a SIGTERM that arrives
         // right after the launcher sees the socket still ends gracefully.
         let mut config = ServerConfig::from_env()?.with_exit_on_sigterm(exit_on_sigterm);
@@ -72,7 +84,14 @@ impl PyBackendServer {
             config = config.with_identity_exe(exe);
         }
         let inner = py.detach(|| BackendServer::bind(config))?;
-        Ok(PyBackendServer { inner })
+        let server = Py::new(py, PyBackendServer { inner })?;
+        // A program that just ends must not drop the server during
+        // interpreter finalization (with the GIL held) while its threads may
+        // still want the GIL: shut it down at exit, before finalization.
+        py.import("atexit")?
+            .getattr("register")?
+            .call1((server.getattr(py, "shutdown")?,))?;
+        Ok(server)
     }
 
     /// The next application connection as a ``socket.socket`` (nothing read
@@ -98,21 +117,28 @@ impl PyBackendServer {
             Ok(Some(conn)) => this
                 .wrap_connection(py, conn, slf.clone().unbind())
                 .map(Some),
-            Ok(None) | Err(ServerError::ShuttingDown) => Ok(None),
+            Ok(None) => Ok(None),
+            Err(ServerError::ShuttingDown) => {
+                // Finish the shutdown (join the accept thread) without the
+                // GIL: that thread may need it for its last log record, and
+                // a later drop with the GIL held would then wait forever.
+                py.detach(|| this.inner.shutdown());
+                Ok(None)
+            }
             Err(e) => Err(e.into()),
         }
     }
 
     /// Tells the server an accepted connection is finished (the
     /// ``BackendConnection`` returned by ``accept`` does this when closed).
-    fn connection_closed(&self) {
-        self.inner.connection_closed();
+    fn connection_closed(&self, py: Python<'_>) {
+        py.detach(|| self.inner.connection_closed());
     }
 
     /// Application connections handed out and not yet closed.
     #[getter]
-    fn open_connections(&self) -> usize {
-        self.inner.open_connections()
+    fn open_connections(&self, py: Python<'_>) -> usize {
+        py.detach(|| self.inner.open_connections())
     }
 
     /// The identity this server reports to probes.
@@ -173,7 +199,12 @@ impl PyBackendServer {
                 py.detach(|| self.inner.wait_for_shutdown_timeout(t));
             }
         }
-        Ok(self.shutdown_reason())
+        let reason = self.shutdown_reason();
+        if reason.is_some() {
+            // See `accept`: complete the shutdown without the GIL.
+            py.detach(|| self.inner.shutdown());
+        }
+        Ok(reason)
     }
 
     /// Stops accepting, removes the socket file and wakes ``accept``.

@@ -37,8 +37,18 @@ pub(crate) fn path_text(field: &'static str, path: PathBuf) -> Result<String, Va
 /// What `__reduce__` returns: a callable and its arguments.
 type Reduce<'py, Args> = (Bound<'py, PyAny>, Args);
 
-fn builtins_getattr(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-    py.import("builtins")?.getattr("getattr")
+/// `__reduce__` of an enum member: `getattr(cls, name)`, as Python's own
+/// `enum` pickles members by name.
+pub(crate) type ByName<'py> = Reduce<'py, (Bound<'py, PyType>, &'static str)>;
+
+pub(crate) fn reduce_by_name<'py, T: pyo3::PyTypeInfo>(
+    py: Python<'py>,
+    name: &'static str,
+) -> PyResult<ByName<'py>> {
+    Ok((
+        py.import("builtins")?.getattr("getattr")?,
+        (py.get_type::<T>(), name),
+    ))
 }
 
 /// Labels from any mapping of str to str (dict, MappingProxyType, ...).
@@ -117,14 +127,8 @@ impl PyIsolation {
         self.value() as isize
     }
 
-    fn __reduce__<'py>(
-        &self,
-        py: Python<'py>,
-    ) -> PyResult<Reduce<'py, (Bound<'py, PyType>, &'static str)>> {
-        Ok((
-            builtins_getattr(py)?,
-            (py.get_type::<PyIsolation>(), self.name()),
-        ))
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<ByName<'py>> {
+        reduce_by_name::<PyIsolation>(py, self.name())
     }
 }
 
