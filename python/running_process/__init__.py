@@ -26,6 +26,7 @@ from running_process._native import (
     BackendServer,
     CommandBackendLauncher,
     BackendKey,
+    BackendPool,
     BrokerInstanceKey,
     DaemonProcess,
     Endpoint,
@@ -33,6 +34,7 @@ from running_process._native import (
     HelloRouter,
     Isolation,
     Negotiated,
+    PoolEntry,
     Refused,
     ServiceDefinition,
     TraceContext,
@@ -84,6 +86,8 @@ from running_process.launcher import BackendLauncher
 __version__ = "0.1.0"
 
 __all__ = [
+    "PoolEntry",
+    "BackendPool",
     "RefusedError",
     "Refused",
     "Negotiated",

@@ -43,6 +43,8 @@ __all__ = [
     "Refused",
     "BackendRegistry",
     "HelloRouter",
+    "PoolEntry",
+    "BackendPool",
     "refresh_logging",
     "user_sid_hash",
     "boot_id",
@@ -662,6 +664,51 @@ class HelloRouter:
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> bool: ...
+
+@final
+class PoolEntry:
+    """One backend recorded in a :class:`BackendPool`."""
+
+    @property
+    def key(self) -> BackendKey: ...
+    @property
+    def daemon(self) -> DaemonProcess: ...
+    @property
+    def alive(self) -> bool:
+        """Whether the recorded process still runs (pidfd check, no probe)."""
+
+@final
+class BackendPool:
+    """One verified backend per key for every process of the user.
+
+    Each key has a lock file and a manifest (the verified identity, JSON,
+    mode 0600, written atomically) in ``state_dir`` (default: ``state``
+    beside the socket directory, created 0700). :meth:`get_or_launch` first
+    adopts the recorded backend without locking, verifying it as a launch
+    would (same boot, pid alive, the allow-listed binary with the recorded
+    digest, peer credentials, nonce probe); otherwise it takes the key's
+    ``flock`` (re-checking that the locked file is still the one at the
+    path), reads the manifest again, and only then launches and records.
+    A manifest that fails verification is replaced; the process it named is
+    never signalled. A backend handed out from another process's manifest is
+    not our child: its ``returncode`` stays None.
+    """
+
+    def __new__(cls, launcher: CommandBackendLauncher, state_dir: Optional[_Path] = None) -> Self: ...
+    def get_or_launch(
+        self,
+        key: BackendKey,
+        service_definition: ServiceDefinition,
+        trace_context: Optional[TraceContext] = None,
+    ) -> BackendHandle:
+        """The verified backend of ``key`` (the GIL is released)."""
+    def list(self) -> list[PoolEntry]: ...
+    def stop(self, key: BackendKey, timeout: float = 5.0) -> bool:
+        """Stops ``key``'s backend if it verifies; True if one was running."""
+    def stop_all(self, timeout: float = 5.0) -> int:
+        """Stops every backend of the pool; how many were running."""
+    @property
+    def state_dir(self) -> str: ...
 
 def user_sid_hash() -> str:
     """16 lowercase hex digits: the first 8 bytes of BLAKE3 over

@@ -33,7 +33,7 @@ use super::spawn::fd_path;
 
 /// Identity of a file's content as far as the kernel tells: if none of these
 /// changed, neither did the bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct FileStamp {
     pub dev: u64,
     pub ino: u64,
@@ -142,6 +142,16 @@ type DigestCache = Mutex<HashMap<(u64, u64), (FileStamp, [u8; 32])>>;
 fn digest_cache() -> &'static DigestCache {
     static CACHE: OnceLock<DigestCache> = OnceLock::new();
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Seeds the digest cache with a digest computed earlier (by another
+/// process, recorded in a private pool manifest): a file whose stamp is still
+/// `stamp` is not hashed again.
+pub fn remember_digest(stamp: FileStamp, digest: [u8; 32]) {
+    digest_cache()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert((stamp.dev, stamp.ino), (stamp, digest));
 }
 
 /// SHA-256 of an open file, from the cache when its stamp is unchanged.

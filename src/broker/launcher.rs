@@ -890,6 +890,12 @@ impl BackendHandle {
         self.inner.daemon.pid
     }
 
+    /// Stamp of the hashed file (the binary, or a script), for recording
+    /// alongside the digest.
+    pub fn binary_stamp(&self) -> FileStamp {
+        self.inner.proof.stamp
+    }
+
     /// Whether the backend process is still running (via its pidfd).
     pub fn is_alive(&self) -> bool {
         self.inner.watch.is_alive()

@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::binary::{remember_digest, FileStamp};
 use super::error::FsError;
 use super::fs::{ensure_private_dir, read_bounded, write_atomic, Bounded};
 use super::host;
@@ -64,6 +65,9 @@ struct Manifest {
     service_version: String,
     /// The `DaemonProcess` JSON of the verified backend.
     daemon: serde_json::Value,
+    /// Stamp of the binary when it was hashed: while it is unchanged, the
+    /// recorded digest stands and the binary is not hashed again.
+    binary_stamp: FileStamp,
     launched_by_pid: u32,
 }
 
@@ -133,8 +137,12 @@ impl BackendPool {
         self.state_dir.join(format!("{}.json", Self::stem(key)))
     }
 
+    fn lock_path(&self, key: &BackendKey) -> PathBuf {
+        self.state_dir.join(format!("{}.lock", Self::stem(key)))
+    }
+
     fn lock(&self, key: &BackendKey) -> Result<KeyLock, FsError> {
-        let path = self.state_dir.join(format!("{}.lock", Self::stem(key)));
+        let path = self.lock_path(key);
         loop {
             let file = OpenOptions::new()
                 .read(true)
@@ -189,13 +197,15 @@ impl BackendPool {
         }
     }
 
-    fn write_manifest(&self, key: &BackendKey, daemon: &DaemonProcess) -> Result<(), FsError> {
+    fn write_manifest(&self, key: &BackendKey, handle: &BackendHandle) -> Result<(), FsError> {
+        let daemon = handle.daemon();
         let manifest = Manifest {
             manifest_version: MANIFEST_VERSION,
             instance: key.instance().id(),
             service_name: key.service_name().to_owned(),
             service_version: key.service_version().to_owned(),
             daemon: serde_json::from_str(&daemon.to_json()).unwrap_or(serde_json::Value::Null),
+            binary_stamp: handle.binary_stamp(),
             launched_by_pid: std::process::id(),
         };
         let text = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
@@ -246,7 +256,7 @@ impl BackendPool {
             }
         }
         let handle = self.launcher.launch(key, sd, trace)?;
-        if let Err(e) = self.write_manifest(key, handle.daemon()) {
+        if let Err(e) = self.write_manifest(key, &handle) {
             handle.kill();
             return Err(e.into());
         }
@@ -299,10 +309,15 @@ impl BackendPool {
             }
             None => false,
         };
-        match fs::remove_file(self.manifest_path(key)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(FsError::io("remove manifest", self.manifest_path(key), e).into()),
+        for path in [self.manifest_path(key), self.lock_path(key)] {
+            // Removing the lock file while holding it is safe: a process that
+            // locked the old file sees it is no longer the one at the path
+            // and locks the new one.
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(FsError::io("remove", path, e).into()),
+            }
         }
         Ok(stopped)
     }
@@ -343,6 +358,10 @@ fn recorded_definition(key: &BackendKey, daemon: &DaemonProcess) -> ServiceDefin
 }
 
 fn parse_any_manifest(bytes: &[u8]) -> Result<(BackendKey, DaemonProcess), String> {
+    parse_manifest_parts(bytes).map(|(key, daemon, _)| (key, daemon))
+}
+
+fn parse_manifest_parts(bytes: &[u8]) -> Result<(BackendKey, DaemonProcess, FileStamp), String> {
     let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     if manifest.manifest_version != MANIFEST_VERSION {
         return Err(format!(
@@ -355,13 +374,16 @@ fn parse_any_manifest(bytes: &[u8]) -> Result<(BackendKey, DaemonProcess), Strin
         .map_err(|e| e.to_string())?;
     let daemon =
         DaemonProcess::from_json(&manifest.daemon.to_string()).map_err(|e| e.to_string())?;
-    Ok((key, daemon))
+    Ok((key, daemon, manifest.binary_stamp))
 }
 
 fn parse_manifest(bytes: &[u8], key: &BackendKey) -> Result<DaemonProcess, String> {
-    let (recorded, daemon) = parse_any_manifest(bytes)?;
+    let (recorded, daemon, stamp) = parse_manifest_parts(bytes)?;
     if &recorded != key {
         return Err(format!("it records {recorded}, not {key}"));
     }
+    // Trusted only because the manifest lives in our private directory; a
+    // changed file changes its stamp and is hashed again.
+    remember_digest(stamp, daemon.exe_sha256);
     Ok(daemon)
 }

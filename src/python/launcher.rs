@@ -73,6 +73,11 @@ fn build_launcher(
 }
 
 impl PyCommandBackendLauncher {
+    /// The command launcher itself (the pool needs its adoption).
+    pub(crate) fn command(&self) -> &Arc<CommandBackendLauncher> {
+        &self.inner
+    }
+
     /// The launcher, for Rust code that takes any launcher.
     pub(crate) fn shared(&self) -> Arc<dyn BackendLauncher> {
         Arc::clone(&self.inner) as Arc<dyn BackendLauncher>

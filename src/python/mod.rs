@@ -7,6 +7,7 @@ mod allocator;
 mod errors;
 mod functions;
 mod launcher;
+mod pool;
 mod router;
 mod server;
 mod values;
@@ -58,6 +59,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<router::PyRefused>()?;
     m.add_class::<router::PyBackendRegistry>()?;
     m.add_class::<router::PyHelloRouter>()?;
+    m.add_class::<pool::PyPoolEntry>()?;
+    m.add_class::<pool::PyBackendPool>()?;
 
     m.add_function(wrap_pyfunction!(refresh_logging, m)?)?;
     m.add_function(wrap_pyfunction!(functions::user_sid_hash, m)?)?;

@@ -1,0 +1,135 @@
+//! Python classes for the cross-process pool.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+use super::launcher::{PyBackendHandle, PyCommandBackendLauncher};
+use super::values::{pyrepr, PyBackendKey, PyDaemonProcess, PyServiceDefinition, PyTraceContext};
+use crate::broker::pool::{BackendPool, PoolEntry, PoolError};
+
+impl From<PoolError> for PyErr {
+    fn from(err: PoolError) -> PyErr {
+        match err {
+            PoolError::Launch(e) => e.into(),
+            PoolError::Fs(e) => e.into(),
+        }
+    }
+}
+
+fn grace(timeout: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(timeout).map_err(|_| {
+        PyValueError::new_err(format!(
+            "timeout must be a non-negative number of seconds, got {timeout}"
+        ))
+    })
+}
+
+/// One backend recorded in a pool.
+#[pyclass(name = "PoolEntry", module = "running_process._native", frozen)]
+pub struct PyPoolEntry {
+    inner: PoolEntry,
+}
+
+#[pymethods]
+impl PyPoolEntry {
+    #[getter]
+    fn key(&self) -> PyBackendKey {
+        PyBackendKey {
+            inner: self.inner.key.clone(),
+        }
+    }
+
+    #[getter]
+    fn daemon(&self) -> PyDaemonProcess {
+        PyDaemonProcess {
+            inner: self.inner.daemon.clone(),
+        }
+    }
+
+    /// Whether the recorded process still runs (pidfd check, no probe).
+    #[getter]
+    fn alive(&self) -> bool {
+        self.inner.alive
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!(
+            "<PoolEntry {} pid={} alive={} endpoint={}>",
+            self.inner.key,
+            self.inner.daemon.pid,
+            if self.inner.alive { "True" } else { "False" },
+            pyrepr(py, &self.inner.daemon.ipc_endpoint.path)
+        )
+    }
+}
+
+/// One verified backend per key for every process of the user.
+#[pyclass(name = "BackendPool", module = "running_process._native", frozen)]
+pub struct PyBackendPool {
+    inner: BackendPool,
+}
+
+#[pymethods]
+impl PyBackendPool {
+    #[new]
+    #[pyo3(signature = (launcher, state_dir = None))]
+    fn new(launcher: &PyCommandBackendLauncher, state_dir: Option<PathBuf>) -> Self {
+        PyBackendPool {
+            inner: BackendPool::new(Arc::clone(launcher.command()), state_dir),
+        }
+    }
+
+    /// The recorded backend of ``key`` if it still verifies, else a new one
+    /// launched under the key's cross-process lock (GIL released).
+    #[pyo3(signature = (key, service_definition, trace_context = None))]
+    fn get_or_launch(
+        &self,
+        py: Python<'_>,
+        key: &PyBackendKey,
+        service_definition: &PyServiceDefinition,
+        trace_context: Option<&PyTraceContext>,
+    ) -> PyResult<PyBackendHandle> {
+        let trace = trace_context.map(|t| t.inner.clone()).unwrap_or_default();
+        let (key, sd) = (key.inner.clone(), service_definition.inner.clone());
+        let inner = py.detach(|| self.inner.get_or_launch(&key, &sd, &trace))?;
+        Ok(PyBackendHandle { inner })
+    }
+
+    /// Every backend recorded in the pool.
+    fn list(&self, py: Python<'_>) -> PyResult<Vec<PyPoolEntry>> {
+        let entries = py.detach(|| self.inner.list())?;
+        Ok(entries
+            .into_iter()
+            .map(|inner| PyPoolEntry { inner })
+            .collect())
+    }
+
+    /// Stops ``key``'s backend if it verifies (SIGTERM, ``timeout``, SIGKILL)
+    /// and forgets it; True if one was running.
+    #[pyo3(signature = (key, timeout = 5.0))]
+    fn stop(&self, py: Python<'_>, key: &PyBackendKey, timeout: f64) -> PyResult<bool> {
+        let grace = grace(timeout)?;
+        let key = key.inner.clone();
+        Ok(py.detach(|| self.inner.stop(&key, grace))?)
+    }
+
+    /// Stops every backend of the pool; how many were running.
+    #[pyo3(signature = (timeout = 5.0))]
+    fn stop_all(&self, py: Python<'_>, timeout: f64) -> PyResult<usize> {
+        let grace = grace(timeout)?;
+        Ok(py.detach(|| self.inner.stop_all(grace))?)
+    }
+
+    #[getter]
+    fn state_dir(&self) -> String {
+        self.inner.state_dir().to_string_lossy().into_owned()
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!("BackendPool(state_dir={})", pyrepr(py, &self.state_dir()))
+    }
+}
