@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
+import subprocess
 import signal
 import stat
 import sys
@@ -299,3 +301,27 @@ def launches() -> Iterator[Launches]:
 
 def mode_of(path: Union[Path, str]) -> int:
     return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def rust_example() -> Path:
+    """The Rust example backend, built by cargo if this checkout has not yet."""
+    binary = REPO / "target" / "debug" / "rp-echo-backend"
+    if not binary.exists():
+        subprocess.run(["cargo", "build", "--quiet", "--bin", "rp-echo-backend"], cwd=REPO, check=True)
+    return binary
+
+
+def echo(handle: rp.BackendHandle, payload: bytes) -> bytes:
+    """Sends ``payload`` to an echo backend and returns all it sends back."""
+    with handle.connect() as conn:
+        conn.settimeout(HANG_GUARD)
+        conn.sendall(payload)
+        conn.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)

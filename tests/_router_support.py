@@ -11,7 +11,6 @@ fixture it builds on then kills any child process that is still left.
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -33,7 +32,6 @@ from _launch_support import (
     poll_until,
 )
 
-REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
 Outcome = Union[rp.Negotiated, rp.Refused]
@@ -173,15 +171,6 @@ def kit(launches: Launches) -> Iterator[Kit]:
         # ``launches`` kills the remembered handles and any other new child.
 
 
-@pytest.fixture(scope="session")
-def rust_example() -> Path:
-    """The Rust example backend, built by cargo if this checkout has not yet."""
-    binary = REPO / "target" / "debug" / "rp-echo-backend"
-    if not binary.exists():
-        subprocess.run(["cargo", "build", "--quiet", "--bin", "rp-echo-backend"], cwd=REPO, check=True)
-    return binary
-
-
 # --- definitions -----------------------------------------------------------------------------
 
 
@@ -300,7 +289,6 @@ __all__ = [
     "kit",
     "negotiated",
     "refused",
-    "rust_example",
     "services",
     "snapshot",
     "sock_files",

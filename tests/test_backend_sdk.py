@@ -17,40 +17,25 @@ from pathlib import Path
 import pytest
 
 import running_process as rp
-from _launch_support import BackendDirs, Launches, dirs, install, key_for, launches  # noqa: F401
+from _launch_support import (  # noqa: F401 (fixtures)
+    BackendDirs,
+    Launches,
+    dirs,
+    echo,
+    install,
+    key_for,
+    launches,
+    rust_example,
+)
 from _support import as_bytes, field_bytes, field_varint, parse_message
-
-REPO = Path(__file__).resolve().parent.parent
-
 
 def python_example() -> bytes:
     source = resources.files("running_process.examples").joinpath("echo_backend.py").read_bytes()
     return f"#!{sys.executable}\n".encode() + source
 
 
-@pytest.fixture(scope="session")
-def rust_example() -> Path:
-    """The Rust example backend, built by cargo if this checkout has not yet."""
-    binary = REPO / "target" / "debug" / "rp-echo-backend"
-    if not binary.exists():
-        subprocess.run(
-            ["cargo", "build", "--quiet", "--bin", "rp-echo-backend"], cwd=REPO, check=True
-        )
-    return binary
-
-
 def install_backend(dirs: BackendDirs, content: bytes, name: str = "echo") -> Path:
     return install(dirs.version_dir / name, content)
-
-
-def echo(handle: rp.BackendHandle, payload: bytes) -> bytes:
-    with handle.connect() as conn:
-        conn.sendall(payload)
-        conn.shutdown(socket.SHUT_WR)
-        chunks = []
-        while chunk := conn.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
 
 
 @pytest.mark.parametrize("kind", ["python", "rust"])

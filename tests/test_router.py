@@ -55,21 +55,11 @@ from _router_support import (
     spawn_counting_exit3,
     spin_until,
 )
-from _router_support import kit, rust_example  # noqa: F401 (fixtures)
+from _launch_support import echo, rust_example  # noqa: F401 (fixtures)
+from _router_support import kit  # noqa: F401 (fixtures)
 
 EC = rp.ErrorCode
 CLEAN_END = (0, -signal.SIGTERM)
-
-
-def echo(handle: rp.BackendHandle, payload: bytes) -> bytes:
-    with handle.connect() as conn:
-        conn.settimeout(HANG_GUARD)
-        conn.sendall(payload)
-        conn.shutdown(socket.SHUT_WR)
-        chunks = []
-        while chunk := conn.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def registry_pids(router: rp.HelloRouter) -> dict[str, int]:

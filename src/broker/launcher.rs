@@ -384,17 +384,7 @@ impl CommandBackendLauncher {
         let watch = ChildWatch::adopt(daemon.pid)
             .map_err(|e| mismatch("pid alive", daemon.pid, format!("no such process ({e})")))?;
         let proof = ExeProof::of(&binary);
-        let stream = connect_until(
-            Path::new(&daemon.ipc_endpoint.path),
-            host::deadline_after(timeout),
-        )
-        .map_err(|source| {
-            LaunchError::Probe(ProbeError::Io {
-                operation: "connect",
-                source,
-            })
-        })?;
-        verify_connected(stream, &watch, daemon, &proof, self.euid, trace, timeout)?;
+        connect_and_verify(&watch, daemon, &proof, self.euid, trace, timeout)?;
         let allocator = self.allocator(key.instance())?;
         allocator.reserve_path(Path::new(&daemon.ipc_endpoint.path));
         let log_path = self.log_dir.join(log_file_name(key, &daemon.ipc_endpoint));
@@ -751,6 +741,29 @@ fn verify_connected(
     Ok(actual)
 }
 
+/// Connects to `expected`'s endpoint within `timeout` and verifies what
+/// answers (see [`verify_connected`]).
+fn connect_and_verify(
+    watch: &ChildWatch,
+    expected: &DaemonProcess,
+    proof: &ExeProof,
+    euid: u32,
+    trace: &TraceContext,
+    timeout: Duration,
+) -> Result<DaemonProcess, LaunchError> {
+    let stream = connect_until(
+        Path::new(&expected.ipc_endpoint.path),
+        host::deadline_after(timeout),
+    )
+    .map_err(|source| {
+        LaunchError::Probe(ProbeError::Io {
+            operation: "connect",
+            source,
+        })
+    })?;
+    verify_connected(stream, watch, expected, proof, euid, trace, timeout)
+}
+
 /// Waits until the backend accepts, then verifies it; fails at once if the
 /// child exits first.
 fn wait_ready_and_verify(
@@ -922,18 +935,7 @@ impl BackendHandle {
         if !self.is_alive() {
             return Err(mismatch("pid alive", self.inner.daemon.pid, "exited"));
         }
-        let stream = connect_until(
-            Path::new(&self.inner.daemon.ipc_endpoint.path),
-            host::deadline_after(timeout),
-        )
-        .map_err(|source| {
-            LaunchError::Probe(ProbeError::Io {
-                operation: "connect",
-                source,
-            })
-        })?;
-        verify_connected(
-            stream,
+        connect_and_verify(
             &self.inner.watch,
             &self.inner.daemon,
             &self.inner.proof,
