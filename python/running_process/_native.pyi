@@ -9,7 +9,7 @@ obeys every rule of the broker v1 contract. Errors are the classes of
 import os
 import socket
 from types import TracebackType
-from typing import Any, Callable, ClassVar, Final, Mapping, Optional, Sequence, Union, final
+from typing import Any, Callable, Coroutine, ClassVar, Final, Mapping, Optional, Sequence, Union, final
 
 from typing_extensions import Self
 
@@ -419,6 +419,14 @@ class CommandBackendLauncher:
         """Launches and verifies a backend, with the GIL released. Raises a
         ``BackendLaunchError`` subclass (or a validation error before any side
         effect)."""
+    def launch_async(
+        self,
+        key: BackendKey,
+        service_definition: ServiceDefinition,
+        trace_context: Optional[TraceContext] = None,
+    ) -> Coroutine[Any, Any, BackendHandle]:
+        """:meth:`launch` as a coroutine that never blocks the event loop; if
+        cancelled, the backend is killed once the launch completes."""
     @property
     def user_sid_hash(self) -> str: ...
     @property
@@ -650,6 +658,20 @@ class HelloRouter:
         trace_context: Optional[TraceContext] = None,
     ) -> BackendHandle:
         """The verified handle, or ``RefusedError(code, reason, retry_after_ms)``."""
+    def route_async(
+        self,
+        service_name: str,
+        wanted_version: str,
+        trace_context: Optional[TraceContext] = None,
+    ) -> Coroutine[Any, Any, Union[Negotiated, Refused]]:
+        """:meth:`route` as a coroutine that never blocks the event loop."""
+    def get_backend_async(
+        self,
+        service_name: str,
+        wanted_version: str,
+        trace_context: Optional[TraceContext] = None,
+    ) -> Coroutine[Any, Any, BackendHandle]:
+        """:meth:`get_backend` as a coroutine that never blocks the loop."""
     @property
     def registry(self) -> BackendRegistry: ...
     @property
@@ -702,6 +724,13 @@ class BackendPool:
         trace_context: Optional[TraceContext] = None,
     ) -> BackendHandle:
         """The verified backend of ``key`` (the GIL is released)."""
+    def get_or_launch_async(
+        self,
+        key: BackendKey,
+        service_definition: ServiceDefinition,
+        trace_context: Optional[TraceContext] = None,
+    ) -> Coroutine[Any, Any, BackendHandle]:
+        """:meth:`get_or_launch` as a coroutine that never blocks the loop."""
     def list(self) -> list[PoolEntry]: ...
     def stop(self, key: BackendKey, timeout: float = 5.0) -> bool:
         """Stops ``key``'s backend if it verifies; True if one was running."""

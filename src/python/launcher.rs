@@ -141,6 +141,21 @@ impl PyCommandBackendLauncher {
         Ok(PyBackendHandle { inner: handle })
     }
 
+    /// ``launch`` as a coroutine (see ``running_process.aio``).
+    #[pyo3(signature = (key, service_definition, trace_context = None))]
+    fn launch_async<'py>(
+        slf: &Bound<'py, Self>,
+        key: Bound<'py, PyBackendKey>,
+        service_definition: Bound<'py, PyServiceDefinition>,
+        trace_context: Option<Bound<'py, PyTraceContext>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        super::aio_call(
+            slf.py(),
+            "launch_async",
+            (slf, key, service_definition, trace_context),
+        )
+    }
+
     #[getter]
     fn user_sid_hash(&self) -> &str {
         self.inner.user_sid_hash()

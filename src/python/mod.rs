@@ -19,6 +19,15 @@ use pyo3::types::PyTuple;
 
 use crate::broker::env;
 
+/// Calls `running_process.aio.<name>(*args)`, returning its coroutine.
+pub(crate) fn aio_call<'py>(
+    py: Python<'py>,
+    name: &str,
+    args: impl pyo3::call::PyCallArgs<'py>,
+) -> PyResult<Bound<'py, PyAny>> {
+    py.import("running_process.aio")?.getattr(name)?.call1(args)
+}
+
 static LOG_RESET: OnceLock<pyo3_log::ResetHandle> = OnceLock::new();
 
 /// Makes Rust log records see logging configuration changed since they were

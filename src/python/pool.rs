@@ -99,6 +99,21 @@ impl PyBackendPool {
         Ok(PyBackendHandle { inner })
     }
 
+    /// ``get_or_launch`` as a coroutine (see ``running_process.aio``).
+    #[pyo3(signature = (key, service_definition, trace_context = None))]
+    fn get_or_launch_async<'py>(
+        slf: &Bound<'py, Self>,
+        key: Bound<'py, PyBackendKey>,
+        service_definition: Bound<'py, PyServiceDefinition>,
+        trace_context: Option<Bound<'py, PyTraceContext>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        super::aio_call(
+            slf.py(),
+            "get_or_launch_async",
+            (slf, key, service_definition, trace_context),
+        )
+    }
+
     /// Every backend recorded in the pool.
     fn list(&self, py: Python<'_>) -> PyResult<Vec<PyPoolEntry>> {
         let entries = py.detach(|| self.inner.list())?;

@@ -442,6 +442,36 @@ impl PyHelloRouter {
         }
     }
 
+    /// ``route`` as a coroutine (see ``running_process.aio``).
+    #[pyo3(signature = (service_name, wanted_version, trace_context = None))]
+    fn route_async<'py>(
+        slf: &Bound<'py, Self>,
+        service_name: String,
+        wanted_version: String,
+        trace_context: Option<Bound<'py, PyTraceContext>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        super::aio_call(
+            slf.py(),
+            "route_async",
+            (slf, service_name, wanted_version, trace_context),
+        )
+    }
+
+    /// ``get_backend`` as a coroutine (see ``running_process.aio``).
+    #[pyo3(signature = (service_name, wanted_version, trace_context = None))]
+    fn get_backend_async<'py>(
+        slf: &Bound<'py, Self>,
+        service_name: String,
+        wanted_version: String,
+        trace_context: Option<Bound<'py, PyTraceContext>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        super::aio_call(
+            slf.py(),
+            "get_backend_async",
+            (slf, service_name, wanted_version, trace_context),
+        )
+    }
+
     /// The router's registry.
     #[getter]
     fn registry(&self) -> PyBackendRegistry {
