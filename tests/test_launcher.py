@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import gc
 import hashlib
+import logging
 import os
 import re
 import select
@@ -766,3 +767,24 @@ def test_zero_verify_timeout_does_not_blame_the_backend(handle: rp.BackendHandle
     except rp.ProbeError as e:
         pytest.fail(f"healthy backend reported as a failed probe: {e}")
     assert handle.is_alive()
+
+
+def test_launch_steps_are_logged_with_their_facts(
+    dirs: BackendDirs, launches: Launches, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="running_process")
+    rp.refresh_logging()
+    try:
+        trace = rp.TraceContext.new_root()
+        sd = dirs.sd()
+        handle = launches.launch(dirs.launcher(), key_for(sd), sd, trace)
+        records = [r for r in caplog.records if r.name.startswith("running_process.broker.launcher")]
+        launched = [r for r in records if r.levelno == logging.INFO and "launched" in r.getMessage()]
+        assert len(launched) == 1
+        message = launched[0].getMessage()
+        for fact in (sd.service_name, "1.0.0", str(handle.pid), handle.endpoint.path, str(trace.trace_id)):
+            assert fact in message
+        assert any(r.levelno == logging.DEBUG and "spawned" in r.getMessage() for r in records)
+    finally:
+        caplog.set_level(logging.WARNING, logger="running_process")
+        rp.refresh_logging()

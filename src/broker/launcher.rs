@@ -507,10 +507,11 @@ impl BackendLauncher for CommandBackendLauncher {
             }
         };
         log::debug!(
-            "spawned {} {} pid {pid} at {}",
+            "spawned {} {} pid {pid} at {} (trace {})",
             key.service_name(),
             key.service_version(),
-            endpoint.path
+            endpoint.path,
+            trace.trace_id().unwrap_or("-")
         );
 
         let expected = DaemonProcess {
@@ -564,9 +565,11 @@ impl BackendLauncher for CommandBackendLauncher {
                 watch.kill();
                 release(Some(&log_path));
                 log::warn!(
-                    "launch of {} {} failed: {err}",
+                    "launch of {} {} pid {pid} at {} failed (trace {}): {err}",
                     key.service_name(),
-                    key.service_version()
+                    key.service_version(),
+                    endpoint.path,
+                    trace.trace_id().unwrap_or("-")
                 );
                 Err(err)
             }
