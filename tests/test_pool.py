@@ -199,3 +199,24 @@ def test_insecure_state_dir_is_refused(dirs: BackendDirs) -> None:
     sd = dirs.sd()
     with pytest.raises(rp.InsecureDirectoryError):
         pool.get_or_launch(key_for(sd), sd)
+
+
+def test_get_verifies_without_launching(kit: PoolKit) -> None:
+    assert kit.pool.get(kit.key) is None  # nothing recorded: no launch
+    assert kit.log_count() == 0
+    handle = kit.get()
+    found = kit.pool.get(kit.key)
+    assert found is not None and found.pid == handle.pid and found.daemon == handle.daemon
+    bystander = subprocess.Popen(["sleep", "600"])
+    try:
+        manifest = kit.manifest()
+        recorded = json.loads(manifest.read_text())
+        recorded["daemon"]["pid"] = bystander.pid
+        manifest.write_text(json.dumps(recorded))
+        assert kit.pool.get(kit.key) is None  # does not verify, and no launch
+        assert kit.log_count() == 1
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+        handle.kill()

@@ -731,6 +731,10 @@ class BackendPool:
         trace_context: Optional[TraceContext] = None,
     ) -> Coroutine[Any, Any, BackendHandle]:
         """:meth:`get_or_launch` as a coroutine that never blocks the loop."""
+    def get(self, key: BackendKey, trace_context: Optional[TraceContext] = None) -> Optional[BackendHandle]:
+        """The recorded backend of ``key`` if it passes full verification
+        (boot, pid, executable and digest, peer credentials, nonce probe);
+        None otherwise. Never launches."""
     def list(self) -> list[PoolEntry]: ...
     def stop(self, key: BackendKey, timeout: float = 5.0) -> bool:
         """Stops ``key``'s backend if it verifies; True if one was running."""

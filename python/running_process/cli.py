@@ -27,9 +27,11 @@ before or after the command):
     Stops a backend of the pool (KEY is ``instance/service@version``, e.g.
     ``shared/zccache@1.11.20``), or all of them.
 ``probe KEY``
-    Checks a recorded backend without launching anything: the manifest entry
-    exists, its process is alive, it was started in this boot, its socket
-    file is present and its executable still has the recorded SHA-256.
+    Verifies a recorded backend without launching anything: the manifest
+    entry exists, its process is alive, it was started in this boot, its
+    socket file is present, its executable still has the recorded SHA-256,
+    and it passes the full verification of a launch (peer credentials,
+    ``/proc/<pid>/exe``, nonce probe).
 ``doctor``
     Checks the socket, pool state and service definition directories
     (ownership, mode, symlinks), the machine id, boot id, XDG_RUNTIME_DIR and
@@ -662,6 +664,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
         checks["exe_sha256_matches"] = rp.sha256_file(daemon.exe_path) == daemon.exe_sha256
     except (rp.RunningProcessError, OSError):
         checks["exe_sha256_matches"] = False
+    # The full verification of a launch: peer credentials, /proc/<pid>/exe
+    # and the hashed file's stamp, and the nonce probe.
+    checks["verified"] = checks["alive"] and pool.get(key) is not None
     ok = all(checks.values())
     failed = ", ".join(name for name, passed in checks.items() if not passed)
     hint = (

@@ -324,6 +324,15 @@ impl BackendPool {
 }
 
 impl BackendPool {
+    /// The recorded backend of `key` if it verifies (fully: boot, pidfd,
+    /// executable and digest, peer credentials, nonce probe), without ever
+    /// launching one. Verified against the definition the manifest implies.
+    pub fn get(&self, key: &BackendKey, trace: &TraceContext) -> Option<BackendHandle> {
+        let daemon = self.read_manifest(key)?;
+        let sd = recorded_definition(key, &daemon);
+        self.adopt(key, &sd, &daemon, trace)
+    }
+
     /// Stops every backend of the pool; returns how many were running.
     pub fn stop_all(&self, grace: Duration) -> Result<usize, PoolError> {
         let mut stopped = 0;

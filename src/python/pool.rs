@@ -114,6 +114,21 @@ impl PyBackendPool {
         )
     }
 
+    /// The recorded backend of ``key`` if it passes full verification
+    /// (never launches); None otherwise.
+    #[pyo3(signature = (key, trace_context = None))]
+    fn get(
+        &self,
+        py: Python<'_>,
+        key: &PyBackendKey,
+        trace_context: Option<&PyTraceContext>,
+    ) -> Option<PyBackendHandle> {
+        let trace = trace_context.map(|t| t.inner.clone()).unwrap_or_default();
+        let key = key.inner.clone();
+        py.detach(|| self.inner.get(&key, &trace))
+            .map(|inner| PyBackendHandle { inner })
+    }
+
     /// Every backend recorded in the pool.
     fn list(&self, py: Python<'_>) -> PyResult<Vec<PyPoolEntry>> {
         let entries = py.detach(|| self.inner.list())?;
