@@ -43,6 +43,20 @@ pub struct FileStamp {
 }
 
 impl FileStamp {
+    /// Whether this stamp can vouch for the content hashed from
+    /// `hashing_started` on: its ctime must be at least a second older.
+    /// Timestamps have a coarse granule, so a write in the same granule as
+    /// the hash could leave the stamp equal while the bytes differ; such a
+    /// file is simply hashed again next time (the rule git uses for its
+    /// index).
+    pub fn settled_before(&self, hashing_started: std::time::SystemTime) -> bool {
+        let started = hashing_started
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        self.ctime.0.saturating_add(1) < started
+    }
+
     pub fn of(meta: &Metadata) -> Self {
         FileStamp {
             dev: meta.dev(),
@@ -111,6 +125,8 @@ pub struct BackendBinary {
     pub root: PathBuf,
     pub stamp: FileStamp,
     pub sha256: [u8; 32],
+    /// Whether `stamp` vouches for `sha256` (see [`cached_sha256`]).
+    pub stamp_vouches: bool,
     /// Set for `#!` scripts.
     pub interpreter: Option<ScriptInterpreter>,
 }
@@ -155,7 +171,9 @@ pub fn remember_digest(stamp: FileStamp, digest: [u8; 32]) {
 }
 
 /// SHA-256 of an open file, from the cache when its stamp is unchanged.
-/// Returns the digest and whether it was computed now.
+/// Returns the digest and whether the stamp vouches for it (so it may be
+/// cached and recorded): always for a cached digest, and for a fresh one
+/// when the file settled before hashing began and did not change during it.
 pub fn cached_sha256(file: &File, stamp: FileStamp) -> io::Result<([u8; 32], bool)> {
     let key = (stamp.dev, stamp.ino);
     if let Some((cached, digest)) = digest_cache()
@@ -164,20 +182,23 @@ pub fn cached_sha256(file: &File, stamp: FileStamp) -> io::Result<([u8; 32], boo
         .get(&key)
     {
         if *cached == stamp {
-            return Ok((*digest, false));
+            return Ok((*digest, true));
         }
     }
+    let started = std::time::SystemTime::now();
     let mut reader = file;
     reader.seek(SeekFrom::Start(0))?;
     let digest = sha256_reader(reader)?;
-    // A write during hashing would move ctime; only cache a stable result.
-    if FileStamp::of(&file.metadata()?) == stamp {
+    // A write during hashing would move ctime; a write just before it might
+    // not have (coarse timestamps): cache only a settled, stable result.
+    let settled = FileStamp::of(&file.metadata()?) == stamp && stamp.settled_before(started);
+    if settled {
         digest_cache()
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(key, (stamp, digest));
     }
-    Ok((digest, true))
+    Ok((digest, settled))
 }
 
 /// Applies the allow-list rule, opens, checks and hashes the backend binary.
@@ -253,7 +274,8 @@ pub fn open_backend(
     }
     check_trusted_path(&canonical)?;
     let stamp = FileStamp::of(&meta);
-    let (sha256, _) = cached_sha256(&file, stamp).map_err(io_error("hash", &canonical))?;
+    let (sha256, stamp_vouches) =
+        cached_sha256(&file, stamp).map_err(io_error("hash", &canonical))?;
     let interpreter = script_interpreter(&file, &canonical, path_var)?;
     if let Some(interp) = &interpreter {
         check_trusted_path(&interp.exe)?;
@@ -264,6 +286,7 @@ pub fn open_backend(
         root,
         stamp,
         sha256,
+        stamp_vouches,
         interpreter,
     })
 }
@@ -401,4 +424,48 @@ fn find_on_path(name: &str, path_var: Option<&OsStr>) -> Option<PathBuf> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn a_just_written_file_cannot_vouch_for_its_digest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("f");
+        File::create(&path).unwrap().write_all(b"content").unwrap();
+        let file = File::open(&path).unwrap();
+        let stamp = FileStamp::of(&file.metadata().unwrap());
+        let (digest, vouches) = cached_sha256(&file, stamp).unwrap();
+        assert_eq!(digest, crate::broker::identity::sha256_file(&path).unwrap());
+        assert!(
+            !vouches,
+            "a file changed within the second may still change unseen"
+        );
+        // Not cached: asking again hashes again and still does not vouch.
+        assert!(!cached_sha256(&file, stamp).unwrap().1);
+    }
+
+    #[test]
+    fn settled_means_a_second_older_than_hashing() {
+        let now = SystemTime::now();
+        let secs = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let stamp = |ctime: i64| FileStamp {
+            dev: 1,
+            ino: 2,
+            size: 3,
+            mtime: (ctime, 0),
+            ctime: (ctime, 0),
+        };
+        assert!(stamp(secs - 5).settled_before(now));
+        assert!(!stamp(secs).settled_before(now));
+        assert!(!stamp(secs - 1).settled_before(now));
+        assert!(stamp(secs).settled_before(now + Duration::from_secs(3)));
+    }
 }

@@ -602,6 +602,8 @@ struct ExeProof {
     script: Option<PathBuf>,
     /// Stamp of the hashed file.
     stamp: FileStamp,
+    /// Whether the stamp vouches for the digest (it may be recorded).
+    stamp_vouches: bool,
 }
 
 impl ExeProof {
@@ -613,6 +615,7 @@ impl ExeProof {
                 .as_ref()
                 .map(|_| binary.canonical.clone()),
             stamp: binary.stamp,
+            stamp_vouches: binary.stamp_vouches,
         }
     }
 
@@ -907,9 +910,13 @@ impl BackendHandle {
     }
 
     /// Stamp of the hashed file (the binary, or a script), for recording
-    /// alongside the digest.
-    pub fn binary_stamp(&self) -> FileStamp {
-        self.inner.proof.stamp
+    /// alongside the digest; None when the stamp cannot vouch for the digest
+    /// (the file changed within a second of being hashed).
+    pub fn binary_stamp(&self) -> Option<FileStamp> {
+        self.inner
+            .proof
+            .stamp_vouches
+            .then_some(self.inner.proof.stamp)
     }
 
     /// Whether the backend process is still running (via its pidfd).

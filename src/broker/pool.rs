@@ -66,8 +66,10 @@ struct Manifest {
     /// The `DaemonProcess` JSON of the verified backend.
     daemon: serde_json::Value,
     /// Stamp of the binary when it was hashed: while it is unchanged, the
-    /// recorded digest stands and the binary is not hashed again.
-    binary_stamp: FileStamp,
+    /// recorded digest stands and the binary is not hashed again. Absent
+    /// when the stamp could not vouch for the digest.
+    #[serde(default)]
+    binary_stamp: Option<FileStamp>,
     launched_by_pid: u32,
 }
 
@@ -370,7 +372,9 @@ fn parse_any_manifest(bytes: &[u8]) -> Result<(BackendKey, DaemonProcess), Strin
     parse_manifest_parts(bytes).map(|(key, daemon, _)| (key, daemon))
 }
 
-fn parse_manifest_parts(bytes: &[u8]) -> Result<(BackendKey, DaemonProcess, FileStamp), String> {
+fn parse_manifest_parts(
+    bytes: &[u8],
+) -> Result<(BackendKey, DaemonProcess, Option<FileStamp>), String> {
     let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     if manifest.manifest_version != MANIFEST_VERSION {
         return Err(format!(
@@ -393,6 +397,8 @@ fn parse_manifest(bytes: &[u8], key: &BackendKey) -> Result<DaemonProcess, Strin
     }
     // Trusted only because the manifest lives in our private directory; a
     // changed file changes its stamp and is hashed again.
-    remember_digest(stamp, daemon.exe_sha256);
+    if let Some(stamp) = stamp {
+        remember_digest(stamp, daemon.exe_sha256);
+    }
     Ok(daemon)
 }
