@@ -80,8 +80,22 @@ from running_process.errors import (
     ServiceDefinitionStemMismatchError,
     VersionRefusedError,
 )
-from running_process.backend import BackendConnection
 from running_process.launcher import BackendLauncher
+
+# `BackendConnection` subclasses socket.socket; the `socket` module is imported
+# only when a backend needs it, which keeps `import running_process` cheap for
+# clients.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from running_process.backend import BackendConnection
+
+
+def __getattr__(name: str) -> object:
+    if name == "BackendConnection":
+        from running_process.backend import BackendConnection
+
+        return BackendConnection
+    raise AttributeError(f"module 'running_process' has no attribute {name!r}")
 
 __version__ = "0.1.0"
 

@@ -9,7 +9,11 @@ launching (for example to add metrics or pick a binary at run time).
 from __future__ import annotations
 
 import abc
-from typing import Optional
+
+# `typing` is left unimported at run time: it is a noticeable part of import time.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
 
 from running_process._native import (
     BackendHandle,

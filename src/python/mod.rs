@@ -7,12 +7,11 @@ mod allocator;
 mod errors;
 mod functions;
 mod launcher;
+mod logbridge;
 mod pool;
 mod router;
 mod server;
 mod values;
-
-use std::sync::OnceLock;
 
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
@@ -28,29 +27,17 @@ pub(crate) fn aio_call<'py>(
     py.import("running_process.aio")?.getattr(name)?.call1(args)
 }
 
-static LOG_RESET: OnceLock<pyo3_log::ResetHandle> = OnceLock::new();
-
 /// Makes Rust log records see logging configuration changed since they were
 /// last emitted (levels are cached so disabled records cost no GIL).
 #[pyfunction]
 fn refresh_logging() {
-    if let Some(handle) = LOG_RESET.get() {
-        handle.reset();
-    }
+    logbridge::refresh();
 }
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
-    if LOG_RESET.get().is_none() {
-        // Another copy of the module may already own the global logger; then
-        // its bridge serves us too.
-        if let Ok(handle) =
-            pyo3_log::Logger::new(py, pyo3_log::Caching::LoggersAndLevels)?.install()
-        {
-            let _ = LOG_RESET.set(handle);
-        }
-    }
+    logbridge::install(py);
 
     m.add_class::<values::PyIsolation>()?;
     m.add_class::<values::PyServiceDefinition>()?;
