@@ -87,7 +87,10 @@ pub enum LaunchError {
     /// The private log file could not be created; nothing was spawned.
     #[error("log file: {0}")]
     LogFile(#[source] FsError),
-    /// The process could not be started (an exec failure carries its errno).
+    /// The process could not be started: an exec failure, or a launch step
+    /// that ran out of descriptors, memory or processes (`EMFILE`, `ENFILE`,
+    /// `ENOMEM`, `EAGAIN`); `errno` is the kernel's answer and the message
+    /// names the step.
     #[error("spawning {path} failed: {source}")]
     Spawn {
         path: PathBuf,
@@ -131,6 +134,63 @@ fn mismatch(field: &'static str, expected: impl ToString, actual: impl ToString)
         field,
         expected: expected.to_string(),
         actual: actual.to_string(),
+    }
+}
+
+/// Whether `err` says the launching process or the system ran out of
+/// descriptors, memory or processes: nothing about the backend is wrong, and
+/// the same launch may succeed once the shortage is over.
+fn exhausted(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN | libc::ENOBUFS)
+    )
+}
+
+/// A shortage during launch step `step`, as a spawn failure that names the
+/// step and keeps the errno.
+fn shortage(binary: &Path, step: &str, source: &io::Error) -> LaunchError {
+    LaunchError::Spawn {
+        path: binary.to_path_buf(),
+        errno: source.raw_os_error(),
+        source: io::Error::new(source.kind(), format!("{step}: {source}")),
+    }
+}
+
+impl LaunchError {
+    /// The same failure, reported as a shortage (see [`exhausted`]) when that
+    /// is what it is, whichever launch step met it.
+    fn or_shortage(self, binary: &Path) -> LaunchError {
+        let step = |operation: &str, path: &Path| format!("{operation} {}", path.display());
+        let found = match &self {
+            LaunchError::Binary(BinaryError::Io {
+                operation,
+                path,
+                source,
+            }) => Some((step(operation, path), source)),
+            LaunchError::Binary(
+                BinaryError::CanonicalizeBinary { path, source }
+                | BinaryError::CanonicalizeBinaryRoot { path, source },
+            ) => Some((step("canonicalize", path), source)),
+            LaunchError::Endpoint(AllocError::Fs(FsError::Io {
+                operation,
+                path,
+                source,
+            }))
+            | LaunchError::LogFile(FsError::Io {
+                operation,
+                path,
+                source,
+            }) => Some((step(operation, path), source)),
+            LaunchError::Probe(ProbeError::Io { operation, source }) => {
+                Some((format!("probe {operation}"), source))
+            }
+            _ => None,
+        };
+        match found {
+            Some((step, source)) if exhausted(source) => shortage(binary, &step, source),
+            _ => self,
+        }
     }
 }
 
@@ -438,11 +498,16 @@ impl BackendLauncher for CommandBackendLauncher {
             &sd.binary_path,
             &sd.per_version_binary_dir,
             path_var.as_deref(),
-        )?;
+        )
+        .map_err(|e| LaunchError::from(e).or_shortage(Path::new(&sd.binary_path)))?;
 
         // 2. Endpoint.
-        let allocator = self.allocator(key.instance())?;
-        let endpoint = allocator.allocate().map_err(LaunchError::Endpoint)?;
+        let allocator = self
+            .allocator(key.instance())
+            .map_err(|e| e.or_shortage(&binary.canonical))?;
+        let endpoint = allocator
+            .allocate()
+            .map_err(|e| LaunchError::Endpoint(e).or_shortage(&binary.canonical))?;
         let release = |log: Option<&Path>| {
             remove_socket_file(Path::new(&endpoint.path));
             allocator.release(Path::new(&endpoint.path));
@@ -455,7 +520,7 @@ impl BackendLauncher for CommandBackendLauncher {
             Ok(l) => l,
             Err(e) => {
                 release(None);
-                return Err(e);
+                return Err(e.or_shortage(&binary.canonical));
             }
         };
 
@@ -479,7 +544,10 @@ impl BackendLauncher for CommandBackendLauncher {
                 release(Some(&log_path));
                 let (errno, source) = match e {
                     SpawnError::Exec { errno, source } => (Some(errno), source),
-                    SpawnError::Setup { source, .. } => (source.raw_os_error(), source),
+                    SpawnError::Setup { operation, source } => (
+                        source.raw_os_error(),
+                        io::Error::new(source.kind(), format!("{operation}: {source}")),
+                    ),
                 };
                 return Err(LaunchError::Spawn {
                     path: binary.canonical.clone(),
@@ -499,11 +567,11 @@ impl BackendLauncher for CommandBackendLauncher {
                     libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0);
                 }
                 release(Some(&log_path));
-                return Err(LaunchError::Spawn {
-                    path: binary.canonical.clone(),
-                    errno: source.raw_os_error(),
-                    source,
-                });
+                return Err(shortage(
+                    &binary.canonical,
+                    "start the reaper thread",
+                    &source,
+                ));
             }
         };
         log::debug!(
@@ -562,6 +630,7 @@ impl BackendLauncher for CommandBackendLauncher {
                 })
             }
             Err(err) => {
+                let err = err.or_shortage(&binary.canonical);
                 watch.kill();
                 release(Some(&log_path));
                 log::warn!(
