@@ -711,12 +711,23 @@ class BackendPool:
     digest, peer credentials, nonce probe); otherwise it takes the key's
     ``flock`` (re-checking that the locked file is still the one at the
     path), reads the manifest again, and only then launches and records.
-    A manifest that fails verification is replaced; the process it named is
-    never signalled. A backend handed out from another process's manifest is
-    not our child: its ``returncode`` stays None.
+    A manifest that fails verification is replaced. The process it named is
+    killed (SIGKILL through a pidfd) only if it fails again under the lock
+    for a reason of its own (no answer within ``verify_timeout``, a wrong
+    answer, not at its endpoint) and is provably the recorded process: the
+    manifest records its start time, uid and executable stamp with the pid
+    and boot id, and all of them must still hold. Any other process, and the
+    process of a manifest written before these were recorded, is never
+    signalled. A backend handed out from another process's manifest is not
+    our child: its ``returncode`` stays None.
     """
 
-    def __new__(cls, launcher: CommandBackendLauncher, state_dir: Optional[_Path] = None) -> Self: ...
+    def __new__(
+        cls,
+        launcher: CommandBackendLauncher,
+        state_dir: Optional[_Path] = None,
+        verify_timeout: float = 5.0,
+    ) -> Self: ...
     def get_or_launch(
         self,
         key: BackendKey,
@@ -737,11 +748,15 @@ class BackendPool:
         None otherwise. Never launches."""
     def list(self) -> list[PoolEntry]: ...
     def stop(self, key: BackendKey, timeout: float = 5.0) -> bool:
-        """Stops ``key``'s backend if it verifies; True if one was running."""
+        """Stops ``key``'s backend if it verifies, or kills it if it fails
+        but is provably the recorded process; True if one was running."""
     def stop_all(self, timeout: float = 5.0) -> int:
         """Stops every backend of the pool; how many were running."""
     @property
     def state_dir(self) -> str: ...
+    @property
+    def verify_timeout(self) -> float:
+        """Seconds the verification of a recorded backend may take."""
 
 def user_sid_hash() -> str:
     """16 lowercase hex digits: the first 8 bytes of BLAKE3 over

@@ -253,7 +253,9 @@ class EndpointError(BackendLaunchError):
 
 class SpawnError(BackendLaunchError, OSError):
     """The backend process could not be started; ``os_errno`` is the kernel's
-    answer to exec (``ENOENT``, ``EACCES``, ``ENOEXEC``, ...)."""
+    answer to exec (``ENOENT``, ``EACCES``, ``ENOEXEC``, ...), or to a launch
+    step that ran out of descriptors, memory or processes (``EMFILE``,
+    ``ENFILE``, ``ENOMEM``, ``EAGAIN``; the message names the step)."""
 
     _fields = ("reason", "path", "os_errno")
     path: str

@@ -16,16 +16,25 @@
 //!   atomically (temporary file, fsync, rename; mode 0600). A holder that
 //!   crashes releases the lock by dying.
 //! - A manifest that fails (garbage, another boot, dead pid, a pid reused by
-//!   another program, a changed binary) is replaced by a fresh launch; the
-//!   process it named is left alone, since it is not provably ours.
+//!   another program, a changed binary, a backend that does not answer) is
+//!   replaced by a fresh launch.
+//! - The process a failed manifest names is killed only when it is provably
+//!   the recorded backend (see [`ProcessMark`]): the manifest records, with
+//!   the pid and boot id, the process's start time, owner and executable
+//!   stamp; a pidfd is opened first, those facts are read again for that pid
+//!   and compared, and the SIGKILL goes through the pidfd, so a pid reused by
+//!   another process can never receive it. A manifest without that record
+//!   (older format), from another boot, or whose process differs in any of
+//!   them never leads to a signal; neither does a failure on our side (an
+//!   invalid definition, a refused binary, running out of descriptors).
 //!
 //! Backends end themselves after their idle timeout; the pool then sees a
 //! dead pid, which is an ordinary miss.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::fd::AsFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,13 +48,18 @@ use super::host;
 use super::identity::DaemonProcess;
 use super::keys::{BackendKey, BrokerInstanceKey};
 use super::launcher::{BackendHandle, BackendLauncher, CommandBackendLauncher, LaunchError};
+use super::probe::ProbeError;
 use super::service::ServiceDefinition;
 use super::trace::TraceContext;
 
 /// Largest manifest read.
 const MAX_MANIFEST_BYTES: u64 = 64 * 1024;
-/// Version of the manifest format.
+/// Version of the manifest format. Fields added since (`binary_stamp`,
+/// `process`) are optional, so older and newer readers understand each other.
 const MANIFEST_VERSION: u32 = 1;
+/// How long a killed backend is given to be gone before its socket file is
+/// removed anyway.
+const KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// Why a pool operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +85,100 @@ struct Manifest {
     #[serde(default)]
     binary_stamp: Option<FileStamp>,
     launched_by_pid: u32,
+    /// What proves that the pid still names the recorded process. Absent in
+    /// manifests written before it existed, and when it could not be read:
+    /// then the process is never signalled.
+    #[serde(default)]
+    process: Option<ProcessMark>,
+}
+
+/// What tells the recorded backend apart from any later process that reuses
+/// its pid: the start time (clock ticks after boot, field 22 of
+/// `/proc/<pid>/stat`), meaningful together with the manifest's boot id; the
+/// effective uid; and the stamp of `/proc/<pid>/exe` (the binary, or a
+/// script's interpreter) when it could be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessMark {
+    pub start_ticks: u64,
+    pub uid: u32,
+    #[serde(default)]
+    pub exe: Option<FileStamp>,
+}
+
+impl ProcessMark {
+    /// Reads the mark of `pid` from `/proc`. The caller must make sure the
+    /// pid named the intended process for the whole read (a pidfd that has
+    /// not signalled an exit afterwards, or an unreaped child).
+    pub fn read(pid: u32) -> io::Result<ProcessMark> {
+        let invalid = |what: &str| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("cannot parse {what} of pid {pid}"),
+            )
+        };
+        let stat = fs::read(format!("/proc/{pid}/stat"))?;
+        let start_ticks = parse_start_ticks(&stat).ok_or_else(|| invalid("/proc/<pid>/stat"))?;
+        let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let uid = parse_effective_uid(&status).ok_or_else(|| invalid("/proc/<pid>/status"))?;
+        let exe = fs::metadata(format!("/proc/{pid}/exe"))
+            .ok()
+            .map(|meta| FileStamp::of(&meta));
+        Ok(ProcessMark {
+            start_ticks,
+            uid,
+            exe,
+        })
+    }
+
+    /// Why `now` (read for the same pid later) is not the process this mark
+    /// recorded, or None if it is.
+    fn differs(&self, now: &ProcessMark) -> Option<String> {
+        if now.start_ticks != self.start_ticks {
+            return Some(format!(
+                "it started at tick {}, the recorded process at tick {}: the pid was reused",
+                now.start_ticks, self.start_ticks
+            ));
+        }
+        if now.uid != self.uid {
+            return Some(format!(
+                "it runs as uid {}, the recorded process as uid {}",
+                now.uid, self.uid
+            ));
+        }
+        if self.exe.is_some() && now.exe != self.exe {
+            return Some("its executable is not the recorded one".to_owned());
+        }
+        None
+    }
+}
+
+/// Field 22 (`starttime`) of a `/proc/<pid>/stat` line. The command name in
+/// field 2 may hold spaces and parentheses, so fields are counted after the
+/// last `)`.
+fn parse_start_ticks(stat: &[u8]) -> Option<u64> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
+    // Fields 3, 4, ... follow the name: starttime is the 20th of them.
+    rest.split_ascii_whitespace().nth(19)?.parse().ok()
+}
+
+/// The effective uid (second value of the `Uid:` line) of a
+/// `/proc/<pid>/status` text.
+fn parse_effective_uid(status: &str) -> Option<u32> {
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line["Uid:".len()..]
+        .split_ascii_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// A manifest as read: the identity it records and, when recorded, the mark
+/// that proves the process is still that one.
+#[derive(Debug, Clone, PartialEq)]
+struct Recorded {
+    daemon: DaemonProcess,
+    mark: Option<ProcessMark>,
 }
 
 /// One backend recorded in the pool.
@@ -113,6 +221,17 @@ impl BackendPool {
             state_base,
             verify_timeout: Duration::from_secs(5),
         }
+    }
+
+    /// How long the verification of a recorded backend may take (default
+    /// 5 s); a backend that does not answer within it is replaced.
+    pub fn with_verify_timeout(mut self, timeout: Duration) -> Self {
+        self.verify_timeout = timeout;
+        self
+    }
+
+    pub fn verify_timeout(&self) -> Duration {
+        self.verify_timeout
     }
 
     pub fn state_dir(&self) -> &Path {
@@ -176,7 +295,7 @@ impl BackendPool {
         }
     }
 
-    fn read_manifest(&self, key: &BackendKey) -> Option<DaemonProcess> {
+    fn read_manifest(&self, key: &BackendKey) -> Option<Recorded> {
         let path = self.manifest_path(key);
         let bytes = match read_bounded(&path, MAX_MANIFEST_BYTES) {
             Ok(Bounded::Read(bytes)) => bytes,
@@ -191,7 +310,7 @@ impl BackendPool {
             }
         };
         match parse_manifest(&bytes, key) {
-            Ok(daemon) => Some(daemon),
+            Ok(recorded) => Some(recorded),
             Err(reason) => {
                 log::warn!("ignoring manifest {}: {reason}", path.display());
                 None
@@ -201,6 +320,19 @@ impl BackendPool {
 
     fn write_manifest(&self, key: &BackendKey, handle: &BackendHandle) -> Result<(), FsError> {
         let daemon = handle.daemon();
+        // Read while the handle still watches the process: if it is alive
+        // after the read, the pid named it throughout.
+        let process = match ProcessMark::read(daemon.pid) {
+            Ok(mark) if handle.is_alive() => Some(mark),
+            Ok(_) => None,
+            Err(e) => {
+                log::warn!(
+                    "cannot read the start time of pid {}: {e}; it will never be signalled through the pool",
+                    daemon.pid
+                );
+                None
+            }
+        };
         let manifest = Manifest {
             manifest_version: MANIFEST_VERSION,
             instance: key.instance().id(),
@@ -209,6 +341,7 @@ impl BackendPool {
             daemon: serde_json::from_str(&daemon.to_json()).unwrap_or(serde_json::Value::Null),
             binary_stamp: handle.binary_stamp(),
             launched_by_pid: std::process::id(),
+            process,
         };
         let text = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
         let name = format!("{}.json", Self::stem(key));
@@ -221,20 +354,88 @@ impl BackendPool {
         sd: &ServiceDefinition,
         daemon: &DaemonProcess,
         trace: &TraceContext,
-    ) -> Option<BackendHandle> {
-        match self
-            .launcher
+    ) -> Result<BackendHandle, LaunchError> {
+        self.launcher
             .adopt(key, sd, daemon, trace, self.verify_timeout)
-        {
-            Ok(handle) => Some(handle),
-            Err(e) => {
+            .inspect_err(|e| {
                 log::info!(
                     "manifest of {key} names pid {} which fails verification: {e}",
                     daemon.pid
                 );
-                None
+            })
+    }
+
+    /// After `recorded` failed verification with `err` (under the key's
+    /// lock): kills its process if the failure is the backend's and the
+    /// process is provably the recorded one. Returns whether it was killed.
+    fn retire(&self, key: &BackendKey, recorded: &Recorded, err: &LaunchError) -> bool {
+        let pid = recorded.daemon.pid;
+        if !backend_at_fault(err) {
+            return false;
+        }
+        match self.kill_recorded(recorded) {
+            Ok(()) => {
+                log::warn!(
+                    "killed pid {pid}, the recorded backend of {key}: it failed verification ({err})"
+                );
+                true
+            }
+            Err(why) => {
+                log::info!("not signalling pid {pid} named by the manifest of {key}: {why}");
+                false
             }
         }
+    }
+
+    /// SIGKILL to the recorded process, only once it is proven to be that
+    /// process: same boot; then, through a pidfd opened first, the start
+    /// time, uid and executable stamp read again for the pid; then the pidfd
+    /// shows the process still running, so the reads described it; then the
+    /// signal goes through the pidfd. Waits (up to [`KILL_WAIT`]) for it to
+    /// end and removes the socket file it could not remove itself.
+    fn kill_recorded(&self, recorded: &Recorded) -> Result<(), String> {
+        let daemon = &recorded.daemon;
+        let mark = recorded
+            .mark
+            .ok_or("the manifest records no start time (older format)")?;
+        let boot = host::boot_id().map_err(|e| e.to_string())?;
+        if daemon.boot_id != boot {
+            return Err(format!("it was recorded on boot {}", daemon.boot_id));
+        }
+        let euid = host::effective_uid();
+        if mark.uid != euid {
+            return Err(format!("it was recorded for uid {}, not {euid}", mark.uid));
+        }
+        let pid = rustix::process::Pid::from_raw(daemon.pid as i32)
+            .ok_or("the recorded pid is not a process id")?;
+        let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+            .map_err(|e| format!("no such process ({e})"))?;
+        let now = ProcessMark::read(daemon.pid).map_err(|e| format!("/proc unreadable: {e}"))?;
+        if let Some(why) = mark.differs(&now) {
+            return Err(why);
+        }
+        if pidfd_ended(&pidfd, Duration::ZERO) {
+            return Err("it has ended".to_owned());
+        }
+        match rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL) {
+            Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+            Err(e) => return Err(format!("SIGKILL failed: {e}")),
+        }
+        if !pidfd_ended(&pidfd, KILL_WAIT) {
+            log::warn!(
+                "pid {} has not ended {KILL_WAIT:?} after SIGKILL",
+                daemon.pid
+            );
+        }
+        let socket = Path::new(&daemon.ipc_endpoint.path);
+        if socket.parent() == Some(self.launcher.socket_dir()) {
+            if let Ok(meta) = fs::symlink_metadata(socket) {
+                if meta.file_type().is_socket() {
+                    let _ = fs::remove_file(socket);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The verified backend of `key`: the one recorded if it still verifies,
@@ -246,15 +447,19 @@ impl BackendPool {
         trace: &TraceContext,
     ) -> Result<BackendHandle, PoolError> {
         self.ensure_dir()?;
-        if let Some(daemon) = self.read_manifest(key) {
-            if let Some(handle) = self.adopt(key, sd, &daemon, trace) {
+        if let Some(recorded) = self.read_manifest(key) {
+            if let Ok(handle) = self.adopt(key, sd, &recorded.daemon, trace) {
                 return Ok(handle);
             }
         }
         let _lock = self.lock(key)?;
-        if let Some(daemon) = self.read_manifest(key) {
-            if let Some(handle) = self.adopt(key, sd, &daemon, trace) {
-                return Ok(handle);
+        // Under the lock, a backend that still fails is the one to replace.
+        if let Some(recorded) = self.read_manifest(key) {
+            match self.adopt(key, sd, &recorded.daemon, trace) {
+                Ok(handle) => return Ok(handle),
+                Err(e) => {
+                    self.retire(key, &recorded, &e);
+                }
             }
         }
         let handle = self.launcher.launch(key, sd, trace)?;
@@ -294,19 +499,21 @@ impl BackendPool {
 
     /// Stops the backend of `key` if its manifest still verifies (SIGTERM,
     /// `grace`, SIGKILL) and removes the manifest. Returns whether a backend
-    /// was stopped. A process that does not verify is never signalled.
+    /// was stopped. A recorded backend that fails verification is killed only
+    /// if it is provably the recorded process; any other process is never
+    /// signalled.
     pub fn stop(&self, key: &BackendKey, grace: Duration) -> Result<bool, PoolError> {
         self.ensure_dir()?;
         let _lock = self.lock(key)?;
         let stopped = match self.read_manifest(key) {
-            Some(daemon) => {
-                let sd = recorded_definition(key, &daemon);
-                match self.adopt(key, &sd, &daemon, &TraceContext::default()) {
-                    Some(handle) => {
+            Some(recorded) => {
+                let sd = recorded_definition(key, &recorded.daemon);
+                match self.adopt(key, &sd, &recorded.daemon, &TraceContext::default()) {
+                    Ok(handle) => {
                         handle.shutdown(grace);
                         true
                     }
-                    None => false,
+                    Err(e) => self.retire(key, &recorded, &e),
                 }
             }
             None => false,
@@ -329,10 +536,12 @@ impl BackendPool {
     /// The recorded backend of `key` if it verifies (fully: boot, pidfd,
     /// executable and digest, peer credentials, nonce probe), without ever
     /// launching one. Verified against the definition the manifest implies.
+    /// A backend that fails is left alone (it is replaced, and killed if
+    /// provably the recorded one, by the next `get_or_launch`).
     pub fn get(&self, key: &BackendKey, trace: &TraceContext) -> Option<BackendHandle> {
-        let daemon = self.read_manifest(key)?;
-        let sd = recorded_definition(key, &daemon);
-        self.adopt(key, &sd, &daemon, trace)
+        let recorded = self.read_manifest(key)?;
+        let sd = recorded_definition(key, &recorded.daemon);
+        self.adopt(key, &sd, &recorded.daemon, trace).ok()
     }
 
     /// Stops every backend of the pool; returns how many were running.
@@ -368,13 +577,55 @@ fn recorded_definition(key: &BackendKey, daemon: &DaemonProcess) -> ServiceDefin
     }
 }
 
-fn parse_any_manifest(bytes: &[u8]) -> Result<(BackendKey, DaemonProcess), String> {
-    parse_manifest_parts(bytes).map(|(key, daemon, _)| (key, daemon))
+/// Whether a failed verification is the backend's doing (it does not
+/// answer, answers wrongly, is not where or what was recorded), as opposed to
+/// the caller's definition, the binary policy, or a shortage on our side.
+fn backend_at_fault(err: &LaunchError) -> bool {
+    match err {
+        LaunchError::Mismatch { .. } => true,
+        LaunchError::Probe(ProbeError::Io { source, .. }) => !matches!(
+            source.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS)
+        ),
+        LaunchError::Probe(ProbeError::Host(_)) => false,
+        LaunchError::Probe(_) => true,
+        _ => false,
+    }
 }
 
-fn parse_manifest_parts(
-    bytes: &[u8],
-) -> Result<(BackendKey, DaemonProcess, Option<FileStamp>), String> {
+/// Whether `pidfd`'s process ends within `timeout` (ZERO: has it ended).
+fn pidfd_ended(pidfd: &OwnedFd, timeout: Duration) -> bool {
+    let deadline = host::deadline_after(timeout);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let timespec = rustix::event::Timespec {
+            tv_sec: left.as_secs().min(i64::MAX as u64) as _,
+            tv_nsec: left.subsec_nanos() as _,
+        };
+        let mut fds = [rustix::event::PollFd::new(
+            pidfd,
+            rustix::event::PollFlags::IN,
+        )];
+        match rustix::event::poll(&mut fds, Some(&timespec)) {
+            Ok(n) => return n > 0,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+fn parse_any_manifest(bytes: &[u8]) -> Result<(BackendKey, DaemonProcess), String> {
+    parse_manifest_parts(bytes).map(|(key, daemon, _, _)| (key, daemon))
+}
+
+type ManifestParts = (
+    BackendKey,
+    DaemonProcess,
+    Option<FileStamp>,
+    Option<ProcessMark>,
+);
+
+fn parse_manifest_parts(bytes: &[u8]) -> Result<ManifestParts, String> {
     let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     if manifest.manifest_version != MANIFEST_VERSION {
         return Err(format!(
@@ -387,11 +638,11 @@ fn parse_manifest_parts(
         .map_err(|e| e.to_string())?;
     let daemon =
         DaemonProcess::from_json(&manifest.daemon.to_string()).map_err(|e| e.to_string())?;
-    Ok((key, daemon, manifest.binary_stamp))
+    Ok((key, daemon, manifest.binary_stamp, manifest.process))
 }
 
-fn parse_manifest(bytes: &[u8], key: &BackendKey) -> Result<DaemonProcess, String> {
-    let (recorded, daemon, stamp) = parse_manifest_parts(bytes)?;
+fn parse_manifest(bytes: &[u8], key: &BackendKey) -> Result<Recorded, String> {
+    let (recorded, daemon, stamp, mark) = parse_manifest_parts(bytes)?;
     if &recorded != key {
         return Err(format!("it records {recorded}, not {key}"));
     }
@@ -400,5 +651,78 @@ fn parse_manifest(bytes: &[u8], key: &BackendKey) -> Result<DaemonProcess, Strin
     if let Some(stamp) = stamp {
         remember_digest(stamp, daemon.exe_sha256);
     }
-    Ok(daemon)
+    Ok(Recorded { daemon, mark })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_ticks_are_counted_after_the_last_parenthesis() {
+        let stat = b"4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10";
+        assert_eq!(parse_start_ticks(stat), Some(987654));
+        assert_eq!(parse_start_ticks(b"4242 (short) S 1 2 3"), None);
+        assert_eq!(parse_start_ticks(b"no parenthesis at all"), None);
+    }
+
+    #[test]
+    fn effective_uid_is_the_second_uid() {
+        let status = "Name:\tx\nUid:\t1000\t1001\t1002\t1003\nGid:\t5\t5\t5\t5\n";
+        assert_eq!(parse_effective_uid(status), Some(1001));
+        assert_eq!(parse_effective_uid("Name:\tx\n"), None);
+        assert_eq!(parse_effective_uid("Uid:\t1000\n"), None);
+    }
+
+    #[test]
+    fn the_mark_of_this_process_is_stable_and_its_own() {
+        let me = std::process::id();
+        let mark = ProcessMark::read(me).unwrap();
+        assert_eq!(mark.uid, host::effective_uid());
+        assert!(mark.exe.is_some());
+        assert_eq!(mark.differs(&ProcessMark::read(me).unwrap()), None);
+        let reused = ProcessMark {
+            start_ticks: mark.start_ticks + 1,
+            ..mark
+        };
+        assert!(mark.differs(&reused).unwrap().contains("reused"));
+        let other_uid = ProcessMark {
+            uid: mark.uid + 1,
+            ..mark
+        };
+        assert!(mark.differs(&other_uid).is_some());
+        let other_exe = ProcessMark { exe: None, ..mark };
+        assert!(mark.differs(&other_exe).is_some());
+    }
+
+    #[test]
+    fn a_manifest_without_the_process_record_still_parses() {
+        let recorded = |process: &str| {
+            format!(
+                r#"{{"manifest_version": 1, "instance": "shared", "service_name": "echo",
+                "service_version": "1.0.0", "launched_by_pid": 7, {process}
+                "daemon": {{"pid": 42, "exe_path": "/opt/echo", "exe_sha256": "{}",
+                "boot_id": "b", "ipc_endpoint": {{"namespace_id": "shared", "path": "/tmp/e.sock"}},
+                "started_at_unix_ms": 1}}}}"#,
+                "ab".repeat(32)
+            )
+        };
+        let key = BackendKey::new(BrokerInstanceKey::Shared, "echo", "1.0.0").unwrap();
+        let old = parse_manifest(recorded("").as_bytes(), &key).unwrap();
+        assert_eq!(old.daemon.pid, 42);
+        assert_eq!(old.mark, None);
+        let new = parse_manifest(
+            recorded(r#""process": {"start_ticks": 9, "uid": 3, "exe": null},"#).as_bytes(),
+            &key,
+        )
+        .unwrap();
+        assert_eq!(
+            new.mark,
+            Some(ProcessMark {
+                start_ticks: 9,
+                uid: 3,
+                exe: None
+            })
+        );
+    }
 }

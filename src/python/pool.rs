@@ -28,6 +28,15 @@ fn grace(timeout: f64) -> PyResult<Duration> {
     })
 }
 
+fn positive_secs(name: &str, secs: f64) -> PyResult<Duration> {
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(PyValueError::new_err(format!(
+            "{name} must be a positive number of seconds, got {secs}"
+        ))),
+    }
+}
+
 /// One backend recorded in a pool.
 #[pyclass(name = "PoolEntry", module = "running_process._native", frozen)]
 pub struct PyPoolEntry {
@@ -76,11 +85,17 @@ pub struct PyBackendPool {
 #[pymethods]
 impl PyBackendPool {
     #[new]
-    #[pyo3(signature = (launcher, state_dir = None))]
-    fn new(launcher: &PyCommandBackendLauncher, state_dir: Option<PathBuf>) -> Self {
-        PyBackendPool {
-            inner: BackendPool::new(Arc::clone(launcher.command()), state_dir),
-        }
+    #[pyo3(signature = (launcher, state_dir = None, verify_timeout = 5.0))]
+    fn new(
+        launcher: &PyCommandBackendLauncher,
+        state_dir: Option<PathBuf>,
+        verify_timeout: f64,
+    ) -> PyResult<Self> {
+        let verify_timeout = positive_secs("verify_timeout", verify_timeout)?;
+        Ok(PyBackendPool {
+            inner: BackendPool::new(Arc::clone(launcher.command()), state_dir)
+                .with_verify_timeout(verify_timeout),
+        })
     }
 
     /// The recorded backend of ``key`` if it still verifies, else a new one
@@ -157,6 +172,12 @@ impl PyBackendPool {
     #[getter]
     fn state_dir(&self) -> String {
         self.inner.state_dir().to_string_lossy().into_owned()
+    }
+
+    /// Seconds the verification of a recorded backend may take.
+    #[getter]
+    fn verify_timeout(&self) -> f64 {
+        self.inner.verify_timeout().as_secs_f64()
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
