@@ -22,8 +22,10 @@ pub const MAX_HELLO_BODY: u32 = 64 * 1024;
 /// `Frame.envelope_version` of the contract.
 pub const ENVELOPE_VERSION: u32 = 1;
 
-/// Encodes `frame` with its header. Fails only if the body is over `limit`.
+/// Encodes `frame` with its header. Fails only if the body is over `limit`
+/// (or over [`MAX_FRAME_BODY`], whatever `limit` says).
 pub fn encode_frame(frame: &FrameMsg, limit: u32) -> Result<Vec<u8>, DecodeError> {
+    let limit = limit.min(MAX_FRAME_BODY);
     let body_len = frame.encoded_len();
     if body_len as u64 > u64::from(limit) {
         return Err(DecodeError::FrameTooLarge {
@@ -41,8 +43,11 @@ pub fn encode_frame(frame: &FrameMsg, limit: u32) -> Result<Vec<u8>, DecodeError
 }
 
 /// Parses a frame header and returns the declared body length, refusing a
-/// wrong framing version or a length over `limit`.
+/// wrong framing version or a length over `limit`. A `limit` above
+/// [`MAX_FRAME_BODY`] is lowered to it: no caller can make a frame over the
+/// contract's cap acceptable, and so no caller allocates for one.
 pub fn parse_header(header: &[u8; HEADER_LEN], limit: u32) -> Result<u32, DecodeError> {
+    let limit = limit.min(MAX_FRAME_BODY);
     if header[0] != FRAMING_VERSION {
         return Err(DecodeError::Frame {
             reason: format!(
