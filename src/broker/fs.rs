@@ -198,11 +198,14 @@ pub enum Bounded {
 }
 
 /// Reads a regular file (symlinks refused) of at most `limit` bytes, checking
-/// the size before reading so an oversized file costs no memory.
+/// the size before reading so an oversized file costs no memory. The open is
+/// non-blocking, so a FIFO at the path is refused as not a regular file
+/// instead of waiting for a writer forever (non-blocking has no effect on
+/// reading a regular file).
 pub fn read_bounded(path: &Path, limit: u64) -> Result<Bounded, io::Error> {
     let file = OpenOptions::new()
         .read(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
         .open(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
