@@ -173,7 +173,9 @@ class ServiceDefinition:
         ``DecodeError`` or a validation error."""
     @staticmethod
     def load_file(path: _Path) -> ServiceDefinition:
-        """Loads a ``.servicedef`` file by path (same rules as :meth:`load`)."""
+        """Loads a ``.servicedef`` file by path (same rules as :meth:`load`).
+        Anything but a regular file (a FIFO, a directory) is refused at once
+        with ``FilesystemError``."""
     def __eq__(self, other: object, /) -> bool: ...
     def __hash__(self) -> int: ...
 
@@ -327,7 +329,8 @@ class DaemonProcess:
         """Compact JSON with the hash as hex."""
     @staticmethod
     def from_json(text: str) -> DaemonProcess:
-        """Decodes and validates JSON; unknown fields are ignored."""
+        """Decodes and validates JSON; unknown fields are ignored, a duplicated
+        field or an array in place of an object is a ``DecodeError``."""
     def __eq__(self, other: object, /) -> bool: ...
     def __hash__(self) -> int: ...
 

@@ -234,13 +234,23 @@ impl DaemonProcess {
     }
 
     /// Decodes and validates the JSON encoding. Unknown fields are ignored,
-    /// as protobuf ignores unknown fields.
+    /// as protobuf ignores unknown fields; a duplicated field is refused.
+    /// The identity and its endpoint must be JSON objects (serde would also
+    /// take arrays of the values in field order; that form is refused).
     pub fn from_json(text: &str) -> Result<Self, DecodeError> {
+        let malformed = |reason: String| DecodeError::Malformed {
+            what: "DaemonProcess JSON",
+            reason,
+        };
         let json: DaemonProcessJson =
-            serde_json::from_str(text).map_err(|e| DecodeError::Malformed {
-                what: "DaemonProcess JSON",
-                reason: e.to_string(),
-            })?;
+            serde_json::from_str(text).map_err(|e| malformed(e.to_string()))?;
+        let shape: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| malformed(e.to_string()))?;
+        if !shape.is_object() || !shape["ipc_endpoint"].is_object() {
+            return Err(malformed(
+                "the identity and its ipc_endpoint must be JSON objects".to_owned(),
+            ));
+        }
         let raw = hex::decode(&json.exe_sha256).map_err(|e| {
             DecodeError::Invalid(id_error(
                 "exe_sha256",
