@@ -6,6 +6,8 @@
 //! with the `python` feature (maturin turns it on).
 
 pub mod broker;
+#[doc(hidden)]
+pub mod fuzzing;
 
 #[cfg(feature = "python")]
 mod python;

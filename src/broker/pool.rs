@@ -654,6 +654,14 @@ fn parse_manifest(bytes: &[u8], key: &BackendKey) -> Result<Recorded, String> {
     Ok(Recorded { daemon, mark })
 }
 
+/// The manifest decoder on its own, without the pool, the key check or the
+/// digest cache (for the fuzz targets and malformed-input tests; see
+/// `crate::fuzzing`).
+#[doc(hidden)]
+pub fn decode_manifest(bytes: &[u8]) -> Result<(BackendKey, DaemonProcess), String> {
+    parse_any_manifest(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

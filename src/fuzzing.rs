@@ -1,0 +1,19 @@
+//! Entry points for the fuzz targets (`fuzz/`) and the malformed-input tests
+//! (`tests/malformed.rs`): decoders that are private to their modules, under
+//! names that say what they decode. Not part of the supported API.
+//!
+//! Every other decoder is public already: [`crate::broker::frame`],
+//! [`crate::broker::probe`], [`crate::DaemonProcess`] and
+//! [`crate::ServiceDefinition`].
+
+use crate::broker::identity::DaemonProcess;
+use crate::broker::keys::BackendKey;
+
+/// Decodes a pool manifest (the JSON a `BackendPool` writes per key) into the
+/// key and identity it records, applying every rule the pool applies before
+/// trusting one (manifest version, key and identity validation), without
+/// the pool's comparison with a wanted key and without touching the digest
+/// cache.
+pub fn decode_pool_manifest(bytes: &[u8]) -> Result<(BackendKey, DaemonProcess), String> {
+    crate::broker::pool::decode_manifest(bytes)
+}
