@@ -668,7 +668,8 @@ mod tests {
 
     #[test]
     fn start_ticks_are_counted_after_the_last_parenthesis() {
-        let stat = b"4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10";
+        let stat =
+            b"4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10";
         assert_eq!(parse_start_ticks(stat), Some(987654));
         assert_eq!(parse_start_ticks(b"4242 (short) S 1 2 3"), None);
         assert_eq!(parse_start_ticks(b"no parenthesis at all"), None);
