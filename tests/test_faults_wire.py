@@ -103,8 +103,11 @@ def assert_still_serving(handle: rp.BackendHandle, rounds: int = 3) -> None:
 
 
 def assert_fds_return_to(handle: rp.BackendHandle, baseline: int) -> None:
+    """No descriptor leaked. At most the baseline: the baseline may include
+    the server's end of the warm-up connection, closed just after the
+    client saw its answer."""
     poll_until(
-        lambda: fd_count_of(handle.pid) == baseline,
+        lambda: fd_count_of(handle.pid) <= baseline,
         what=lambda: f"backend descriptors back to {baseline} (now {fd_count_of(handle.pid)})",
     )
 
