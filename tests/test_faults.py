@@ -570,6 +570,32 @@ def test_a_manifest_naming_a_stopped_bystander_never_signals_it(
     assert pool.stop(key) is False
 
 
+def test_a_request_refused_on_our_side_never_kills_the_recorded_backend(
+    dirs: BackendDirs, rust_example: Path
+) -> None:
+    """A caller whose definition names a binary that cannot be used fails,
+    and the healthy backend others share is left running: only a failure of
+    the backend itself leads to a kill."""
+    sd = dirs.sd(install_rust_echo(dirs, rust_example))
+    key = key_for(sd)
+    state_dir = dirs.root / "state"
+    pool = rp.BackendPool(dirs.launcher(), state_dir, verify_timeout=SHORT_VERIFY)
+    first = pool.get_or_launch(key, sd)
+    try:
+        recorded = read_manifest(state_dir)
+        missing = dirs.sd(binary=str(dirs.version_dir / "not-installed"))
+        with pytest.raises(rp.BinaryPolicyError) as info:
+            pool.get_or_launch(key, missing)
+        assert info.value.variant == "CanonicalizeBinary"
+        assert first.is_alive()
+        first.verify()
+        assert read_manifest(state_dir) == recorded
+        assert pool.get_or_launch(key, sd).pid == first.pid
+    finally:
+        first.shutdown(timeout=10.0)
+    assert pool.stop(key) is False
+
+
 def test_an_older_manifest_of_a_healthy_backend_is_still_adopted(
     dirs: BackendDirs, rust_example: Path
 ) -> None:
