@@ -251,9 +251,10 @@ class TraceContext:
 
     ``traceparent`` is empty (no trace) or a W3C traceparent: version-00 is
     exactly ``00-<32 hex>-<16 hex>-<2 hex>`` in lowercase with non-zero ids;
-    version ``ff`` is invalid. ``tracestate`` needs a traceparent and holds at
-    most 32 list members and 512 characters of valid W3C keys and values,
-    without duplicate keys.
+    version ``ff`` is invalid; a later version may carry extra ``-`` fields,
+    at most 512 characters in all. ``tracestate`` needs a traceparent and
+    holds at most 32 list members and 512 characters of valid W3C keys and
+    values, without duplicate keys.
     """
 
     def __new__(cls, request_id: int = 0, traceparent: str = ..., tracestate: str = ...) -> Self: ...

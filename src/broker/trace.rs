@@ -16,6 +16,10 @@ pub const MAX_TRACESTATE_MEMBERS: usize = 32;
 pub const MAX_TRACESTATE_LEN: usize = 512;
 /// Length of a version-00 `traceparent`.
 pub const TRACEPARENT_LEN: usize = 55;
+/// Longest `traceparent` of a later version (extra fields included), in
+/// characters: the W3C rules set no bound, but the value travels in every
+/// frame and in a backend's environment, so it is bounded like `tracestate`.
+pub const MAX_TRACEPARENT_LEN: usize = 512;
 
 /// A validated W3C trace context plus the request id it travels with.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -39,9 +43,16 @@ fn is_lower_hex(s: &str) -> bool {
 
 /// Checks a `traceparent` against the W3C grammar. Version `00` must be exactly
 /// 55 characters; a later version may carry more fields after a `-`, as the
-/// W3C rules for future versions require; version `ff` is invalid.
+/// W3C rules for future versions require, up to [`MAX_TRACEPARENT_LEN`]
+/// characters in all; version `ff` is invalid.
 pub fn validate_traceparent(value: &str) -> Result<(), ValidationError> {
     let err = |reason: &str| trace_error("traceparent", value, reason);
+    if value.len() > MAX_TRACEPARENT_LEN {
+        return Err(err(&format!(
+            "is {} bytes; at most {MAX_TRACEPARENT_LEN} are allowed",
+            value.len()
+        )));
+    }
     if !value.is_ascii() {
         return Err(err("must be ASCII"));
     }
