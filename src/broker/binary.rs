@@ -115,6 +115,11 @@ pub struct ScriptInterpreter {
     pub exe: PathBuf,
     /// The `#!` line's interpreter path as written.
     pub declared: String,
+    /// Where the script's `/dev/fd/N` stands on the command line of the
+    /// process the kernel starts: `interpreter /dev/fd/N` (1), or
+    /// `interpreter ARG /dev/fd/N` (2) when the `#!` line has an argument;
+    /// `/usr/bin/env NAME` runs `NAME /dev/fd/N` (1).
+    pub script_arg_index: usize,
 }
 
 /// An opened, checked and hashed backend executable.
@@ -403,6 +408,7 @@ fn script_interpreter(
     Ok(Some(ScriptInterpreter {
         exe,
         declared: declared.to_owned(),
+        script_arg_index: if is_env || arg.is_empty() { 1 } else { 2 },
     }))
 }
 

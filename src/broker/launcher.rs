@@ -666,9 +666,9 @@ fn log_file_name(key: &BackendKey, endpoint: &Endpoint) -> String {
 struct ExeProof {
     /// The canonical executable (`/proc/<pid>/exe`).
     exe: PathBuf,
-    /// For a script: the script path and the descriptor number it was passed
-    /// on; the script's stamp must match.
-    script: Option<PathBuf>,
+    /// For a script: the script path and where its `/dev/fd/N` stands on the
+    /// interpreter's command line; the script's stamp must match.
+    script: Option<(PathBuf, usize)>,
     /// Stamp of the hashed file.
     stamp: FileStamp,
     /// Whether the stamp vouches for the digest (it may be recorded).
@@ -682,7 +682,7 @@ impl ExeProof {
             script: binary
                 .interpreter
                 .as_ref()
-                .map(|_| binary.canonical.clone()),
+                .map(|i| (binary.canonical.clone(), i.script_arg_index)),
             stamp: binary.stamp,
             stamp_vouches: binary.stamp_vouches,
         }
@@ -702,7 +702,7 @@ impl ExeProof {
         }
         let hashed_file = match &self.script {
             None => PathBuf::from(exe_link),
-            Some(script) => script_fd_of(pid, script)?,
+            Some((script, index)) => script_fd_of(pid, script, *index)?,
         };
         let meta = std::fs::metadata(&hashed_file)
             .map_err(|e| mismatch("exe_sha256", "the hashed file", format!("unreadable: {e}")))?;
@@ -727,8 +727,11 @@ fn strip_deleted(path: PathBuf) -> PathBuf {
 }
 
 /// The `/proc/<pid>/fd/N` of the script the kernel was asked to run: the
-/// command line names `/dev/fd/N`, and that descriptor is the script.
-fn script_fd_of(pid: u32, script: &Path) -> Result<PathBuf, LaunchError> {
+/// command line is the interpreter's, with `/dev/fd/N` exactly where the
+/// kernel puts it (argument `index`), and that descriptor is the script. A
+/// process that merely holds the script open and names it elsewhere on its
+/// command line (`python -c CODE /dev/fd/N`) runs other code.
+fn script_fd_of(pid: u32, script: &Path, index: usize) -> Result<PathBuf, LaunchError> {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).map_err(|e| {
         mismatch(
             "script",
@@ -736,27 +739,30 @@ fn script_fd_of(pid: u32, script: &Path) -> Result<PathBuf, LaunchError> {
             format!("cmdline unreadable: {e}"),
         )
     })?;
-    for arg in cmdline.split(|&b| b == 0).take(4) {
-        if let Some(n) = arg.strip_prefix(b"/dev/fd/") {
-            let fd_link = PathBuf::from(format!("/proc/{pid}/fd/{}", String::from_utf8_lossy(n)));
-            let target = std::fs::read_link(&fd_link).map_err(|e| {
-                mismatch(
-                    "script",
-                    script.display(),
-                    format!("descriptor unreadable: {e}"),
-                )
-            })?;
-            if target != script {
-                return Err(mismatch("script", script.display(), target.display()));
-            }
-            return Ok(fd_link);
-        }
+    let arg = cmdline.split(|&b| b == 0).nth(index).unwrap_or_default();
+    let Some(n) = arg.strip_prefix(b"/dev/fd/") else {
+        return Err(mismatch(
+            "script",
+            script.display(),
+            format!(
+                "the process was not started by its interpreter on the script's descriptor \
+                 (command line argument {index} is {:?})",
+                String::from_utf8_lossy(arg)
+            ),
+        ));
+    };
+    let fd_link = PathBuf::from(format!("/proc/{pid}/fd/{}", String::from_utf8_lossy(n)));
+    let target = std::fs::read_link(&fd_link).map_err(|e| {
+        mismatch(
+            "script",
+            script.display(),
+            format!("descriptor unreadable: {e}"),
+        )
+    })?;
+    if target != script {
+        return Err(mismatch("script", script.display(), target.display()));
     }
-    Err(mismatch(
-        "script",
-        script.display(),
-        "the process was not started from the script's descriptor",
-    ))
+    Ok(fd_link)
 }
 
 fn remove_socket_file(path: &Path) {
