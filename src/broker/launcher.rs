@@ -12,8 +12,8 @@
 //! 3. the binary is hashed once and that same descriptor is executed;
 //! 4. detached spawn ([`super::spawn`]) with the v1 environment, loader
 //!    variables scrubbed, output to a private log file;
-//! 5. readiness: connect attempts with a backoff that starts at 20 µs, while
-//!    polling the child's pidfd, so a child that dies is noticed at once;
+//! 5. readiness: connect attempts with a backoff from 20 µs to 200 µs, while
+//!    sleeping on the child's pidfd, so a child that dies is noticed at once;
 //! 6. verification on the connected socket: peer credentials (pid and uid),
 //!    `/proc/<pid>/exe` and the stamp of the hashed file, the nonce probe, and
 //!    the identity compared field by field.
@@ -845,6 +845,16 @@ fn connect_and_verify(
     verify_connected(stream, watch, expected, proof, euid, trace, timeout)
 }
 
+/// First and longest pause between connect attempts while a backend starts.
+/// The cap bounds how late a ready backend is noticed: a backoff grown to
+/// 2 ms costs up to 2 ms of launch latency, about the whole start time of a
+/// small native backend, while an attempt (a failed `connect`) costs a few
+/// microseconds. (Waiting on an inotify watch of the socket directory
+/// instead is no faster and costs a descriptor whose close waits for an RCU
+/// grace period, several milliseconds.)
+const READY_FIRST_PAUSE: Duration = Duration::from_micros(20);
+const READY_MAX_PAUSE: Duration = Duration::from_micros(200);
+
 /// Waits until the backend accepts, then verifies it; fails at once if the
 /// child exits first.
 fn wait_ready_and_verify(
@@ -857,7 +867,7 @@ fn wait_ready_and_verify(
     log_path: &Path,
 ) -> Result<DaemonProcess, LaunchError> {
     let deadline = host::deadline_after(ready_timeout);
-    let mut delay = Duration::from_micros(20);
+    let mut delay = READY_FIRST_PAUSE;
     let path = Path::new(&expected.ipc_endpoint.path);
     loop {
         match connect_until(path, deadline) {
@@ -894,7 +904,30 @@ fn wait_ready_and_verify(
                     io::ErrorKind::NotFound
                         | io::ErrorKind::ConnectionRefused
                         | io::ErrorKind::TimedOut
-                ) => {}
+                ) =>
+            {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(LaunchError::NotReady {
+                        pid: expected.pid,
+                        timeout: ready_timeout,
+                        log_tail: log_tail(log_path),
+                    });
+                }
+                // Sleep on the pidfd: an exit wakes us at once.
+                let wait = delay.min(left);
+                delay = (delay * 2).min(READY_MAX_PAUSE);
+                let timespec = rustix::event::Timespec {
+                    tv_sec: wait.as_secs() as _,
+                    tv_nsec: wait.subsec_nanos() as _,
+                };
+                let pidfd = watch.pidfd();
+                let mut fds = [rustix::event::PollFd::new(
+                    &pidfd,
+                    rustix::event::PollFlags::IN,
+                )];
+                let _ = rustix::event::poll(&mut fds, Some(&timespec));
+            }
             Err(e) => {
                 return Err(LaunchError::Probe(ProbeError::Io {
                     operation: "connect",
@@ -902,26 +935,6 @@ fn wait_ready_and_verify(
                 }))
             }
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(LaunchError::NotReady {
-                pid: expected.pid,
-                timeout: ready_timeout,
-                log_tail: log_tail(log_path),
-            });
-        }
-        // Sleep on the pidfd: an exit wakes us at once.
-        let wait = delay.min(left);
-        let timespec = rustix::event::Timespec {
-            tv_sec: wait.as_secs() as _,
-            tv_nsec: wait.subsec_nanos() as _,
-        };
-        let pidfd = watch.pidfd();
-        let mut fds = [rustix::event::PollFd::new(
-            &pidfd,
-            rustix::event::PollFlags::IN,
-        )];
-        let _ = rustix::event::poll(&mut fds, Some(&timespec));
         if !watch.is_alive() {
             let exit = watch.wait();
             return Err(LaunchError::Exited {
@@ -930,7 +943,6 @@ fn wait_ready_and_verify(
                 log_tail: log_tail(log_path),
             });
         }
-        delay = (delay * 2).min(Duration::from_millis(2));
     }
 }
 

@@ -926,7 +926,13 @@ fn answer_probe(
 }
 
 fn handle_connection(shared: &Shared, stream: UnixStream, accepted: Instant) {
-    match classify(shared, &stream, accepted + shared.classify_window) {
+    let class = classify(shared, &stream, accepted + shared.classify_window);
+    serve(shared, stream, class);
+}
+
+/// Answers a probe, hands an application connection over, or drops it.
+fn serve(shared: &Shared, stream: UnixStream, class: Class) {
+    match class {
         Class::Probe {
             frame_len,
             request,
@@ -965,7 +971,60 @@ impl Drop for ClassifySlot {
     }
 }
 
+/// How much of a new connection the accept thread peeks at before handing
+/// it to a classifier thread: enough for any probe a launcher sends.
+const FAST_PEEK: usize = 1024;
+/// How long the accept thread waits for a new connection's first bytes
+/// before handing it to a classifier thread. Bounded and short: it delays
+/// the next accept by at most this much.
+const FAST_WAIT: Duration = Duration::from_micros(500);
+
+/// Classifies a connection whose first bytes are already queued (or arrive
+/// within [`FAST_WAIT`]), on the accept thread: a complete probe is answered at once (its reply fits the
+/// fresh socket's empty buffer, so the write cannot block), and bytes that
+/// cannot start a probe go straight to the application. Returns the
+/// connection when it needs a classifier thread (nothing or part of a frame
+/// has arrived yet).
+fn classify_queued(shared: &Shared, stream: UnixStream) -> Option<UnixStream> {
+    let mut buf = [0u8; FAST_PEEK];
+    let mut seen = peek(&stream, &mut buf);
+    if matches!(&seen, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+        // A prober writes its request right after connecting; it is usually
+        // a few microseconds behind the accept.
+        let mut fds = [rustix::event::PollFd::new(&stream, PollFlags::IN)];
+        let timespec = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: FAST_WAIT.as_nanos() as _,
+        };
+        if matches!(rustix::event::poll(&mut fds, Some(&timespec)), Ok(1)) {
+            seen = peek(&stream, &mut buf);
+        }
+    }
+    let seen = match seen {
+        Ok(0) | Err(_) => return Some(stream),
+        Ok(n) => n,
+    };
+    let class = match judge(&buf[..seen]) {
+        Peeked::Probe {
+            frame_len,
+            request,
+            nonce,
+        } => Class::Probe {
+            frame_len,
+            request,
+            nonce,
+        },
+        Peeked::NotProbe => Class::Application,
+        Peeked::NeedMore { .. } => return Some(stream),
+    };
+    serve(shared, stream, class);
+    None
+}
+
 fn spawn_classifier(shared: &Arc<Shared>, stream: UnixStream) {
+    let Some(stream) = classify_queued(shared, stream) else {
+        return;
+    };
     let accepted = Instant::now();
     shared.lock().classifying += 1;
     let slot = ClassifySlot(Arc::clone(shared));

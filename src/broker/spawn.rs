@@ -1,8 +1,10 @@
 //! Detached spawn of a backend from an already-open executable.
 //!
-//! The child is set up in a fixed order between `fork` and `execveat`, using
-//! only async-signal-safe calls on memory prepared before the fork (the
-//! parent may be a multi-threaded Python process):
+//! The child is started like `posix_spawn` does it (`clone` with
+//! `CLONE_VM | CLONE_VFORK`, see [`clone_child`]) and set up in a fixed
+//! order before `execveat`, using only async-signal-safe calls on memory
+//! prepared before the clone (the parent may be a multi-threaded Python
+//! process):
 //!
 //! 1. signal dispositions back to default and the signal mask emptied
 //!    (Python ignores SIGPIPE; that must not leak into the backend);
@@ -59,7 +61,7 @@ pub struct Spawned {
 /// Why a spawn failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
-    /// Setting up the spawn failed in the parent (pipe, fork, /dev/null...).
+    /// Setting up the spawn failed in the parent (pipe, clone, /dev/null...).
     #[error("{operation} failed: {source}")]
     Setup {
         operation: &'static str,
@@ -110,12 +112,80 @@ fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Child side, between fork and exec. Only async-signal-safe calls, no
+/// Stack of the child between clone and exec: it only makes system calls.
+const CHILD_STACK: usize = 64 * 1024;
+
+/// What the child needs, prepared by the parent before the clone.
+struct ChildArgs {
+    exe: RawFd,
+    keep_exe_open: bool,
+    null: RawFd,
+    log: RawFd,
+    err_pipe: RawFd,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+}
+
+extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `ChildArgs` `clone_child` passed, alive while the
+    // parent is suspended (CLONE_VFORK); we are the new child.
+    unsafe {
+        let a = &*(arg as *const ChildArgs);
+        child_exec(
+            a.exe,
+            a.keep_exe_open,
+            a.null,
+            a.log,
+            a.err_pipe,
+            a.argv,
+            a.envp,
+        )
+    }
+}
+
+/// Starts the child the way `posix_spawn` does: `clone(CLONE_VM |
+/// CLONE_VFORK)` on a stack of its own. The child shares our memory until it
+/// execs (no page tables copied, which makes a spawn from a large Python
+/// process as cheap as from a small one), and this thread is suspended until
+/// then, so nothing the child reads can change under it.
+///
+/// Every signal is blocked around the clone: a handler of ours must never
+/// run in the child, which shares our memory. The child inherits the full
+/// mask, resets every disposition to default (its signal table is its own
+/// copy), and only then unblocks. Returns the pid, or `-errno`.
+///
+/// # Safety
+/// `args` must point into memory that stays valid and unchanged until this
+/// returns; `stack` is used as the child's stack.
+unsafe fn clone_child(args: &ChildArgs, stack: &mut [u8]) -> libc::pid_t {
+    let mut all: libc::sigset_t = std::mem::zeroed();
+    let mut old: libc::sigset_t = std::mem::zeroed();
+    libc::sigfillset(&mut all);
+    libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    // The stack grows down from its 16-byte-aligned end.
+    let top = stack.as_mut_ptr().add(stack.len());
+    let top = top.sub(top as usize % 16);
+    let pid = libc::clone(
+        child_entry,
+        top.cast(),
+        libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+        args as *const ChildArgs as *mut libc::c_void,
+    );
+    let result = if pid < 0 {
+        -*libc::__errno_location()
+    } else {
+        pid
+    };
+    libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    result
+}
+
+/// Child side, between clone and exec. Only async-signal-safe calls, no
 /// allocation; never returns.
 ///
 /// # Safety
-/// Must be called only in the child right after `fork`, with pointers into
-/// memory prepared before the fork.
+/// Must be called only in the child right after the clone, with pointers
+/// into memory prepared before it.
 unsafe fn child_exec(
     exe: RawFd,
     keep_exe_open: bool,
@@ -201,28 +271,25 @@ pub fn spawn(request: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
     let mut envp: Vec<*const libc::c_char> = request.env.iter().map(|e| e.as_ptr()).collect();
     envp.push(std::ptr::null());
 
-    // SAFETY: the child only runs `child_exec`, which uses async-signal-safe
-    // calls on the descriptors and arrays prepared above.
-    let pid = unsafe { libc::fork() };
+    let args = ChildArgs {
+        exe: exe.as_raw_fd(),
+        keep_exe_open: request.is_script,
+        null: null.as_raw_fd(),
+        log: log.as_raw_fd(),
+        err_pipe: err_write.as_raw_fd(),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+    };
+    let mut stack = vec![0u8; CHILD_STACK];
+    // SAFETY: see `clone_child`; `args`, `stack` and the arrays they point
+    // into outlive the child's use of them (CLONE_VFORK).
+    let pid = unsafe { clone_child(&args, &mut stack) };
+    drop(stack);
     if pid < 0 {
         return Err(SpawnError::Setup {
-            operation: "fork",
-            source: io::Error::last_os_error(),
+            operation: "clone",
+            source: io::Error::from_raw_os_error(-pid),
         });
-    }
-    if pid == 0 {
-        // SAFETY: we are the freshly forked child.
-        unsafe {
-            child_exec(
-                exe.as_raw_fd(),
-                request.is_script,
-                null.as_raw_fd(),
-                log.as_raw_fd(),
-                err_write.as_raw_fd(),
-                argv.as_ptr(),
-                envp.as_ptr(),
-            )
-        }
     }
     drop(err_write);
     let mut buf = [0u8; 4];
@@ -268,8 +335,8 @@ pub fn spawn(request: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
     let pid_u32 = pid as u32;
     match rustix::process::pidfd_open(
         rustix::process::Pid::from_raw(pid).ok_or_else(|| SpawnError::Setup {
-            operation: "fork",
-            source: io::Error::other("fork returned pid 0 in the parent"),
+            operation: "clone",
+            source: io::Error::other("clone returned pid 0 in the parent"),
         })?,
         rustix::process::PidfdFlags::empty(),
     ) {

@@ -29,6 +29,7 @@ impl PyBackendEndpointAllocator {
         max_attempts: u32,
         socket_dir: Option<PathBuf>,
     ) -> PyResult<Self> {
+        super::logbridge::connect_here();
         let max_attempts = NonZeroU32::new(max_attempts)
             .ok_or_else(|| PyValueError::new_err("max_attempts must be at least 1"))?;
         let inner = match socket_dir {

@@ -96,6 +96,7 @@ impl PyCommandBackendLauncher {
         socket_dir: Option<PathBuf>,
         env_scrub: Option<Vec<String>>,
     ) -> PyResult<Self> {
+        super::logbridge::connect_here();
         build_launcher(
             Some(user_sid_hash),
             idle_timeout_secs,
@@ -116,6 +117,7 @@ impl PyCommandBackendLauncher {
         socket_dir: Option<PathBuf>,
         env_scrub: Option<Vec<String>>,
     ) -> PyResult<Self> {
+        super::logbridge::connect_here();
         build_launcher(
             None,
             idle_timeout_secs,

@@ -7,7 +7,7 @@ mod allocator;
 mod errors;
 mod functions;
 mod launcher;
-mod logbridge;
+pub(crate) mod logbridge;
 mod pool;
 mod router;
 mod server;
@@ -30,8 +30,8 @@ pub(crate) fn aio_call<'py>(
 /// Makes Rust log records see logging configuration changed since they were
 /// last emitted (levels are cached so disabled records cost no GIL).
 #[pyfunction]
-fn refresh_logging() {
-    logbridge::refresh();
+fn refresh_logging(py: Python<'_>) {
+    logbridge::refresh(py);
 }
 
 #[pymodule]

@@ -91,6 +91,7 @@ impl PyBackendPool {
         state_dir: Option<PathBuf>,
         verify_timeout: f64,
     ) -> PyResult<Self> {
+        super::logbridge::connect_here();
         let verify_timeout = positive_secs("verify_timeout", verify_timeout)?;
         Ok(PyBackendPool {
             inner: BackendPool::new(Arc::clone(launcher.command()), state_dir)

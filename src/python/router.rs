@@ -365,6 +365,7 @@ impl PyHelloRouter {
         verify_timeout: f64,
         shutdown_grace: f64,
     ) -> PyResult<Self> {
+        super::logbridge::connect_here();
         let launcher: Arc<dyn BackendLauncher> = match launcher.cast::<PyCommandBackendLauncher>() {
             Ok(native) => native.get().shared(),
             Err(_) => {

@@ -77,6 +77,7 @@ impl PyBackendServer {
         exe_path: Option<PathBuf>,
         exit_on_sigterm: bool,
     ) -> PyResult<Py<Self>> {
+        super::logbridge::connect_here();
         // Signal handling goes in before the bind, so a SIGTERM that arrives
         // right after the launcher sees the socket still ends gracefully.
         let mut config = ServerConfig::from_env()?.with_exit_on_sigterm(exit_on_sigterm);
