@@ -448,7 +448,8 @@ class CommandBackendLauncher:
 class BackendHandle:
     """A verified, running backend started by :class:`CommandBackendLauncher`.
     A context manager: leaving the block shuts the backend down. The backend
-    is reaped as soon as it exits, whoever ends it."""
+    is reaped as soon as it exits, whoever ends it, and a socket file it left
+    (a killed backend cannot remove its own) is removed then."""
 
     @property
     def daemon(self) -> DaemonProcess:

@@ -557,7 +557,15 @@ impl BackendLauncher for CommandBackendLauncher {
             }
         };
         let pid = spawned.pid;
-        let watch = match ChildWatch::start(spawned) {
+        let reaped_endpoint = PathBuf::from(&endpoint.path);
+        let reaped_allocator = Arc::clone(&allocator);
+        let watch = match ChildWatch::start(spawned, move || {
+            // Once reaped, the backend's socket file goes with it, also when
+            // it could not remove the file itself (killed), whether or not
+            // anyone holds its handle.
+            remove_socket_file(&reaped_endpoint);
+            reaped_allocator.release(&reaped_endpoint);
+        }) {
             Ok(w) => w,
             Err(source) => {
                 // Without a watcher nobody would reap it: kill and reap here.

@@ -4,7 +4,9 @@
 //! blocks in `waitid(P_PIDFD, pidfd, WEXITED | WNOWAIT)`. When the child
 //! exits, the thread kills what remains of its process group (helpers the
 //! backend forked; safe because the unreaped zombie still holds the group
-//! id), then reaps it: it never lingers as a zombie while the launching
+//! id), then reaps it and runs the cleanup it was given (the launcher's
+//! removes a socket file the backend could not remove itself, as after a
+//! SIGKILL): it never lingers as a zombie while the launching
 //! process lives, and only that child is ever waited for. There is no `waitpid(-1)`
 //! and no process-wide SIGCHLD handler, which would steal exit statuses from
 //! the host program's own subprocesses.
@@ -70,8 +72,13 @@ pub struct ChildWatch {
 }
 
 impl ChildWatch {
-    /// Starts watching `child`.
-    pub fn start(child: Spawned) -> io::Result<ChildWatch> {
+    /// Starts watching `child`. `on_reaped` runs on the watching thread
+    /// right after the child is reaped, before its exit is recorded, so
+    /// whoever sees the exit also sees what `on_reaped` did.
+    pub fn start(
+        child: Spawned,
+        on_reaped: impl FnOnce() + Send + 'static,
+    ) -> io::Result<ChildWatch> {
         let state = Arc::new(State {
             pid: child.pid,
             pidfd: child.pidfd,
@@ -113,6 +120,7 @@ impl ChildWatch {
                 while let Err(rustix::io::Errno::INTR) | Ok(None) =
                     waitid(WaitId::PidFd(pidfd), WaitIdOptions::EXITED)
                 {}
+                on_reaped();
                 *watched.exit() = Some(exit);
                 watched.exited.notify_all();
             })?;
