@@ -712,7 +712,8 @@ class BackendPool:
     mode 0600, written atomically) in ``state_dir`` (default: ``state``
     beside the socket directory, created 0700). :meth:`get_or_launch` first
     adopts the recorded backend without locking, verifying it as a launch
-    would (same boot, pid alive, the allow-listed binary with the recorded
+    would (the key and definition agree and the definition admits the
+    version, same boot, pid alive, the allow-listed binary with the recorded
     digest, peer credentials, nonce probe); otherwise it takes the key's
     ``flock`` (re-checking that the locked file is still the one at the
     path), reads the manifest again, and only then launches and records.

@@ -400,7 +400,9 @@ impl CommandBackendLauncher {
 impl CommandBackendLauncher {
     /// A handle on a backend that some process launched earlier (its identity
     /// read from a pool manifest), after verifying it as a launch would: the
-    /// binary passes the allow-list rules and still hashes to the recorded
+    /// key and definition agree and the version is admitted (a version the
+    /// definition refuses now is not handed out because it was admitted
+    /// once), the binary passes the allow-list rules and still hashes to the recorded
     /// digest (no rehash while its stamp is unchanged), the process runs that
     /// very file, its boot is ours, and the socket's peer credentials and the
     /// nonce probe prove the identity. The backend is not our child: it is
@@ -413,7 +415,7 @@ impl CommandBackendLauncher {
         trace: &TraceContext,
         timeout: Duration,
     ) -> Result<BackendHandle, LaunchError> {
-        sd.validate()?;
+        check_policy(key, sd)?;
         if daemon.boot_id != self.boot_id {
             return Err(mismatch("boot_id", &self.boot_id, &daemon.boot_id));
         }
@@ -471,28 +473,7 @@ impl BackendLauncher for CommandBackendLauncher {
     ) -> Result<BackendHandle, LaunchError> {
         let started = Instant::now();
         // 1. Policy, before any side effect.
-        sd.validate()?;
-        if key.service_name() != sd.service_name {
-            return Err(ValidationError::ServiceDefinition {
-                field: "service_name",
-                value: sd.service_name.clone(),
-                reason: format!("the backend key is for service {:?}", key.service_name()),
-            }
-            .into());
-        }
-        let wanted_instance = BrokerInstanceKey::from_service_definition(sd)?;
-        if key.instance() != &wanted_instance {
-            return Err(ValidationError::ServiceDefinition {
-                field: "isolation",
-                value: sd.isolation.name().to_owned(),
-                reason: format!(
-                    "the definition asks for instance {wanted_instance} but the key names {}",
-                    key.instance()
-                ),
-            }
-            .into());
-        }
-        sd.check_version(key.service_version())?;
+        check_policy(key, sd)?;
         let path_var = std::env::var_os("PATH");
         let binary = open_backend(
             &sd.binary_path,
@@ -652,6 +633,35 @@ impl BackendLauncher for CommandBackendLauncher {
             }
         }
     }
+}
+
+/// The rules a key and its definition must meet before anything is spawned
+/// or adopted: a valid definition for the key's service and instance, and a
+/// version the definition admits.
+fn check_policy(key: &BackendKey, sd: &ServiceDefinition) -> Result<(), LaunchError> {
+    sd.validate()?;
+    if key.service_name() != sd.service_name {
+        return Err(ValidationError::ServiceDefinition {
+            field: "service_name",
+            value: sd.service_name.clone(),
+            reason: format!("the backend key is for service {:?}", key.service_name()),
+        }
+        .into());
+    }
+    let wanted_instance = BrokerInstanceKey::from_service_definition(sd)?;
+    if key.instance() != &wanted_instance {
+        return Err(ValidationError::ServiceDefinition {
+            field: "isolation",
+            value: sd.isolation.name().to_owned(),
+            reason: format!(
+                "the definition asks for instance {wanted_instance} but the key names {}",
+                key.instance()
+            ),
+        }
+        .into());
+    }
+    sd.check_version(key.service_version())?;
+    Ok(())
 }
 
 /// `{service}-{version}-{endpoint token}.log`: one log per backend.
