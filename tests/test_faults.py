@@ -570,6 +570,76 @@ def test_a_manifest_naming_a_stopped_bystander_never_signals_it(
     assert pool.stop(key) is False
 
 
+def mark_of(pid: int) -> dict[str, Any]:
+    """What the pool records to recognise ``pid`` later, read from ``/proc``
+    the same way."""
+    exe = os.stat(f"/proc/{pid}/exe")
+    return {
+        "start_ticks": start_ticks(pid),
+        "uid": os.geteuid(),
+        "exe": {
+            "dev": exe.st_dev,
+            "ino": exe.st_ino,
+            "size": exe.st_size,
+            "mtime": [exe.st_mtime_ns // 1_000_000_000, exe.st_mtime_ns % 1_000_000_000],
+            "ctime": [exe.st_ctime_ns // 1_000_000_000, exe.st_ctime_ns % 1_000_000_000],
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    "bystander_kind",
+    ["stopped sleep", "stopped backend of another key", "stopped backend of another key, its endpoint too"],
+)
+def test_a_manifest_forging_a_bystanders_own_mark_never_gets_it_signalled(
+    dirs: BackendDirs, rust_example: Path, cleanup: Cleanup, bystander_kind: str
+) -> None:
+    """A manifest rewritten to name a bystander with the bystander's own start
+    time, uid and executable stamp: the pool must not be turned into a way to
+    kill it. Whichever step the verification fails at (the bystander does
+    not own the recorded endpoint; or, named with its own endpoint, does not
+    answer the probe), the bystander was not started for this key at that
+    endpoint, as its environment shows, so it is never signalled."""
+    sd = dirs.sd(install_rust_echo(dirs, rust_example))
+    key = key_for(sd)
+    state_dir = dirs.root / "state"
+    pool = rp.BackendPool(dirs.launcher(), state_dir, verify_timeout=SHORT_VERIFY)
+    first = pool.get_or_launch(key, sd)
+    cleanup.watch(first.pid)
+    other: Optional[rp.BackendHandle] = None
+    try:
+        if bystander_kind == "stopped sleep":
+            bystander = cleanup.popen(["sleep", "600"]).pid
+        else:
+            # A backend of the very same binary, for another key.
+            other_sd = dirs.sd(sd.binary_path, service_name="other")
+            other = dirs.launcher().launch(key_for(other_sd), other_sd)
+            bystander = other.pid
+        cleanup.watch(bystander)
+        stop_and_wait(bystander)
+        recorded = read_manifest(state_dir)
+        recorded["daemon"]["pid"] = bystander
+        recorded["process"] = mark_of(bystander)
+        if bystander_kind.endswith("its endpoint too"):
+            assert other is not None
+            recorded["daemon"]["ipc_endpoint"]["path"] = other.endpoint.path
+        path = manifest_path(state_dir)
+        path.write_text(json.dumps(recorded))
+
+        assert pool.stop(key) is False
+        path.write_text(json.dumps(recorded))
+        second = pool.get_or_launch(key, sd)
+        assert second.pid not in (first.pid, bystander)
+        assert state_of(bystander) == "T"
+        assert pending_signals(bystander) == (0, 0)
+        second.shutdown(timeout=10.0)
+    finally:
+        first.kill()
+        if other is not None:
+            other.kill()
+    assert pool.stop(key) is False
+
+
 def test_a_request_refused_on_our_side_never_kills_the_recorded_backend(
     dirs: BackendDirs, rust_example: Path
 ) -> None:

@@ -720,9 +720,11 @@ class BackendPool:
     A manifest that fails verification is replaced. The process it named is
     killed (SIGKILL through a pidfd) only if it fails again under the lock
     for a reason of its own (no answer within ``verify_timeout``, a wrong
-    answer, not at its endpoint) and is provably the recorded process: the
-    manifest records its start time, uid and executable stamp with the pid
-    and boot id, and all of them must still hold. Any other process, and the
+    answer, not at its endpoint, no longer the recorded binary) and is
+    provably the recorded backend of this key: the manifest records its
+    start time, uid and executable stamp with the pid and boot id, all of
+    which must still hold, and the environment it was started with must
+    name this key and the recorded endpoint. Any other process, and the
     process of a manifest written before these were recorded, is never
     signalled. A backend handed out from another process's manifest is not
     our child: its ``returncode`` stays None.

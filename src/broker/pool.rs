@@ -18,15 +18,20 @@
 //! - A manifest that fails (garbage, another boot, dead pid, a pid reused by
 //!   another program, a changed binary, a backend that does not answer) is
 //!   replaced by a fresh launch.
-//! - The process a failed manifest names is killed only when it is provably
-//!   the recorded backend (see [`ProcessMark`]): the manifest records, with
-//!   the pid and boot id, the process's start time, owner and executable
-//!   stamp; a pidfd is opened first, those facts are read again for that pid
-//!   and compared, and the SIGKILL goes through the pidfd, so a pid reused by
-//!   another process can never receive it. A manifest without that record
-//!   (older format), from another boot, or whose process differs in any of
-//!   them never leads to a signal; neither does a failure on our side (an
-//!   invalid definition, a refused binary, running out of descriptors).
+//! - The process a failed manifest names is killed only when the failure is
+//!   the backend's (no answer, a wrong answer, not at its endpoint, not the
+//!   recorded binary) and the process is provably the recorded backend of
+//!   this key (see [`ProcessMark`]): the manifest records, with the pid and
+//!   boot id, the process's start time, owner and executable stamp; a pidfd
+//!   is opened first, those facts are read again for that pid and compared,
+//!   the environment the process was started with must name this key and
+//!   the recorded endpoint, and the SIGKILL goes through the pidfd, so a pid
+//!   reused by another process can never receive it. A manifest without
+//!   that record (older format), from another boot, or whose process
+//!   differs in any of them never leads to a signal (so a manifest rewritten
+//!   to name another process of the user cannot direct a signal at it);
+//!   neither does a failure on our side (an invalid definition, a refused
+//!   binary, running out of descriptors).
 //!
 //! Backends end themselves after their idle timeout; the pool then sees a
 //! dead pid, which is an ordinary miss.
@@ -42,6 +47,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::binary::{remember_digest, FileStamp};
+use super::env;
 use super::error::FsError;
 use super::fs::{ensure_private_dir, read_bounded, write_atomic, Bounded};
 use super::host;
@@ -366,14 +372,15 @@ impl BackendPool {
     }
 
     /// After `recorded` failed verification with `err` (under the key's
-    /// lock): kills its process if the failure is the backend's and the
-    /// process is provably the recorded one. Returns whether it was killed.
+    /// lock): kills its process if the failure is the backend's (see
+    /// [`backend_at_fault`]) and the process is provably the recorded one
+    /// (see [`BackendPool::kill_recorded`]). Returns whether it was killed.
     fn retire(&self, key: &BackendKey, recorded: &Recorded, err: &LaunchError) -> bool {
         let pid = recorded.daemon.pid;
         if !backend_at_fault(err) {
             return false;
         }
-        match self.kill_recorded(recorded) {
+        match self.kill_recorded(key, recorded) {
             Ok(()) => {
                 log::warn!(
                     "killed pid {pid}, the recorded backend of {key}: it failed verification ({err})"
@@ -389,11 +396,13 @@ impl BackendPool {
 
     /// SIGKILL to the recorded process, only once it is proven to be that
     /// process: same boot; then, through a pidfd opened first, the start
-    /// time, uid and executable stamp read again for the pid; then the pidfd
-    /// shows the process still running, so the reads described it; then the
-    /// signal goes through the pidfd. Waits (up to [`KILL_WAIT`]) for it to
-    /// end and removes the socket file it could not remove itself.
-    fn kill_recorded(&self, recorded: &Recorded) -> Result<(), String> {
+    /// time, uid and executable stamp read again for the pid, and the
+    /// environment it was started with naming this key and the recorded
+    /// endpoint; then the pidfd shows the process still running, so the
+    /// reads described it; then the signal goes through the pidfd. Waits (up
+    /// to [`KILL_WAIT`]) for it to end and removes the socket file it could
+    /// not remove itself.
+    fn kill_recorded(&self, key: &BackendKey, recorded: &Recorded) -> Result<(), String> {
         let daemon = &recorded.daemon;
         let mark = recorded
             .mark
@@ -414,6 +423,7 @@ impl BackendPool {
         if let Some(why) = mark.differs(&now) {
             return Err(why);
         }
+        started_for(daemon.pid, key, &daemon.ipc_endpoint.path)?;
         if pidfd_ended(&pidfd, Duration::ZERO) {
             return Err("it has ended".to_owned());
         }
@@ -577,9 +587,12 @@ fn recorded_definition(key: &BackendKey, daemon: &DaemonProcess) -> ServiceDefin
     }
 }
 
-/// Whether a failed verification is the backend's doing (it does not
-/// answer, answers wrongly, is not where or what was recorded), as opposed to
-/// the caller's definition, the binary policy, or a shortage on our side.
+/// Whether a failed verification is the backend's doing: it does not
+/// answer, answers wrongly, is not at its endpoint, or is not (or no longer)
+/// what was recorded. A failure on our side (the caller's definition, the
+/// binary policy, running out of descriptors, the random source) is not, and
+/// never leads to a signal. Which process may then be signalled is decided
+/// by [`BackendPool::kill_recorded`], not here.
 fn backend_at_fault(err: &LaunchError) -> bool {
     match err {
         LaunchError::Mismatch { .. } => true,
@@ -591,6 +604,38 @@ fn backend_at_fault(err: &LaunchError) -> bool {
         LaunchError::Probe(_) => true,
         _ => false,
     }
+}
+
+/// Checks that `pid` was started by a launcher for `key` at `endpoint`: the
+/// environment it was started with (`/proc/<pid>/environ`, which later
+/// changes by the process do not alter) holds the contract's variables with
+/// those values.
+fn started_for(pid: u32, key: &BackendKey, endpoint: &str) -> Result<(), String> {
+    let environ = fs::read(format!("/proc/{pid}/environ"))
+        .map_err(|e| format!("its environment is unreadable: {e}"))?;
+    let instance = key.instance().id();
+    let expected = [
+        (env::ENV_SERVICE_NAME, key.service_name()),
+        (env::ENV_SERVICE_VERSION, key.service_version()),
+        (env::ENV_INSTANCE, instance.as_str()),
+        (env::ENV_BACKEND_PIPE, endpoint),
+    ];
+    for (name, value) in expected {
+        let found = environ
+            .split(|&b| b == 0)
+            .filter_map(|entry| entry.strip_prefix(name.as_bytes())?.strip_prefix(b"="))
+            .next(); // the first, as getenv reads it
+        if found != Some(value.as_bytes()) {
+            return Err(format!(
+                "it was not started for {key} at {endpoint} ({name} is {})",
+                found.map_or_else(
+                    || "unset".to_owned(),
+                    |v| format!("{:?}", String::from_utf8_lossy(v))
+                )
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Whether `pidfd`'s process ends within `timeout` (ZERO: has it ended).
