@@ -46,7 +46,9 @@ unset CARGO_BUILD_TARGET
 
 printf '==> building fuzz targets (%s)\n' "$HOST"
 build_started=$(date +%s)
-(cd fuzz && cargo build --locked --release --target "$HOST" --bins -q)
+# fuzz/Cargo.lock pins the fuzz crate's own dependencies; not --locked, so a
+# dependency added to the main crate does not break this build.
+(cd fuzz && cargo build --release --target "$HOST" --bins -q)
 printf 'built in %ss\n' "$(( $(date +%s) - build_started ))"
 
 BIN_DIR=fuzz/target/$HOST/release
@@ -89,8 +91,9 @@ done
 if [ ${#failed[@]} -gt 0 ]; then
     printf '\nfuzzing found failures in: %s\n' "${failed[*]}" >&2
     for target in "${failed[@]}"; do
-        printf '\n--- %s (last lines of fuzz/target/%s.log)\n' "$target" "$target" >&2
-        tail -n 30 "fuzz/target/$target.log" >&2
+        printf '\n--- %s (from fuzz/target/%s.log)\n' "$target" "$target" >&2
+        grep -m 6 -A 1 -E 'panicked at|^fuzz: |ERROR: libFuzzer' "fuzz/target/$target.log" >&2 || true
+        tail -n 6 "fuzz/target/$target.log" >&2
     done
     exit 1
 fi

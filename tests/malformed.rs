@@ -1693,6 +1693,16 @@ fn pool_manifest_refuses_malformed_content() {
     let mut m = manifest();
     m["daemon"] = "not an object".into();
     assert!(manifest_error(&m).contains("invalid type: string"));
+    // The daemon object is read through a generic JSON value, where a
+    // duplicated key keeps its last value (the identity JSON decoder alone
+    // refuses it). Pinned so that a change either way is deliberate.
+    let duplicated = manifest()
+        .to_string()
+        .replacen("\"pid\":4242", "\"pid\":1,\"pid\":4242", 1);
+    assert_eq!(
+        decode_pool_manifest(duplicated.as_bytes()).unwrap().1,
+        identity()
+    );
     // Unknown keys are ignored (newer writers add fields).
     let mut m = manifest();
     m["written_by"] = "a later version".into();
