@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a bare machine with Rust and Python 3.9+:
 # builds and installs the package with its test extras into .venv, then runs
-# format and lint checks, the Rust tests, pytest, mypy --strict and stubtest.
+# format and lint checks, the Rust tests, pytest, mypy --strict, stubtest and
+# a short run of every fuzz target (scripts/fuzz.sh; FUZZ_SECONDS per target).
 # Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +36,9 @@ step "mypy --strict"
 
 step "stubtest"
 "$VENV/bin/python" -m mypy.stubtest running_process._native
+
+step "fuzz smoke (every fuzz target of fuzz/ for ${FUZZ_SECONDS:-5} s; fails on any crash)"
+scripts/fuzz.sh "${FUZZ_SECONDS:-5}"
 
 step "demo"
 "$VENV/bin/python" -m running_process demo >/dev/null
