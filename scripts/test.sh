@@ -2,7 +2,8 @@
 # The whole test suite, from a bare machine with Rust and Python 3.9+:
 # builds and installs the package with its test extras into .venv, then runs
 # format and lint checks, the Rust tests, pytest, mypy --strict, stubtest and
-# a short run of every fuzz target (scripts/fuzz.sh; FUZZ_SECONDS per target).
+# a short run of every fuzz target (scripts/fuzz.sh; FUZZ_SECONDS per target)
+# and a smoke run of the benchmark harness.
 # Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +40,9 @@ step "stubtest"
 
 step "fuzz smoke (every fuzz target of fuzz/ for ${FUZZ_SECONDS:-5} s; fails on any crash)"
 scripts/fuzz.sh "${FUZZ_SECONDS:-5}"
+
+step "benchmark harness smoke (bench/run.py --quick: every figure measured once, no target asserted)"
+"$VENV/bin/python" bench/run.py --quick --out "$(mktemp -d)" >/dev/null
 
 step "demo"
 "$VENV/bin/python" -m running_process demo >/dev/null

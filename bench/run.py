@@ -1,0 +1,727 @@
+#!/usr/bin/env python3
+"""The benchmark harness: every figure of the performance targets, side by
+side in one run, on the example Rust backend (``rp-echo-backend``) and the
+example Python backend (``running_process/examples/echo_backend.py``).
+
+    python bench/run.py            # full run: bench/results.json, bench/RESULTS.md
+    python bench/run.py --quick    # smoke run (few iterations), results in a temp dir
+
+Run it with the interpreter that has running_process installed. It builds
+the Rust side (``cargo build --release --bin rp-bench --bin rp-echo-backend``)
+first. Benchmarks measure and report; they never fail on a missed target
+(the exit status is non-zero only when a measurement could not be taken).
+
+Comparisons that form a ratio are measured interleaved (alternating rounds of
+each side), so that both sides see the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import running_process as rp
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+SERVICE = "benchecho"
+VERSION = "1.0.0"
+HANG_GUARD = 60.0
+
+
+# --- statistics --------------------------------------------------------------
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    ordered = sorted(samples)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+@dataclass
+class Series:
+    """Samples of one figure, in seconds."""
+
+    name: str
+    samples: list[float]
+
+    @property
+    def p50(self) -> float:
+        return percentile(self.samples, 50)
+
+    @property
+    def p90(self) -> float:
+        return percentile(self.samples, 90)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "n": len(self.samples),
+            "p50_s": self.p50,
+            "p90_s": self.p90,
+            "min_s": min(self.samples),
+            "max_s": max(self.samples),
+        }
+
+
+def fmt_time(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"
+
+
+@dataclass
+class Row:
+    """One line of the results table."""
+
+    figure: str
+    measured: str
+    baseline: str
+    ratio: Optional[float]
+    target: str
+    met: Optional[bool]
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+# --- set-up ------------------------------------------------------------------
+
+
+def build() -> Path:
+    subprocess.run(
+        ["cargo", "build", "--release", "-q", "--bin", "rp-bench", "--bin", "rp-echo-backend"],
+        cwd=REPO,
+        check=True,
+    )
+    return REPO / "target" / "release"
+
+
+@dataclass
+class Tree:
+    """A private work tree: the per-version directory holding both example
+    backends, and room for sockets, logs and pool state."""
+
+    root: Path
+    version_dir: Path
+    rust_backend: Path
+    python_backend: Path
+
+    def sd(self, binary: Path) -> rp.ServiceDefinition:
+        return rp.ServiceDefinition(
+            service_name=SERVICE,
+            binary_path=str(binary),
+            per_version_binary_dir=str(self.version_dir),
+            isolation=rp.Isolation.SHARED,
+        )
+
+    def launcher(self, sub: str = "py") -> rp.CommandBackendLauncher:
+        return rp.CommandBackendLauncher.for_current_user(
+            socket_dir=str(self.root / sub / "s"),
+            log_dir=str(self.root / sub / "logs"),
+            ready_timeout=HANG_GUARD,
+        )
+
+
+def make_tree(release: Path) -> Tree:
+    root = Path(tempfile.mkdtemp(prefix="rpb", dir="/tmp"))
+    os.chmod(root, 0o700)
+    version_dir = root / VERSION
+    version_dir.mkdir(mode=0o755)
+    os.chmod(version_dir, 0o755)
+    rust_backend = version_dir / "rp-echo-backend"
+    shutil.copyfile(release / "rp-echo-backend", rust_backend)
+    os.chmod(rust_backend, 0o755)
+    example = Path(rp.__file__).parent / "examples" / "echo_backend.py"
+    python_backend = version_dir / "echo-backend.py"
+    python_backend.write_bytes(f"#!{sys.executable}\n".encode() + example.read_bytes())
+    os.chmod(python_backend, 0o755)
+    # The launcher trusts a digest cache entry only for a file that settled
+    # before it was hashed; let the fresh copies settle so every launch after
+    # the first measures the unchanged-binary path, as in real use.
+    time.sleep(1.2)
+    return Tree(root, version_dir, rust_backend, python_backend)
+
+
+def rp_bench(release: Path, *args: object) -> dict[str, Any]:
+    out = subprocess.run(
+        [str(release / "rp-bench"), *map(str, args)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def rust_series(name: str, data: dict[str, Any], key: str = "samples_ns") -> Series:
+    return Series(name, [ns / 1e9 for ns in data[key]])
+
+
+def workdir(tree: Tree, name: str) -> Path:
+    path = tree.root / name
+    path.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
+# --- launches ----------------------------------------------------------------
+
+
+def peer_pid(sock: socket.socket) -> int:
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, _uid, _gid = struct.unpack("3i", creds)
+    return int(pid)
+
+
+def baseline_launch(binary: Path, path: str, timeout: float = HANG_GUARD) -> tuple[float, subprocess.Popen[bytes]]:
+    """What users write today: Popen in a new session, a polling connect loop
+    (1 ms between attempts), and a check that the peer is the child."""
+    env = dict(os.environ)
+    env.update(
+        {
+            rp.ENV_SERVICE_NAME: SERVICE,
+            rp.ENV_SERVICE_VERSION: VERSION,
+            rp.ENV_BACKEND_PIPE: path,
+            rp.ENV_BACKEND_NAMESPACE: "shared",
+            rp.ENV_INSTANCE: rp.BrokerInstanceKey.shared().id(),
+        }
+    )
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [str(binary)],
+        env=env,
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = start + timeout
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            if proc.poll() is not None or time.perf_counter() > deadline:
+                raise RuntimeError("baseline backend never accepted")
+            time.sleep(0.001)
+            continue
+        try:
+            if peer_pid(sock) != proc.pid:
+                raise RuntimeError("baseline: the peer is not our child")
+        finally:
+            sock.close()
+        return time.perf_counter() - start, proc
+
+
+def stop_baseline(proc: subprocess.Popen[bytes], path: str) -> None:
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=HANG_GUARD)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+@dataclass
+class ColdLaunch:
+    floor: Series
+    rust: Series
+    python: Series
+    baseline: Series
+
+
+def cold_launches(release: Path, tree: Tree, binary: Path, label: str, rounds: int, per_round: int) -> ColdLaunch:
+    """Alternating rounds of: the Rust floor and the Rust-side verified
+    launch (interleaved within rp-bench), the verified launch from Python,
+    and the Python baseline."""
+    launcher = tree.launcher(f"cold-{label}")
+    sd = tree.sd(binary)
+    key = rp.BackendKey.for_service(sd, VERSION)
+    trace = rp.TraceContext()
+    floor: list[float] = []
+    rust: list[float] = []
+    python: list[float] = []
+    baseline: list[float] = []
+    base_dir = workdir(tree, f"base-{label}")
+    rust_dir = workdir(tree, f"rust-{label}")
+    for r in range(rounds):
+        data = rp_bench(release, "cold", binary, rust_dir, per_round)
+        floor += [ns / 1e9 for ns in data["floor_ns"]]
+        rust += [ns / 1e9 for ns in data["launch_ns"]]
+        for i in range(per_round):
+            start = time.perf_counter()
+            handle = launcher.launch(key, sd, trace)
+            python.append(time.perf_counter() - start)
+            handle.shutdown(5.0)
+            path = str(base_dir / f"b{r}-{i}.sock")
+            took, proc = baseline_launch(binary, path)
+            baseline.append(took)
+            stop_baseline(proc, path)
+    return ColdLaunch(
+        Series(f"floor ({label})", floor),
+        Series(f"verified launch from Rust ({label})", rust),
+        Series(f"verified launch from Python ({label})", python),
+        Series(f"Popen + connect loop ({label})", baseline),
+    )
+
+
+# --- reuse -------------------------------------------------------------------
+
+
+def python_router_hits(tree: Tree, n: int) -> Series:
+    sd = tree.sd(tree.rust_backend)
+    router = rp.HelloRouter(tree.launcher("router"), {SERVICE: sd})
+    first = router.get_backend(SERVICE, VERSION)
+    samples = []
+    clock = time.perf_counter
+    for _ in range(n):
+        start = clock()
+        outcome = router.route(SERVICE, VERSION)
+        samples.append(clock() - start)
+        assert isinstance(outcome, rp.Negotiated) and outcome.handle.pid == first.pid
+    router.shutdown_all()
+    return Series("router hit from Python", samples)
+
+
+POOL_CLIENT = textwrap.dedent(
+    """
+    import json, sys, time
+    t0 = time.perf_counter()
+    import running_process as rp
+    root, binary, version_dir, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    t_import = time.perf_counter() - t0
+    sd = rp.ServiceDefinition(service_name="benchecho", binary_path=binary,
+                              per_version_binary_dir=version_dir, isolation=rp.Isolation.SHARED)
+    key = rp.BackendKey.for_service(sd, "1.0.0")
+    launcher = rp.CommandBackendLauncher.for_current_user(socket_dir=root + "/s", log_dir=root + "/logs")
+    pool = rp.BackendPool(launcher, state_dir=root + "/state")
+    samples = []
+    pids = set()
+    for _ in range(n):
+        start = time.perf_counter()
+        handle = pool.get_or_launch(key, sd)
+        samples.append(time.perf_counter() - start)
+        pids.add(handle.pid)
+    print(json.dumps({"samples": samples, "pids": sorted(pids), "import_s": t_import}))
+    """
+)
+
+
+def pool_hits(tree: Tree, n: int) -> tuple[Series, Series, int]:
+    """A backend launched through the pool by one process, then hit by a
+    fresh process: its first hit, and its following hits."""
+    root = workdir(tree, "pool")
+    sd = tree.sd(tree.rust_backend)
+    key = rp.BackendKey.for_service(sd, VERSION)
+    launcher = rp.CommandBackendLauncher.for_current_user(
+        socket_dir=str(root / "s"), log_dir=str(root / "logs"), ready_timeout=HANG_GUARD
+    )
+    pool = rp.BackendPool(launcher, state_dir=str(root / "state"))
+    owner = pool.get_or_launch(key, sd)
+    firsts: list[float] = []
+    rest: list[float] = []
+    for _ in range(5):
+        out = subprocess.run(
+            [sys.executable, "-c", POOL_CLIENT, str(root), str(tree.rust_backend), str(tree.version_dir), str(n)],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=HANG_GUARD,
+        )
+        data = json.loads(out.stdout)
+        assert data["pids"] == [owner.pid], "the pool hit launched another backend"
+        firsts.append(data["samples"][0])
+        rest += data["samples"][1:]
+    pool.stop_all()
+    owner.shutdown(5.0)
+    return Series("pool hit, first in a fresh process", firsts), Series("pool hit from another process", rest), owner.pid
+
+
+def python_verifies(tree: Tree, n: int) -> Series:
+    launcher = tree.launcher("verify")
+    sd = tree.sd(tree.rust_backend)
+    handle = launcher.launch(rp.BackendKey.for_service(sd, VERSION), sd)
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        handle.verify()
+        samples.append(time.perf_counter() - start)
+    handle.shutdown(5.0)
+    return Series("BackendHandle.verify() from Python", samples)
+
+
+# --- races -------------------------------------------------------------------
+
+
+RACER = textwrap.dedent(
+    """
+    import json, os, sys, time
+    import running_process as rp
+    root, binary, version_dir, go = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    sd = rp.ServiceDefinition(service_name="benchecho", binary_path=binary,
+                              per_version_binary_dir=version_dir, isolation=rp.Isolation.SHARED)
+    key = rp.BackendKey.for_service(sd, "1.0.0")
+    launcher = rp.CommandBackendLauncher.for_current_user(socket_dir=root + "/s", log_dir=root + "/logs",
+                                                          ready_timeout=60.0)
+    pool = rp.BackendPool(launcher, state_dir=root + "/state")
+    sys.stdout.write("ready\\n")
+    sys.stdout.flush()
+    os.read(go, 1)
+    handle = pool.get_or_launch(key, sd)
+    done = time.monotonic_ns()
+    print(json.dumps({"pid": handle.pid, "done_ns": done}))
+    """
+)
+
+
+def race(tree: Tree, processes: int, rounds: int) -> tuple[Series, list[int]]:
+    """``processes`` prepared processes released at once on one key of an
+    empty pool: wall time from the release to the last verified handle, and
+    the number of spawns (launch log files) per round."""
+    walls: list[float] = []
+    spawns: list[int] = []
+    for r in range(rounds):
+        root = workdir(tree, f"race{r}")
+        go_read, go_write = os.pipe()
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", RACER, str(root), str(tree.rust_backend), str(tree.version_dir), str(go_read)],
+                stdout=subprocess.PIPE,
+                text=True,
+                pass_fds=(go_read,),
+            )
+            for _ in range(processes)
+        ]
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        released = time.monotonic_ns()
+        os.write(go_write, b"g" * processes)
+        results = []
+        for p in procs:
+            out, _ = p.communicate(timeout=HANG_GUARD)
+            results.append(json.loads(out.strip().splitlines()[-1]))
+        os.close(go_read)
+        os.close(go_write)
+        pids = {res["pid"] for res in results}
+        walls.append((max(res["done_ns"] for res in results) - released) / 1e9)
+        spawns.append(len(list((root / "logs").glob("*.log"))))
+        assert len(pids) == 1, f"{len(pids)} distinct backends in one race"
+        launcher = rp.CommandBackendLauncher.for_current_user(
+            socket_dir=str(root / "s"), log_dir=str(root / "logs")
+        )
+        rp.BackendPool(launcher, state_dir=str(root / "state")).stop_all()
+    return Series(f"{processes} processes racing on one key", walls), spawns
+
+
+# --- hashing -----------------------------------------------------------------
+
+
+def hashing(release: Path, tree: Tree, mib: int, rounds: int) -> tuple[Series, Series, Series, Series]:
+    path = tree.root / "big.bin"
+    chunk = os.urandom(1 << 20)
+    with open(path, "wb") as f:
+        for i in range(mib):
+            f.write(chunk[i % 7 :] + chunk[: i % 7])
+    ours: list[float] = []
+    coreutils: list[float] = []
+    python: list[float] = []
+    expected = None
+    for _ in range(rounds):
+        ours += rust_series("", rp_bench(release, "sha256", path, 1)).samples
+        start = time.perf_counter()
+        out = subprocess.run(["sha256sum", str(path)], check=True, capture_output=True, text=True)
+        coreutils.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        digest = rp.sha256_file(str(path))
+        python.append(time.perf_counter() - start)
+        assert out.stdout.split()[0] == digest.hex(), "sha256sum and sha256_file disagree"
+        expected = digest
+    assert expected is not None
+    time.sleep(1.2)  # let the file settle, as an installed binary has
+    cache = rust_series("digest lookup of an unchanged file", rp_bench(release, "digest-cache", path, 50))
+    path.unlink()
+    return (
+        Series(f"sha256_file of {mib} MiB (Rust)", ours),
+        Series(f"sha256sum of {mib} MiB", coreutils),
+        Series(f"sha256_file of {mib} MiB from Python", python),
+        cache,
+    )
+
+
+# --- import and memory -------------------------------------------------------
+
+
+def import_times(n: int) -> tuple[Series, Series]:
+    bare: list[float] = []
+    ours: list[float] = []
+    for _ in range(n):
+        for code, sink in (("pass", bare), ("import running_process", ours)):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], check=True)
+            sink.append(time.perf_counter() - start)
+    return Series("python -c pass", bare), Series("python -c 'import running_process'", ours)
+
+
+MEMORY = textwrap.dedent(
+    """
+    import json, sys
+    import running_process as rp
+    root, binary, version_dir, warm, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    def rss_kib():
+        for line in open("/proc/self/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    sd = rp.ServiceDefinition(service_name="benchecho", binary_path=binary,
+                              per_version_binary_dir=version_dir, isolation=rp.Isolation.SHARED)
+    key = rp.BackendKey.for_service(sd, "1.0.0")
+    launcher = rp.CommandBackendLauncher.for_current_user(socket_dir=root + "/s", log_dir=root + "/logs",
+                                                          ready_timeout=60.0)
+    def cycle():
+        handle = launcher.launch(key, sd)
+        handle.shutdown(5.0)
+    for _ in range(warm):
+        cycle()
+    before = rss_kib()
+    for _ in range(n):
+        cycle()
+    after = rss_kib()
+    print(json.dumps({"before_kib": before, "after_kib": after}))
+    """
+)
+
+
+def memory(tree: Tree, warm: int, n: int) -> dict[str, int]:
+    root = workdir(tree, "memory")
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY, str(root), str(tree.rust_backend), str(tree.version_dir), str(warm), str(n)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    data: dict[str, int] = json.loads(out.stdout)
+    return data
+
+
+# --- the run -----------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_kib = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kib = int(line.split()[1])
+    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kib / (1 << 20), 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "rustc": rustc,
+        "commit": commit or "unknown",
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+def ratio_row(
+    figure: str, measured: Series, baseline: Series, limit: float, target: str, lower_is_better: bool = True
+) -> Row:
+    ratio = measured.p50 / baseline.p50
+    met = ratio <= limit if lower_is_better else ratio >= limit
+    return Row(
+        figure,
+        f"p50 {fmt_time(measured.p50)}, p90 {fmt_time(measured.p90)}",
+        f"{baseline.name}: p50 {fmt_time(baseline.p50)}",
+        ratio,
+        target,
+        met,
+        {"measured": measured.summary(), "baseline": baseline.summary()},
+    )
+
+
+def run(quick: bool) -> tuple[dict[str, Any], list[Row]]:
+    release = build()
+    tree = make_tree(release)
+    rows: list[Row] = []
+    series: dict[str, Any] = {}
+
+    def keep(*many: Series) -> None:
+        for s in many:
+            series[s.name] = s.summary()
+
+    try:
+        rounds, per_round = (2, 3) if quick else (6, 10)
+        for label, binary, rnds, per in (
+            ("Rust backend", tree.rust_backend, rounds, per_round),
+            ("Python backend", tree.python_backend, 2 if quick else 4, 2 if quick else 5),
+        ):
+            print(f"cold launches, {label} ...", file=sys.stderr)
+            cold = cold_launches(release, tree, binary, label, rnds, per)
+            keep(cold.floor, cold.rust, cold.python, cold.baseline)
+            if label == "Rust backend":
+                rust_cold = cold
+                rows.append(ratio_row("verified cold launch, Rust backend, from Rust", cold.rust, cold.floor, 1.25,
+                                      "≤ 1.25 × floor"))
+                rows.append(ratio_row("the same, from Python", cold.python, cold.rust, 1.05,
+                                      "≤ 1.05 × the Rust-side launch"))
+            rows.append(ratio_row(f"verified cold launch vs Popen + connect loop, {label}", cold.python,
+                                  cold.baseline, 1.0, "< 1 (faster, with full verification)"))
+
+        print("reuse ...", file=sys.stderr)
+        n_hits = 1000 if quick else 20000
+        rust_hits = rust_series("router hit from Rust", rp_bench(release, "hit", tree.rust_backend,
+                                                                  workdir(tree, "hit"), n_hits))
+        py_hits = python_router_hits(tree, n_hits)
+        keep(rust_hits, py_hits)
+        rows.append(Row("registry hit in one process (no re-probe), Rust", f"p50 {fmt_time(rust_hits.p50)}, "
+                        f"p90 {fmt_time(rust_hits.p90)}", "", None, "p50 ≤ 5 µs", rust_hits.p50 <= 5e-6))
+        rows.append(Row("registry hit in one process (no re-probe), Python", f"p50 {fmt_time(py_hits.p50)}, "
+                        f"p90 {fmt_time(py_hits.p90)}", "", None, "p50 ≤ 20 µs", py_hits.p50 <= 20e-6))
+
+        first, hits, _ = pool_hits(tree, 50 if quick else 400)
+        keep(first, hits)
+        rows.append(Row("pool hit from another process (manifest, pidfd, peer creds, probe), Python",
+                        f"p50 {fmt_time(hits.p50)}, p90 {fmt_time(hits.p90)}; first hit in a fresh process "
+                        f"p50 {fmt_time(first.p50)}", "", None, "p50 ≤ 300 µs", hits.p50 <= 300e-6))
+
+        n_probe = 200 if quick else 5000
+        probe_dir = workdir(tree, "probe")
+        probe_rust = rust_series("probe round trip, Rust backend",
+                                 rp_bench(release, "probe", tree.rust_backend, probe_dir, n_probe))
+        probe_py = rust_series("probe round trip, Python backend",
+                               rp_bench(release, "probe", tree.python_backend, probe_dir, n_probe))
+        verify_rust = rust_series("BackendHandle::verify, Rust backend",
+                                  rp_bench(release, "verify", tree.rust_backend, probe_dir, n_probe))
+        verify_py = python_verifies(tree, n_probe)
+        keep(probe_rust, probe_py, verify_rust, verify_py)
+        for s in (probe_rust, probe_py):
+            rows.append(Row(s.name, f"p50 {fmt_time(s.p50)}, p90 {fmt_time(s.p90)}", "", None, "p50 ≤ 60 µs",
+                            s.p50 <= 60e-6))
+        rows.append(Row("full verification (peer creds, /proc, probe), Rust / Python",
+                        f"p50 {fmt_time(verify_rust.p50)} / {fmt_time(verify_py.p50)}", "", None, "(reported)",
+                        None))
+
+        print("hashing ...", file=sys.stderr)
+        mib = 32 if quick else 256
+        ours, coreutils, py_hash, cache = hashing(release, tree, mib, 2 if quick else 3)
+        keep(ours, coreutils, py_hash, cache)
+        throughput = coreutils.p50 / ours.p50
+        rows.append(Row(f"SHA-256 of a {mib} MiB file", f"{fmt_time(ours.p50)} ({mib / ours.p50:.0f} MiB/s); "
+                        f"from Python {fmt_time(py_hash.p50)}", f"sha256sum: {fmt_time(coreutils.p50)} "
+                        f"({mib / coreutils.p50:.0f} MiB/s)", throughput, "≥ 0.90 × sha256sum throughput",
+                        throughput >= 0.9))
+        cached = Series("digest lookup, unchanged file", cache.samples[1:])
+        rows.append(Row("unchanged binary not rehashed", f"p50 {fmt_time(cached.p50)} after a first hash of "
+                        f"{fmt_time(cache.samples[0])}", "", None, "no rehash", cached.p50 < cache.samples[0] / 100))
+
+        print("racing processes ...", file=sys.stderr)
+        racers = 8 if quick else 32
+        walls, spawns = race(tree, racers, 1 if quick else 5)
+        keep(walls)
+        one = rust_cold.python
+        rows.append(Row(f"{racers} processes racing on one key", f"spawns per round {spawns}; wall p50 "
+                        f"{fmt_time(walls.p50)}", f"one cold launch from Python: {fmt_time(one.p50)}",
+                        walls.p50 / one.p50, "exactly 1 spawn; wall ≤ 2 × one cold launch",
+                        all(s == 1 for s in spawns) and walls.p50 <= 2 * one.p50))
+
+        print("import time ...", file=sys.stderr)
+        bare, imported = import_times(5 if quick else 40)
+        keep(bare, imported)
+        over = imported.p50 - bare.p50
+        rows.append(Row("import running_process", f"+{fmt_time(over)} over bare start (p50 {fmt_time(imported.p50)})",
+                        f"bare interpreter: {fmt_time(bare.p50)}", None, "≤ 15 ms over bare start", over <= 15e-3))
+
+        print("memory ...", file=sys.stderr)
+        warm, n = (20, 100) if quick else (50, 1000)
+        mem = memory(tree, warm, n)
+        growth = mem["after_kib"] - mem["before_kib"]
+        series["rss"] = mem
+        rows.append(Row(f"launcher RSS over {n} launches", f"{growth:+d} KiB ({mem['before_kib']} → "
+                        f"{mem['after_kib']} KiB, after {warm} warm-up launches)", "", None, "growth < 1 MiB",
+                        growth < 1024))
+    finally:
+        shutil.rmtree(tree.root, ignore_errors=True)
+    info = machine()
+    info["load_average_at_end"] = os.getloadavg()
+    return {"machine": info, "quick": quick, "series": series}, rows
+
+
+def markdown(result: dict[str, Any], rows: list[Row]) -> str:
+    m = result["machine"]
+    lines = [
+        "# Benchmark results",
+        "",
+        "Written by `python bench/run.py`" + (" --quick" if result["quick"] else "") + "; do not edit by hand.",
+        "",
+        f"- machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}",
+        f"- Python {m['python']}, {m['rustc']}, commit {m['commit']}",
+        f"- load average at start / end: {' '.join(f'{x:.2f}' for x in m['load_average_at_start'])} / "
+        f"{' '.join(f'{x:.2f}' for x in m['load_average_at_end'])}",
+        "",
+        "| figure | measured | baseline | ratio | target | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        ratio = "" if row.ratio is None else f"{row.ratio:.2f}"
+        met = "" if row.met is None else ("yes" if row.met else "**no**")
+        lines.append(f"| {row.figure} | {row.measured} | {row.baseline} | {ratio} | {row.target} | {met} |")
+    lines += ["", "## All series", "", "| series | n | p50 | p90 | min |", "|---|---|---|---|---|"]
+    for name, s in result["series"].items():
+        if "p50_s" in s:
+            lines.append(f"| {name} | {s['n']} | {fmt_time(s['p50_s'])} | {fmt_time(s['p90_s'])} | "
+                         f"{fmt_time(s['min_s'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a smoke run with few iterations")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where results.json and RESULTS.md go (default: bench/, or a temp dir with --quick)")
+    args = parser.parse_args(argv)
+    result, rows = run(args.quick)
+    out = args.out or (Path(tempfile.mkdtemp(prefix="rp-bench-")) if args.quick else BENCH)
+    out.mkdir(parents=True, exist_ok=True)
+    result["rows"] = [
+        {"figure": r.figure, "measured": r.measured, "baseline": r.baseline, "ratio": r.ratio,
+         "target": r.target, "met": r.met, **r.data}
+        for r in rows
+    ]
+    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    text = markdown(result, rows)
+    (out / "RESULTS.md").write_text(text)
+    print(text)
+    print(f"written: {out / 'results.json'}, {out / 'RESULTS.md'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
