@@ -186,10 +186,15 @@ class Cleanup:
             finally:
                 os.close(fd)
         # Their parents (still alive) reap them; only then end the parents,
-        # so no orphan is left to a pid 1 that may not reap.
+        # so no orphan is left to a pid 1 that may not reap. Our own
+        # children are reaped below, with their Popen.
+        me = os.getpid()
         for pid in self.pidfds:
             try:
-                poll_until(lambda: state_of(pid) is None, timeout=10.0)
+                poll_until(
+                    lambda: state_of(pid) is None or (state_of(pid) == "Z" and parent_of(pid) == me),
+                    timeout=10.0,
+                )
             except AssertionError:  # pragma: no cover - teardown goes on
                 pass
         for proc in self.popens:
