@@ -457,14 +457,31 @@ impl BackendPool {
         trace: &TraceContext,
     ) -> Result<BackendHandle, PoolError> {
         self.ensure_dir()?;
-        if let Some(recorded) = self.read_manifest(key) {
+        let seen = self.read_manifest(key);
+        if let Some(recorded) = &seen {
             if let Ok(handle) = self.adopt(key, sd, &recorded.daemon, trace) {
                 return Ok(handle);
             }
         }
-        let _lock = self.lock(key)?;
+        let mut lock = self.lock(key)?;
+        let mut recorded = self.read_manifest(key);
+        if let Some(fresh) = &recorded {
+            if seen.as_ref().is_none_or(|s| s.daemon != fresh.daemon) {
+                // Recorded while we waited for the lock, most likely by the
+                // process that held it: verify it without the lock, so that
+                // the processes queued behind us each hold the lock only for
+                // a manifest read and verify in parallel.
+                drop(lock);
+                if let Ok(handle) = self.adopt(key, sd, &fresh.daemon, trace) {
+                    return Ok(handle);
+                }
+                lock = self.lock(key)?;
+                recorded = self.read_manifest(key);
+            }
+        }
+        let _lock = lock;
         // Under the lock, a backend that still fails is the one to replace.
-        if let Some(recorded) = self.read_manifest(key) {
+        if let Some(recorded) = recorded {
             match self.adopt(key, sd, &recorded.daemon, trace) {
                 Ok(handle) => return Ok(handle),
                 Err(e) => {
