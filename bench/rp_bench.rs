@@ -11,6 +11,7 @@
 //! rp-bench hit      BINARY WORKDIR N   router hit: registry + pidfd liveness, no re-probe
 //! rp-bench probe    BINARY WORKDIR N   probe round trip (connect, request, response, nonce check)
 //! rp-bench verify   BINARY WORKDIR N   BackendHandle::verify (peer creds, /proc checks, probe)
+//! rp-bench racer    BINARY WORKDIR GO QUIT  one of N processes racing on a pool key
 //! rp-bench sha256   FILE N             sha256_file of FILE
 //! rp-bench digest-cache FILE N         the launcher's digest lookup for an unchanged FILE
 //! ```
@@ -70,6 +71,9 @@ fn run(args: &[String]) -> Result<String, Failure> {
             .ok_or_else(|| "usage: see the module docs of bench/rp_bench.rs".into())
     };
     let count = |i: usize| -> Result<usize, Failure> { Ok(arg(i)?.parse()?) };
+    if arg(0)? == "racer" {
+        return racer(arg(1)?, arg(2)?, arg(3)?.parse()?, arg(4)?.parse()?);
+    }
     if arg(0)? == "cold" {
         return Bench::new(arg(1)?, arg(2)?)?.cold(Path::new(arg(2)?), count(3)?);
     }
@@ -264,6 +268,43 @@ impl Bench {
         handle.shutdown(GRACE);
         Ok(samples)
     }
+}
+
+/// One racer: sets up a pool on WORKDIR, says `ready`, waits for a byte on
+/// the inherited descriptor GO, asks for the key, prints the pid it got and
+/// when (CLOCK_MONOTONIC, comparable across processes), then waits for a
+/// byte on QUIT so that its exit does not compete with the other racers.
+fn racer(binary: &str, workdir: &str, go: i32, quit: i32) -> Result<String, Failure> {
+    use std::io::{Read, Write};
+    use std::os::fd::FromRawFd;
+    let bench = Bench::new(binary, workdir)?;
+    let pool = running_process::broker::pool::BackendPool::new(
+        Arc::clone(&bench.launcher),
+        Some(PathBuf::from(workdir).join("state")),
+    );
+    // SAFETY: the harness passes these descriptors to this process only.
+    let (mut go, mut quit) = unsafe { (File::from_raw_fd(go), File::from_raw_fd(quit)) };
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "ready")?;
+    stdout.flush()?;
+    let mut byte = [0u8; 1];
+    go.read_exact(&mut byte)?;
+    let handle = pool.get_or_launch(&bench.key, &bench.sd, &bench.trace)?;
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let done_ns = now.tv_sec as u128 * 1_000_000_000 + now.tv_nsec as u128;
+    writeln!(
+        stdout,
+        "{{\"pid\": {}, \"done_ns\": {done_ns}}}",
+        handle.pid()
+    )?;
+    stdout.flush()?;
+    quit.read_exact(&mut byte)?;
+    Ok(String::new())
 }
 
 fn sha256(file: &Path, n: usize) -> Result<Vec<u128>, Failure> {

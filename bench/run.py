@@ -269,6 +269,7 @@ def cold_launches(release: Path, tree: Tree, binary: Path, label: str, rounds: i
             handle = launcher.launch(key, sd, trace)
             python.append(time.perf_counter() - start)
             handle.shutdown(5.0)
+        for i in range(per_round):
             path = str(base_dir / f"b{r}-{i}.sock")
             took, proc = baseline_launch(binary, path)
             baseline.append(took)
@@ -373,7 +374,7 @@ RACER = textwrap.dedent(
     """
     import json, os, sys, time
     import running_process as rp
-    root, binary, version_dir, go = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    root, binary, version_dir, go, quit = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
     sd = rp.ServiceDefinition(service_name="benchecho", binary_path=binary,
                               per_version_binary_dir=version_dir, isolation=rp.Isolation.SHARED)
     key = rp.BackendKey.for_service(sd, "1.0.0")
@@ -386,25 +387,38 @@ RACER = textwrap.dedent(
     handle = pool.get_or_launch(key, sd)
     done = time.monotonic_ns()
     print(json.dumps({"pid": handle.pid, "done_ns": done}))
+    sys.stdout.flush()
+    # Stay until every racer is done: an interpreter exiting takes CPU the
+    # racers still at work would otherwise wait for.
+    os.read(quit, 1)
     """
 )
 
 
-def race(tree: Tree, processes: int, rounds: int) -> tuple[Series, list[int]]:
-    """``processes`` prepared processes released at once on one key of an
-    empty pool: wall time from the release to the last verified handle, and
-    the number of spawns (launch log files) per round."""
+def race(tree: Tree, processes: int, rounds: int, release: Optional[Path] = None) -> tuple[Series, list[int]]:
+    """``processes`` prepared processes (interpreter started, package
+    imported, pool created) released at once on one key of an empty pool:
+    wall time from the release to the last verified handle, and the number
+    of spawns (launch log files) per round. Racers stay alive until all are
+    done, so that exiting interpreters do not take CPU from the others.
+    The racers are Python processes, or ``rp-bench racer`` processes when
+    ``release`` (the Rust build directory) is given."""
     walls: list[float] = []
     spawns: list[int] = []
     for r in range(rounds):
-        root = workdir(tree, f"race{r}")
+        root = workdir(tree, f"race-{'py' if release is None else 'rs'}-{r}")
         go_read, go_write = os.pipe()
+        quit_read, quit_write = os.pipe()
+        if release is None:
+            command = [sys.executable, "-c", RACER, str(root), str(tree.rust_backend), str(tree.version_dir)]
+        else:
+            command = [str(release / "rp-bench"), "racer", str(tree.rust_backend), str(root)]
         procs = [
             subprocess.Popen(
-                [sys.executable, "-c", RACER, str(root), str(tree.rust_backend), str(tree.version_dir), str(go_read)],
+                [*command, str(go_read), str(quit_read)],
                 stdout=subprocess.PIPE,
                 text=True,
-                pass_fds=(go_read,),
+                pass_fds=(go_read, quit_read),
             )
             for _ in range(processes)
         ]
@@ -414,10 +428,13 @@ def race(tree: Tree, processes: int, rounds: int) -> tuple[Series, list[int]]:
         os.write(go_write, b"g" * processes)
         results = []
         for p in procs:
-            out, _ = p.communicate(timeout=HANG_GUARD)
-            results.append(json.loads(out.strip().splitlines()[-1]))
-        os.close(go_read)
-        os.close(go_write)
+            assert p.stdout is not None
+            results.append(json.loads(p.stdout.readline()))
+        os.write(quit_write, b"q" * processes)
+        for p in procs:
+            p.communicate(timeout=HANG_GUARD)
+        for fd in (go_read, go_write, quit_read, quit_write):
+            os.close(fd)
         pids = {res["pid"] for res in results}
         walls.append((max(res["done_ns"] for res in results) - released) / 1e9)
         spawns.append(len(list((root / "logs").glob("*.log"))))
@@ -426,7 +443,8 @@ def race(tree: Tree, processes: int, rounds: int) -> tuple[Series, list[int]]:
             socket_dir=str(root / "s"), log_dir=str(root / "logs")
         )
         rp.BackendPool(launcher, state_dir=str(root / "state")).stop_all()
-    return Series(f"{processes} processes racing on one key", walls), spawns
+    kind = "Python" if release is None else "Rust"
+    return Series(f"{processes} {kind} processes racing on one key", walls), spawns
 
 
 # --- hashing -----------------------------------------------------------------
@@ -644,13 +662,13 @@ def run(quick: bool) -> tuple[dict[str, Any], list[Row]]:
 
         print("racing processes ...", file=sys.stderr)
         racers = 8 if quick else 32
-        walls, spawns = race(tree, racers, 1 if quick else 5)
-        keep(walls)
-        one = rust_cold.python
-        rows.append(Row(f"{racers} processes racing on one key", f"spawns per round {spawns}; wall p50 "
-                        f"{fmt_time(walls.p50)}", f"one cold launch from Python: {fmt_time(one.p50)}",
-                        walls.p50 / one.p50, "exactly 1 spawn; wall ≤ 2 × one cold launch",
-                        all(s == 1 for s in spawns) and walls.p50 <= 2 * one.p50))
+        for racer_release, one in ((release, rust_cold.rust), (None, rust_cold.python)):
+            walls, spawns = race(tree, racers, 1 if quick else 5, racer_release)
+            keep(walls)
+            rows.append(Row(walls.name, f"spawns per round {spawns}; wall p50 {fmt_time(walls.p50)}",
+                            f"{one.name}: {fmt_time(one.p50)}", walls.p50 / one.p50,
+                            "exactly 1 spawn; wall ≤ 2 × one cold launch",
+                            all(s == 1 for s in spawns) and walls.p50 <= 2 * one.p50))
 
         print("import time ...", file=sys.stderr)
         bare, imported = import_times(5 if quick else 40)
