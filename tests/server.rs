@@ -24,6 +24,7 @@ use running_process::broker::env::{
     ENV_BACKEND_NAMESPACE, ENV_BACKEND_PIPE, ENV_IDLE_TIMEOUT_SECS, ENV_INSTANCE, ENV_SERVICE_NAME,
     ENV_SERVICE_VERSION, ENV_TRACEPARENT, ENV_TRACESTATE,
 };
+use running_process::broker::error::FsError;
 use running_process::broker::frame::{self, MAX_FRAME_BODY};
 use running_process::broker::probe::{self, ProbeError, ProbeRequest, MAX_PROBE_RESPONSE};
 use running_process::broker::server::{
@@ -37,11 +38,18 @@ use running_process::{
 const HANG: Duration = Duration::from_secs(30);
 const ECHO_BIN: &str = env!("CARGO_BIN_EXE_rp-echo-backend");
 
+/// A short temporary directory holding the private (0700) socket directory
+/// `s`, as a launcher creates it before it starts a backend.
 fn short_tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new()
+    let tmp = tempfile::Builder::new()
         .prefix("rps")
         .tempdir_in("/tmp")
-        .unwrap()
+        .unwrap();
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(tmp.path().join("s"))
+        .unwrap();
+    tmp
 }
 
 /// A small file to report as the executable, so that most tests do not hash
@@ -267,19 +275,146 @@ fn socket_is_0600_in_a_0700_directory() {
 fn loose_socket_directory_is_refused() {
     let tmp = short_tempdir();
     let dir = socket_path(tmp.path()).parent().unwrap().to_path_buf();
-    fs::DirBuilder::new().mode(0o755).create(&dir).unwrap();
     fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let err = BackendServer::bind(config(tmp.path())).unwrap_err();
-    assert!(matches!(err, ServerError::Fs(_)), "{err}");
+    match &err {
+        ServerError::Fs(FsError::InsecureDirectory { path, reason }) => {
+            assert_eq!(path, &dir);
+            assert!(reason.contains("0755"), "{reason}");
+        }
+        _ => panic!("{err}"),
+    }
     assert!(!socket_path(tmp.path()).exists());
+}
+
+#[test]
+fn symlinked_socket_directory_is_refused() {
+    let tmp = short_tempdir();
+    let link = tmp.path().join("l");
+    std::os::unix::fs::symlink(tmp.path().join("s"), &link).unwrap();
+    let config = ServerConfig::new(
+        Endpoint::new("shared", link.join("b.sock").to_str().unwrap()).unwrap(),
+        BackendKey::new(BrokerInstanceKey::shared(), "echo", "1.0.0").unwrap(),
+    )
+    .unwrap()
+    .with_identity_exe(identity_file(tmp.path()));
+    match BackendServer::bind(config).unwrap_err() {
+        ServerError::Fs(FsError::InsecureDirectory { path, reason }) => {
+            assert_eq!(path, link);
+            assert!(reason.contains("symbolic link"), "{reason}");
+        }
+        err => panic!("{err}"),
+    }
+    assert_eq!(fs::read_dir(tmp.path().join("s")).unwrap().count(), 0);
+}
+
+/// The names in `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn missing_socket_directory_is_refused_and_not_created() {
+    let tmp = short_tempdir();
+    identity_file(tmp.path());
+    let before = names_in(tmp.path());
+    for missing in [
+        tmp.path().join("gone"),
+        tmp.path().join("gone").join("deeper"),
+    ] {
+        let sock = missing.join("b.sock");
+        let config = ServerConfig::new(
+            Endpoint::new("shared", sock.to_str().unwrap()).unwrap(),
+            BackendKey::new(BrokerInstanceKey::shared(), "echo", "1.0.0").unwrap(),
+        )
+        .unwrap()
+        .with_identity_exe(identity_file(tmp.path()));
+        match BackendServer::bind(config).unwrap_err() {
+            ServerError::Io {
+                operation,
+                path,
+                source,
+            } => {
+                assert_eq!(operation, "inspect socket directory");
+                assert_eq!(path, missing);
+                assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+            }
+            err => panic!("{err}"),
+        }
+        assert_eq!(names_in(tmp.path()), before);
+    }
+}
+
+#[test]
+fn missing_socket_directory_from_the_environment_names_the_variable() {
+    let tmp = short_tempdir();
+    identity_file(tmp.path());
+    let before = names_in(tmp.path());
+    let missing = tmp.path().join("gone").join("deeper");
+    let sock = missing.join("b.sock");
+    let sock = sock.to_str().unwrap();
+    let config = from_vars(&with(ENV_BACKEND_PIPE, sock))
+        .unwrap()
+        .with_identity_exe(identity_file(tmp.path()));
+    match BackendServer::bind(config).unwrap_err() {
+        ServerError::InvalidEnv {
+            name,
+            value,
+            reason,
+        } => {
+            assert_eq!(name, ENV_BACKEND_PIPE);
+            assert_eq!(value, sock);
+            assert!(
+                reason.contains(&format!("{} does not exist", missing.display())),
+                "{reason}"
+            );
+        }
+        err => panic!("{err}"),
+    }
+    assert_eq!(names_in(tmp.path()), before);
+
+    // A file on the way to the directory: still named, still nothing made.
+    let file = tmp.path().join("f");
+    fs::write(&file, b"").unwrap();
+    let sock = file.join("d").join("b.sock");
+    let config = from_vars(&with(ENV_BACKEND_PIPE, sock.to_str().unwrap()))
+        .unwrap()
+        .with_identity_exe(identity_file(tmp.path()));
+    match BackendServer::bind(config).unwrap_err() {
+        ServerError::InvalidEnv { name, reason, .. } => {
+            assert_eq!(name, ENV_BACKEND_PIPE);
+            assert!(reason.contains("cannot be inspected"), "{reason}");
+        }
+        err => panic!("{err}"),
+    }
+    // The file itself as the directory: it exists, so it is judged, and
+    // refused as no directory.
+    let config = from_vars(&with(
+        ENV_BACKEND_PIPE,
+        file.join("b.sock").to_str().unwrap(),
+    ))
+    .unwrap()
+    .with_identity_exe(identity_file(tmp.path()));
+    match BackendServer::bind(config).unwrap_err() {
+        ServerError::Fs(FsError::InsecureDirectory { path, reason }) => {
+            assert_eq!(path, file);
+            assert!(reason.contains("not a directory"), "{reason}");
+        }
+        err => panic!("{err}"),
+    }
+    assert_eq!(fs::read(&file).unwrap(), b"");
 }
 
 fn private_socket_dir(tmp: &Path) -> PathBuf {
     let path = socket_path(tmp);
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(path.parent().unwrap())
-        .unwrap();
+    assert!(fs::symlink_metadata(path.parent().unwrap())
+        .unwrap()
+        .is_dir());
     path
 }
 
@@ -595,6 +730,17 @@ fn invalid_env_variables_are_named_with_value_and_reason() {
         (ENV_SERVICE_VERSION, "01.2.3"),
         (ENV_BACKEND_PIPE, "relative/b.sock"),
         (ENV_BACKEND_PIPE, &long_path),
+        (ENV_BACKEND_PIPE, "/tmp/rpsx/s/../b.sock"),
+        (ENV_BACKEND_PIPE, "/tmp/rpsx/../../etc/b.sock"),
+        (ENV_BACKEND_PIPE, "/tmp/rpsx/./s/b.sock"),
+        (ENV_BACKEND_PIPE, "/tmp/rpsx/s/.."),
+        (ENV_BACKEND_PIPE, "/tmp/rpsx/s/b.sock\n"),
+        (ENV_BACKEND_PIPE, "/tmp/rpsx/s/b\n.sock"),
+        (ENV_BACKEND_PIPE, "/tmp/rpsx/s/b\t.sock"),
+        (ENV_BACKEND_PIPE, "/tmp/rpsx/s/b\x1b[2J.sock"),
+        (ENV_BACKEND_PIPE, "/tmp/rpsx/s/b\x7f.sock"),
+        (ENV_BACKEND_PIPE, "/tmp/rpsx/s/b\u{85}.sock"),
+        (ENV_BACKEND_PIPE, "/tmp/rpsx/s/"),
         (ENV_BACKEND_NAMESPACE, "has space"),
         (ENV_BACKEND_NAMESPACE, ""),
         (ENV_INSTANCE, "private:"),

@@ -3,7 +3,9 @@
 //!
 //! [`BackendServer`] reads the environment contract ([`ServerConfig::from_env`]),
 //! computes its [`DaemonProcess`] identity once, binds the endpoint socket
-//! (mode 0600, in a private 0700 directory), and runs one accept thread. Each
+//! (mode 0600, in the private 0700 directory the launcher created: the
+//! server checks that directory and never creates it), and runs one accept
+//! thread. Each
 //! accepted connection is classified without consuming a byte: if its first
 //! bytes, peeked within a short window, are a complete identity probe request,
 //! the server answers it and closes the connection; anything else (other
@@ -32,6 +34,13 @@
 //! - An existing socket file is replaced only if connecting to it is refused
 //!   (stale); the check connects once, so a live owner sees one empty
 //!   connection.
+//! - The endpoint path must be plain: no `.` or `..` segment, no control
+//!   character, no trailing `/`. A launcher never hands out anything else,
+//!   and such a path could bind somewhere other than where it appears to.
+//! - The socket's directory must already exist and be private (a real
+//!   directory owned by this user with no group or other access). Creating
+//!   it is the launcher's job; a backend that created missing directories
+//!   would build whatever tree a confused or hostile environment names.
 //!
 //! What it deliberately does not do: it does not speak the application's
 //! protocol (it never reads application bytes), does not authenticate peers
@@ -63,7 +72,7 @@ use super::env::{
 };
 use super::error::{FsError, HostError, ValidationError};
 use super::frame::{self, FRAMING_VERSION, HEADER_LEN};
-use super::fs::{ensure_private_dir, PRIVATE_FILE_MODE};
+use super::fs::{check_private_dir, PRIVATE_FILE_MODE};
 use super::host;
 use super::identity::{sha256_file, validate_namespace_id, DaemonProcess, Endpoint};
 use super::keys::{BackendKey, BrokerInstanceKey};
@@ -192,6 +201,8 @@ pub struct ServerConfig {
     identity_exe: Option<PathBuf>,
     classify_window: Duration,
     exit_on_sigterm: bool,
+    /// The variable the endpoint path came from, named by errors about it.
+    endpoint_variable: Option<&'static str>,
 }
 
 /// The `reason` of a validation error, without the value it repeats.
@@ -206,6 +217,29 @@ fn reason_of(err: &ValidationError) -> String {
     }
 }
 
+/// Why an endpoint path is not plain, or `None`: a path is refused when it
+/// has a control character (a newline would forge lines in logs and
+/// listings), a `.` or `..` segment (it would bind somewhere other than
+/// where it appears to), or a trailing `/` (it names no socket file).
+fn endpoint_path_problem(path: &str) -> Option<String> {
+    if let Some(c) = path.chars().find(|c| c.is_control()) {
+        return Some(format!(
+            "contains the control character {:?}; a socket path must be printable",
+            c
+        ));
+    }
+    if path
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        return Some("contains a '.' or '..' segment; a socket path must be plain".to_owned());
+    }
+    if path.ends_with('/') {
+        return Some("ends with '/'; it must name the socket file".to_owned());
+    }
+    None
+}
+
 fn invalid_env(name: &'static str, value: &str, reason: impl Into<String>) -> ServerError {
     ServerError::InvalidEnv {
         name,
@@ -217,8 +251,17 @@ fn invalid_env(name: &'static str, value: &str, reason: impl Into<String>) -> Se
 impl ServerConfig {
     /// A configuration with validated names; no trace, no idle timeout, the
     /// running executable as identity, the default classification window.
+    /// The endpoint path must be plain (see the module documentation).
     pub fn new(endpoint: Endpoint, key: BackendKey) -> Result<Self, ServerError> {
         endpoint.validate()?;
+        if let Some(reason) = endpoint_path_problem(&endpoint.path) {
+            return Err(ValidationError::Identity {
+                field: "path",
+                value: endpoint.path.clone(),
+                reason,
+            }
+            .into());
+        }
         Ok(ServerConfig {
             endpoint,
             key,
@@ -227,6 +270,7 @@ impl ServerConfig {
             identity_exe: None,
             classify_window: DEFAULT_CLASSIFY_WINDOW,
             exit_on_sigterm: false,
+            endpoint_variable: None,
         })
     }
 
@@ -240,7 +284,9 @@ impl ServerConfig {
     /// variable's value, or `None` when it is unset). Every variable is
     /// validated; an error names the variable. Optional variables that are
     /// set but empty count as unset, as the contract sets them only when
-    /// non-empty.
+    /// non-empty. The endpoint path must be plain (see the module
+    /// documentation); whether its directory exists is checked by
+    /// [`BackendServer::bind`], whose error then names the variable too.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<OsString>) -> Result<Self, ServerError> {
         let text = |name: &'static str, raw: OsString| {
             raw.into_string()
@@ -268,6 +314,9 @@ impl ServerConfig {
             .map_err(|e| invalid_env(ENV_BACKEND_NAMESPACE, &namespace, reason_of(&e)))?;
         let endpoint = Endpoint::new(&namespace, &path)
             .map_err(|e| invalid_env(ENV_BACKEND_PIPE, &path, reason_of(&e)))?;
+        if let Some(reason) = endpoint_path_problem(&path) {
+            return Err(invalid_env(ENV_BACKEND_PIPE, &path, reason));
+        }
         let instance_id = required(ENV_INSTANCE)?;
         let instance = BrokerInstanceKey::from_id(&instance_id)
             .map_err(|e| invalid_env(ENV_INSTANCE, &instance_id, reason_of(&e)))?;
@@ -306,6 +355,7 @@ impl ServerConfig {
             identity_exe: None,
             classify_window: DEFAULT_CLASSIFY_WINDOW,
             exit_on_sigterm: false,
+            endpoint_variable: Some(ENV_BACKEND_PIPE),
         })
     }
 
@@ -1170,6 +1220,46 @@ impl fmt::Debug for BackendServer {
     }
 }
 
+/// Checks the directory of the socket `path` without creating anything. A
+/// missing or unreachable directory is refused with an error that names the
+/// endpoint's variable when the configuration came from the environment
+/// ([`ServerError::InvalidEnv`]), else [`ServerError::Io`]; a directory that
+/// exists but is not private (a symlink, not a directory, someone else's,
+/// group or other access) is refused by [`check_private_dir`]
+/// ([`FsError::InsecureDirectory`]).
+fn check_socket_dir(config: &ServerConfig, path: &Path) -> Result<(), ServerError> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => {
+            return Err(ValidationError::Identity {
+                field: "path",
+                value: config.endpoint.path.clone(),
+                reason: "has no parent directory".to_owned(),
+            }
+            .into())
+        }
+    };
+    if let Err(err) = std::fs::symlink_metadata(dir) {
+        return Err(match config.endpoint_variable {
+            Some(name) => {
+                let reason = if err.kind() == io::ErrorKind::NotFound {
+                    format!(
+                        "its directory {} does not exist; the launcher creates the socket \
+                         directory (mode 0700) before it starts the backend",
+                        dir.display()
+                    )
+                } else {
+                    format!("its directory {} cannot be inspected: {err}", dir.display())
+                };
+                invalid_env(name, &config.endpoint.path, reason)
+            }
+            None => ServerError::io("inspect socket directory", dir, err),
+        });
+    }
+    check_private_dir(dir)?;
+    Ok(())
+}
+
 impl BackendServer {
     /// Reads the environment contract and binds (see [`ServerConfig::from_env`]
     /// and [`BackendServer::bind`]).
@@ -1177,17 +1267,13 @@ impl BackendServer {
         Self::bind(ServerConfig::from_env()?)
     }
 
-    /// Computes the identity, makes sure the socket's directory is private,
-    /// binds the socket (replacing a stale one), and starts accepting.
+    /// Checks that the socket's directory exists and is private (it is
+    /// never created: see [`check_socket_dir`]), computes the identity, binds
+    /// the socket (replacing a stale one), and starts accepting.
     pub fn bind(config: ServerConfig) -> Result<BackendServer, ServerError> {
-        let identity = config.daemon_identity()?;
         let path = PathBuf::from(&config.endpoint.path);
-        let dir = path.parent().ok_or_else(|| ValidationError::Identity {
-            field: "path",
-            value: config.endpoint.path.clone(),
-            reason: "has no parent directory".to_owned(),
-        })?;
-        ensure_private_dir(dir, None)?;
+        check_socket_dir(&config, &path)?;
+        let identity = config.daemon_identity()?;
 
         let (stop_rx, stop_tx) = rustix::pipe::pipe_with(
             rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
@@ -1652,6 +1738,44 @@ mod tests {
         let mut garbled = req.bytes.clone();
         garbled[HEADER_LEN] = 0xff;
         assert_eq!(judge(&garbled), Peeked::NotProbe);
+    }
+
+    #[test]
+    fn endpoint_paths_must_be_plain() {
+        for ok in [
+            "/tmp/s/b.sock",
+            "/run/user/0/rp/s/b..sock",
+            "/tmp/s/.b.sock",
+            "/tmp//b.sock",
+        ] {
+            assert_eq!(endpoint_path_problem(ok), None, "{ok}");
+        }
+        for (bad, says) in [
+            ("/tmp/s/../b.sock", "'..'"),
+            ("/tmp/s/..", "'..'"),
+            ("/tmp/./b.sock", "'.'"),
+            ("/tmp/s/b.sock\n", "control character '\\n'"),
+            ("/tmp/s/b\r.sock", "control character"),
+            ("/tmp/s/b\x7f.sock", "control character"),
+            ("/tmp/s/b\u{9b}.sock", "control character"),
+            ("/tmp/s/", "ends with '/'"),
+        ] {
+            let reason = endpoint_path_problem(bad).unwrap_or_default();
+            assert!(reason.contains(says), "{bad:?}: {reason}");
+        }
+    }
+
+    #[test]
+    fn a_config_built_in_code_refuses_a_path_that_is_not_plain() {
+        let key = BackendKey::new(BrokerInstanceKey::shared(), "echo", "1.0.0").unwrap();
+        let endpoint = Endpoint::new("shared", "/tmp/s/../b.sock").unwrap();
+        match ServerConfig::new(endpoint, key).unwrap_err() {
+            ServerError::Validation(ValidationError::Identity { field, value, .. }) => {
+                assert_eq!(field, "path");
+                assert_eq!(value, "/tmp/s/../b.sock");
+            }
+            err => panic!("{err}"),
+        }
     }
 
     #[test]
