@@ -216,12 +216,19 @@ def test_json_nested_10000_deep_is_refused_without_overflowing_the_stack() -> No
     assert "recursion limit exceeded" in info.value.reason
 
 
-def test_json_python_string_that_is_not_utf8_fails_in_the_conversion() -> None:
-    # A str holding a lone surrogate has no UTF-8 form: the conversion to
-    # the decoder's input refuses it (UnicodeEncodeError, a ValueError).
-    document = make_dp().to_json().replace(make_dp().boot_id, "\ud800", 1)
-    with pytest.raises(UnicodeEncodeError):
+@pytest.mark.parametrize("surrogate", ["\ud800", "\udfff", "\udcff"], ids=["high", "low", "surrogateescape"])
+def test_json_python_string_that_is_not_utf8_is_a_decode_error(surrogate: str) -> None:
+    # A str holding a lone surrogate has no UTF-8 form, so it is no JSON
+    # text: the same typed error as any other undecodable document.
+    document = make_dp().to_json().replace(make_dp().boot_id, surrogate, 1)
+    with pytest.raises(rp.DecodeError) as info:
         rp.DaemonProcess.from_json(document)
+    assert type(info.value) is rp.DecodeError
+    assert not isinstance(info.value, UnicodeError)
+    assert info.value.what == "DaemonProcess JSON"
+    assert "surrogates not allowed" in info.value.reason
+    # The document without the surrogate decodes.
+    assert rp.DaemonProcess.from_json(make_dp().to_json()) == make_dp()
 
 
 @pytest.mark.parametrize(

@@ -331,7 +331,8 @@ class DaemonProcess:
     @staticmethod
     def from_json(text: str) -> DaemonProcess:
         """Decodes and validates JSON; unknown fields are ignored, a duplicated
-        field or an array in place of an object is a ``DecodeError``."""
+        field, an array in place of an object, or a str with no UTF-8 form
+        (a lone surrogate) is a ``DecodeError``."""
     def __eq__(self, other: object, /) -> bool: ...
     def __hash__(self) -> int: ...
 

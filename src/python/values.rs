@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyMapping, PyString, PyType};
 
-use crate::broker::error::ValidationError;
+use crate::broker::error::{DecodeError, ValidationError};
 use crate::broker::identity::{hash_from_slice, DaemonProcess, Endpoint};
 use crate::broker::keys::{BackendKey, BrokerInstanceKey};
 use crate::broker::service::{Isolation, ServiceDefinition};
@@ -764,11 +764,16 @@ impl PyDaemonProcess {
         self.inner.to_json()
     }
 
-    /// Decodes and validates the JSON encoding.
+    /// Decodes and validates the JSON encoding. A str that has no UTF-8
+    /// form (a lone surrogate) is not JSON text: ``DecodeError``.
     #[staticmethod]
-    fn from_json(text: &str) -> PyResult<Self> {
+    fn from_json(text: &Bound<'_, PyString>) -> PyResult<Self> {
+        let text = text.to_cow().map_err(|err| DecodeError::Malformed {
+            what: "DaemonProcess JSON",
+            reason: format!("is not Unicode text: {err}"),
+        })?;
         Ok(PyDaemonProcess {
-            inner: DaemonProcess::from_json(text)?,
+            inner: DaemonProcess::from_json(&text)?,
         })
     }
 
