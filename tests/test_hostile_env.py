@@ -494,6 +494,11 @@ def test_a_fifo_planted_as_a_servicedef_file_is_refused_without_blocking(private
     [
         (rp.ENV_BACKEND_PIPE, "relative/x.sock", rp.BackendServerError),
         (rp.ENV_BACKEND_PIPE, "/tmp/" + "x" * 120 + ".sock", rp.BackendServerError),
+        (rp.ENV_BACKEND_PIPE, "@DIR@/s/../backend.sock", rp.BackendServerError),
+        (rp.ENV_BACKEND_PIPE, "@DIR@/s/backend.sock\n", rp.BackendServerError),
+        (rp.ENV_BACKEND_PIPE, "@DIR@/s/back\x1b[2Jend.sock", rp.BackendServerError),
+        (rp.ENV_BACKEND_PIPE, "@DIR@/s/backend.sock", rp.BackendServerError),
+        (rp.ENV_BACKEND_PIPE, "@DIR@/s/t/backend.sock", rp.BackendServerError),
         (rp.ENV_SERVICE_NAME, "svc\udcff", rp.BackendServerError),
         (rp.ENV_SERVICE_NAME, "svc\n", rp.BackendServerError),
         (rp.ENV_BACKEND_NAMESPACE, "sh ared", rp.BackendServerError),
@@ -502,7 +507,8 @@ def test_a_fifo_planted_as_a_servicedef_file_is_refused_without_blocking(private
         (rp.ENV_IDLE_TIMEOUT_SECS, "1e9", rp.BackendServerError),
     ],
     ids=[
-        "relative-pipe", "long-pipe", "non-utf8-name", "newline-name", "space-namespace", "huge-traceparent",
+        "relative-pipe", "long-pipe", "dotdot-pipe", "newline-pipe", "escape-pipe", "missing-socket-dir",
+        "missing-socket-dirs", "non-utf8-name", "newline-name", "space-namespace", "huge-traceparent",
         "huge-tracestate", "float-idle",
     ],
 )
@@ -518,7 +524,7 @@ def test_a_backend_refuses_hostile_contract_variables_and_creates_nothing(
         rp.ENV_INSTANCE: "shared",
         rp.ENV_TRACEPARENT: W3C_TRACEPARENT,
     }
-    contract[variable] = value
+    contract[variable] = value.replace("@DIR@", str(short_dir))
     for name, text in contract.items():
         monkeypatch.setenv(name, text)
     with pytest.raises(error) as info:
@@ -528,9 +534,15 @@ def test_a_backend_refuses_hostile_contract_variables_and_creates_nothing(
     assert files_in(short_dir) == []
 
 
+@pytest.mark.parametrize("socket_dir_exists", [False, True], ids=["no-socket-dir", "private-socket-dir"])
 def test_a_backend_refuses_a_dotdot_endpoint_and_creates_nothing(
-    short_dir: Path, monkeypatch: pytest.MonkeyPatch
+    short_dir: Path, monkeypatch: pytest.MonkeyPatch, socket_dir_exists: bool
 ) -> None:
+    """``s/..`` would bind in the directory above the socket directory:
+    refused by name, as a problem of the variable, before any directory is
+    looked at or made."""
+    if socket_dir_exists:
+        (short_dir / "s").mkdir(mode=0o700)
     path = f"{short_dir}/s/../backend.sock"
     for name, text in {
         rp.ENV_SERVICE_NAME: "svc",
@@ -540,10 +552,13 @@ def test_a_backend_refuses_a_dotdot_endpoint_and_creates_nothing(
         rp.ENV_INSTANCE: "shared",
     }.items():
         monkeypatch.setenv(name, text)
-    with pytest.raises(rp.InsecureDirectoryError) as info:
+    with pytest.raises(rp.BackendServerError) as info:
         rp.BackendServer.from_env()
-    assert info.value.path == f"{short_dir}/s/.."
-    assert files_in(short_dir) == []
+    assert type(info.value) is rp.BackendServerError
+    assert info.value.variable == rp.ENV_BACKEND_PIPE
+    assert "'..'" in info.value.reason
+    assert files_in(short_dir) == (["s"] if socket_dir_exists else [])
+    assert files_in(short_dir / "s") == []
 
 
 def test_a_binary_path_with_a_newline_launches_and_verifies(dirs: BackendDirs, launches: Launches) -> None:

@@ -513,7 +513,10 @@ class BackendServer:
     def from_env(exe_path: Optional[_Path] = None, exit_on_sigterm: bool = True) -> BackendServer:
         """Reads the v1 environment and binds. ``exe_path`` is the file the
         identity names (default: the running script, else the interpreter).
-        Raises ``BackendServerError`` naming a missing or invalid variable."""
+        Raises ``BackendServerError`` naming a missing or invalid variable
+        (an endpoint path with a ``.``/``..`` segment or a control character,
+        or whose directory does not exist: the launcher creates it), and
+        ``InsecureDirectoryError`` if that directory is not private."""
     def accept(self, timeout: Optional[float] = None) -> Optional[BackendConnection]:
         """The next application connection, or None once the server has shut
         down (or after ``timeout`` seconds)."""
