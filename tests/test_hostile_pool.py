@@ -469,12 +469,6 @@ def test_a_manifest_naming_an_interpreter_running_other_code_on_the_script_is_no
     os.unlink(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pool bug: a manifest's digest seeds the process-wide digest cache before it is "
-    "verified, so a wrong digest recorded with the binary's current stamp makes every "
-    "launch of that binary in the process fail verification",
-)
 def test_a_manifest_with_a_wrong_digest_for_the_current_binary_is_replaced(kit: Kit) -> None:
     script = Path(kit.sd.binary_path)
     # A stamp vouches for a digest only once the file is two clock seconds old.

@@ -14,8 +14,8 @@ racing on the pool, with the accounting of everything a launch could leak.
 The figures each soak measures are printed (``-s``) and recorded as
 properties of the test (``--junitxml``).
 
-Also here, as a strict xfail until the pool handles it: the socket file of a
-pool backend killed after its launching process exited is never removed.
+Also here: the socket file of a pool backend killed after its launching
+process exited is removed by the pool that replaces it.
 """
 
 from __future__ import annotations
@@ -358,13 +358,6 @@ print(handle.pid, handle.endpoint.path)
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="when the recorded backend is gone and its launching process too (nobody reaps it with "
-    "the launcher's reaper), BackendPool replaces or stops it without removing the socket file "
-    "it could not remove itself; the file stays in the socket directory for good",
-)
 def test_socket_file_of_a_killed_pool_backend_whose_launcher_is_gone_is_removed(
     dirs: BackendDirs, rust_example: Path
 ) -> None:

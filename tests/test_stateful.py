@@ -814,13 +814,6 @@ def test_pool_hands_out_no_recorded_backend_its_definition_now_refuses(
     assert pool_kit.pool.get_or_launch(key, setup.sd("pa")).endpoint == handle.endpoint
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BackendPool.get_or_launch takes the key's lock, creating its lock file, before the "
-    "launch validates the request; a refused (or failed) launch leaves the lock file, and stop_all(), "
-    "which goes by manifests, never removes it",
-)
 def test_a_refused_pool_request_leaves_no_lock_file(setup: Setup, pool_kit: PoolKit) -> None:
     with pytest.raises(rp.VersionRefusedError):
         pool_kit.pool.get_or_launch(shared_key("pb", "2.0.0"), setup.sd("pb"))
@@ -828,12 +821,6 @@ def test_a_refused_pool_request_leaves_no_lock_file(setup: Setup, pool_kit: Pool
     assert files_in(pool_kit.state_dir) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="PoolEntry.alive is a pidfd opened on the bare recorded pid: a pid recycled by another "
-    "process reads as the backend still running",
-)
 def test_pool_list_does_not_report_a_recycled_pid_as_alive(setup: Setup, pool_kit: PoolKit) -> None:
     handle = pool_kit.pool.get_or_launch(shared_key("pa", "1.0.0"), setup.sd("pa"))
     assert handle.kill() == -signal.SIGKILL

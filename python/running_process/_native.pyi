@@ -25,6 +25,7 @@ __all__ = [
     "ENV_TRACESTATE",
     "ENV_IDLE_TIMEOUT_SECS",
     "ENV_SERVICE_DEF_DIR",
+    "ENV_EXE_DIGEST",
     "V1_ENV_NAMES",
     "SUN_PATH_MAX",
     "Isolation",
@@ -80,6 +81,11 @@ ENV_IDLE_TIMEOUT_SECS: Final[str]
 """``RUNNING_PROCESS_BROKER_V1_IDLE_TIMEOUT_SECS``: idle seconds before a backend exits."""
 ENV_SERVICE_DEF_DIR: Final[str]
 """``RUNNING_PROCESS_SERVICE_DEF_DIR``: first choice of service definition directory."""
+ENV_EXE_DIGEST: Final[str]
+"""``RUNNING_PROCESS_EXE_DIGEST``: the launcher's SHA-256 of the executable it
+started, with the stamp of the file it hashed (this project's addition, set
+only when the stamp vouches for the digest); the backend SDK reports it
+instead of hashing its executable again while the file keeps that stamp."""
 V1_ENV_NAMES: Final[tuple[str, ...]]
 """The seven environment names of the v1 contract, in the contract's order."""
 SUN_PATH_MAX: Final[int]
@@ -706,7 +712,10 @@ class PoolEntry:
     def daemon(self) -> DaemonProcess: ...
     @property
     def alive(self) -> bool:
-        """Whether the recorded process still runs (pidfd check, no probe)."""
+        """Whether the recorded process still runs: a pidfd on its pid shows
+        a running process whose start time, uid and executable stamp are the
+        recorded ones, on the recorded boot (a recycled pid, or a manifest
+        that records no start time, is not alive). No probe is made."""
 
 @final
 class BackendPool:
@@ -718,10 +727,20 @@ class BackendPool:
     adopts the recorded backend without locking, verifying it as a launch
     would (the key and definition agree and the definition admits the
     version, same boot, pid alive, the allow-listed binary with the recorded
-    digest, peer credentials, nonce probe); otherwise it takes the key's
-    ``flock`` (re-checking that the locked file is still the one at the
-    path), reads the manifest again, and only then launches and records.
-    A manifest that fails verification is replaced. The process it named is
+    digest, peer credentials, nonce probe); otherwise it tries the key's
+    ``flock`` without blocking, and if another process holds it, waits in
+    shared mode with every other waiter and then adopts what the holder
+    recorded, without any lock; only when there is still no usable backend
+    does it take the exclusive lock (re-checking that the locked file is
+    still the one at the path), read the manifest again, and launch and
+    record. The request is checked (definition, key, version rules) before
+    anything touches ``state_dir``, and a launch that fails and leaves no
+    manifest removes the key's lock file. A manifest's recorded digest is
+    trusted only to verify its own backend, and cached for later launches
+    only once that backend has verified. A manifest that fails verification
+    is replaced; the socket file of a recorded backend that is provably gone
+    is removed (only a socket in the launcher's socket directory to which a
+    connect is refused). The process it named is
     killed (SIGKILL through a pidfd) only if it fails again under the lock
     for a reason of its own (no answer within ``verify_timeout``, a wrong
     answer, not at its endpoint, no longer the recorded binary) and is

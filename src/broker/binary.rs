@@ -165,9 +165,12 @@ fn digest_cache() -> &'static DigestCache {
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-/// Seeds the digest cache with a digest computed earlier (by another
-/// process, recorded in a private pool manifest): a file whose stamp is still
-/// `stamp` is not hashed again.
+/// Seeds the digest cache with a digest proven otherwise: a file whose stamp
+/// is still `stamp` is not hashed again by anything in this process. Only for
+/// a digest that has been verified (a pool manifest's digest is, once the
+/// backend it records has reported the same digest of that very inode in a
+/// verified probe); a digest merely read from a file must never get here, or
+/// a wrong one would make every later launch of the binary fail.
 pub fn remember_digest(stamp: FileStamp, digest: [u8; 32]) {
     digest_cache()
         .lock()
@@ -212,6 +215,19 @@ pub fn open_backend(
     binary_path: &str,
     root: &str,
     path_var: Option<&OsStr>,
+) -> Result<BackendBinary, BinaryError> {
+    open_backend_recorded(binary_path, root, path_var, None)
+}
+
+/// [`open_backend`], where `recorded` is a digest recorded earlier with the
+/// stamp the file had then: while the stamp is unchanged, that digest is
+/// taken instead of hashing (it is not put in the digest cache; the caller
+/// must prove it before calling [`remember_digest`]).
+pub fn open_backend_recorded(
+    binary_path: &str,
+    root: &str,
+    path_var: Option<&OsStr>,
+    recorded: Option<(FileStamp, [u8; 32])>,
 ) -> Result<BackendBinary, BinaryError> {
     if binary_path.is_empty() {
         return Err(BinaryError::EmptyBinaryPath);
@@ -279,8 +295,10 @@ pub fn open_backend(
     }
     check_trusted_path(&canonical)?;
     let stamp = FileStamp::of(&meta);
-    let (sha256, stamp_vouches) =
-        cached_sha256(&file, stamp).map_err(io_error("hash", &canonical))?;
+    let (sha256, stamp_vouches) = match recorded {
+        Some((recorded_stamp, digest)) if recorded_stamp == stamp => (digest, true),
+        _ => cached_sha256(&file, stamp).map_err(io_error("hash", &canonical))?,
+    };
     let interpreter = script_interpreter(&file, &canonical, path_var)?;
     if let Some(interp) = &interpreter {
         check_trusted_path(&interp.exe)?;

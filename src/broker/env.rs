@@ -4,6 +4,8 @@
 //! them. Names of this project's own carry the same prefix and are ignored by
 //! backends that do not know them.
 
+use super::binary::FileStamp;
+
 /// Service name of the backend key.
 pub const ENV_SERVICE_NAME: &str = "RUNNING_PROCESS_BROKER_V1_SERVICE_NAME";
 /// Service version of the backend key.
@@ -35,3 +37,76 @@ pub const V1_ENV_NAMES: [&str; 7] = [
 
 /// Where the service definition directory is taken from first.
 pub const ENV_SERVICE_DEF_DIR: &str = "RUNNING_PROCESS_SERVICE_DEF_DIR";
+
+/// The SHA-256 the launcher computed of the executable it started, with the
+/// stamp of the file it hashed: `<64 hex>:<dev>:<ino>:<size>:<mtime s>.<ns>:<ctime s>.<ns>`
+/// (this project's addition; set only when the stamp vouches for the
+/// digest). The backend SDK reports it as its `exe_sha256` instead of
+/// hashing its own executable again, but only if the file it would hash
+/// still has exactly that stamp; otherwise it hashes. It is a hint, never a
+/// proof: the launcher verifies the running image through `/proc` itself.
+pub const ENV_EXE_DIGEST: &str = "RUNNING_PROCESS_EXE_DIGEST";
+
+/// The value of [`ENV_EXE_DIGEST`] for `digest` of a file with `stamp`.
+pub fn format_exe_digest(digest: &[u8; 32], stamp: &FileStamp) -> String {
+    format!(
+        "{}:{}:{}:{}:{}.{}:{}.{}",
+        hex::encode(digest),
+        stamp.dev,
+        stamp.ino,
+        stamp.size,
+        stamp.mtime.0,
+        stamp.mtime.1,
+        stamp.ctime.0,
+        stamp.ctime.1
+    )
+}
+
+/// Parses an [`ENV_EXE_DIGEST`] value; `None` for anything malformed.
+pub fn parse_exe_digest(value: &str) -> Option<([u8; 32], FileStamp)> {
+    let mut parts = value.split(':');
+    let mut digest = [0u8; 32];
+    hex::decode_to_slice(parts.next()?, &mut digest).ok()?;
+    let number = |text: Option<&str>| text?.parse::<u64>().ok();
+    let time = |text: Option<&str>| {
+        let (secs, nanos) = text?.split_once('.')?;
+        Some((secs.parse::<i64>().ok()?, nanos.parse::<i64>().ok()?))
+    };
+    let stamp = FileStamp {
+        dev: number(parts.next())?,
+        ino: number(parts.next())?,
+        size: number(parts.next())?,
+        mtime: time(parts.next())?,
+        ctime: time(parts.next())?,
+    };
+    parts.next().is_none().then_some((digest, stamp))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exe_digest_round_trips_and_refuses_malformed_values() {
+        let stamp = FileStamp {
+            dev: 64769,
+            ino: 1234567,
+            size: 742536,
+            mtime: (1_764_000_000, 123_456_789),
+            ctime: (1_764_000_001, 5),
+        };
+        let digest = [0xab; 32];
+        let text = format_exe_digest(&digest, &stamp);
+        assert_eq!(parse_exe_digest(&text), Some((digest, stamp)));
+        for bad in [
+            "",
+            "abc",
+            &text[1..],
+            &format!("{text}:1"),
+            &text.replace(".123456789", ""),
+            &text.replacen("ab", "zz", 1),
+        ] {
+            assert_eq!(parse_exe_digest(bad), None, "{bad:?}");
+        }
+    }
+}

@@ -35,7 +35,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::allocator::{BackendEndpointAllocator, DEFAULT_MAX_ATTEMPTS};
-use super::binary::{open_backend, BackendBinary, BinaryError, FileStamp};
+use super::binary::{
+    open_backend, open_backend_recorded, remember_digest, BackendBinary, BinaryError, FileStamp,
+};
 use super::env;
 use super::error::{AllocError, FsError, HostError, ValidationError};
 use super::fs::ensure_private_dir;
@@ -345,10 +347,12 @@ impl CommandBackendLauncher {
         key: &BackendKey,
         endpoint: &Endpoint,
         trace: &TraceContext,
+        binary: &BackendBinary,
     ) -> Vec<(OsString, OsString)> {
         let scrubbed = |name: &OsStr| {
             let name = name.as_bytes();
             name.starts_with(b"RUNNING_PROCESS_BROKER_V1_")
+                || name == env::ENV_EXE_DIGEST.as_bytes()
                 || self
                     .options
                     .env_scrub
@@ -374,6 +378,12 @@ impl CommandBackendLauncher {
         }
         if let Some(secs) = self.options.idle_timeout_secs {
             set(env::ENV_IDLE_TIMEOUT_SECS, &secs.to_string());
+        }
+        if binary.stamp_vouches {
+            set(
+                env::ENV_EXE_DIGEST,
+                &env::format_exe_digest(&binary.sha256, &binary.stamp),
+            );
         }
         vars
     }
@@ -415,6 +425,27 @@ impl CommandBackendLauncher {
         trace: &TraceContext,
         timeout: Duration,
     ) -> Result<BackendHandle, LaunchError> {
+        self.adopt_recorded(key, sd, daemon, None, trace, timeout)
+    }
+
+    /// [`CommandBackendLauncher::adopt`], with the stamp the binary had when
+    /// the launching process hashed it (recorded in the pool manifest next to
+    /// the digest). While the binary's stamp is still `recorded_stamp`, the
+    /// recorded digest stands in for hashing it again, for this verification
+    /// only; the process-wide digest cache learns it only once the backend
+    /// has fully verified (the digest it reports in the probe, its own hash
+    /// of its executable or the one its launcher computed for this very
+    /// stamp, agrees). A wrong recorded digest thus fails this adoption and
+    /// nothing else: later launches hash the binary themselves.
+    pub fn adopt_recorded(
+        &self,
+        key: &BackendKey,
+        sd: &ServiceDefinition,
+        daemon: &DaemonProcess,
+        recorded_stamp: Option<FileStamp>,
+        trace: &TraceContext,
+        timeout: Duration,
+    ) -> Result<BackendHandle, LaunchError> {
         check_policy(key, sd)?;
         if daemon.boot_id != self.boot_id {
             return Err(mismatch("boot_id", &self.boot_id, &daemon.boot_id));
@@ -427,10 +458,12 @@ impl CommandBackendLauncher {
             ));
         }
         let path_var = std::env::var_os("PATH");
-        let binary = open_backend(
+        let recorded = recorded_stamp.map(|stamp| (stamp, daemon.exe_sha256));
+        let binary = open_backend_recorded(
             &sd.binary_path,
             &sd.per_version_binary_dir,
             path_var.as_deref(),
+            recorded,
         )?;
         if binary.sha256 != daemon.exe_sha256 {
             return Err(mismatch(
@@ -447,8 +480,18 @@ impl CommandBackendLauncher {
             .map_err(|e| mismatch("pid alive", daemon.pid, format!("no such process ({e})")))?;
         let proof = ExeProof::of(&binary);
         connect_and_verify(&watch, daemon, &proof, self.euid, trace, timeout)?;
+        if recorded_stamp == Some(binary.stamp) {
+            // The backend runs this very inode (the proof checked it) and
+            // reported the recorded digest, computed by hashing that file
+            // (by itself or by its launcher, for this stamp): it is proven.
+            remember_digest(binary.stamp, binary.sha256);
+        }
+        // The endpoint is not reserved in the allocator: its socket file is
+        // on disk while the backend lives, which `allocate` already skips,
+        // and a reservation could only be released by the process that
+        // launched the backend (the one that reaps it), so a long-lived
+        // process adopting backends that end elsewhere would accumulate them.
         let allocator = self.allocator(key.instance())?;
-        allocator.reserve_path(Path::new(&daemon.ipc_endpoint.path));
         let log_path = self.log_dir.join(log_file_name(key, &daemon.ipc_endpoint));
         Ok(BackendHandle {
             inner: Arc::new(HandleParts {
@@ -459,8 +502,31 @@ impl CommandBackendLauncher {
                 allocator,
                 proof,
                 euid: self.euid,
+                launched: false,
             }),
         })
+    }
+
+    /// Applies the rules a request must meet before anything is spawned or
+    /// adopted (the definition is valid and agrees with the key, the version
+    /// is admitted), without touching the binary or the disk.
+    pub fn check_request(
+        &self,
+        key: &BackendKey,
+        sd: &ServiceDefinition,
+    ) -> Result<(), LaunchError> {
+        check_policy(key, sd)
+    }
+
+    /// How many endpoint paths this launcher's allocators hold reserved
+    /// (one per launched backend not yet seen to end).
+    pub fn reserved_endpoints(&self) -> usize {
+        self.allocators
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|a| a.reserved_count())
+            .sum()
     }
 }
 
@@ -507,7 +573,7 @@ impl BackendLauncher for CommandBackendLauncher {
 
         // 3-4. Spawn exactly the hashed descriptor.
         let env: Vec<CString> = self
-            .environment(key, &endpoint, trace)
+            .environment(key, &endpoint, trace, &binary)
             .iter()
             .filter_map(|(k, v)| spawn::env_entry(k, v))
             .collect();
@@ -615,6 +681,7 @@ impl BackendLauncher for CommandBackendLauncher {
                         allocator,
                         proof,
                         euid: self.euid,
+                        launched: true,
                     }),
                 })
             }
@@ -981,6 +1048,9 @@ struct HandleParts {
     allocator: Arc<BackendEndpointAllocator>,
     proof: ExeProof,
     euid: u32,
+    /// Whether this process launched the backend (and reserved its
+    /// endpoint); an adopted backend's endpoint is not reserved here.
+    launched: bool,
 }
 
 impl std::fmt::Debug for BackendHandle {
@@ -1095,10 +1165,12 @@ impl BackendHandle {
     }
 
     /// Once the backend is gone: its socket file (if it left one) is removed
-    /// and the endpoint released.
+    /// and, if this process launched it, the endpoint released.
     fn cleanup(&self) {
         let path = Path::new(&self.inner.daemon.ipc_endpoint.path);
         remove_socket_file(path);
-        self.inner.allocator.release(path);
+        if self.inner.launched {
+            self.inner.allocator.release(path);
+        }
     }
 }

@@ -40,13 +40,14 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::binary::{remember_digest, FileStamp};
+use super::binary::FileStamp;
 use super::env;
 use super::error::FsError;
 use super::fs::{ensure_private_dir, read_bounded, write_atomic, Bounded};
@@ -158,6 +159,15 @@ impl ProcessMark {
     }
 }
 
+/// Field 3 (`state`) of a `/proc/<pid>/stat` line.
+fn parse_state(stat: &[u8]) -> Option<u8> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    stat.get(close + 1..)?
+        .iter()
+        .copied()
+        .find(|b| !b.is_ascii_whitespace())
+}
+
 /// Field 22 (`starttime`) of a `/proc/<pid>/stat` line. The command name in
 /// field 2 may hold spaces and parentheses, so fields are counted after the
 /// last `)`.
@@ -185,6 +195,9 @@ fn parse_effective_uid(status: &str) -> Option<u32> {
 struct Recorded {
     daemon: DaemonProcess,
     mark: Option<ProcessMark>,
+    /// The stamp the binary had when its digest was computed (see
+    /// [`CommandBackendLauncher::adopt_recorded`]).
+    binary_stamp: Option<FileStamp>,
 }
 
 /// One backend recorded in the pool.
@@ -192,13 +205,26 @@ struct Recorded {
 pub struct PoolEntry {
     pub key: BackendKey,
     pub daemon: DaemonProcess,
-    /// Whether the recorded process is still running (pidfd check only).
+    /// Whether the recorded process is still running: a pidfd on the pid
+    /// shows a running process whose start time, uid and executable are
+    /// the ones the manifest recorded (a pid reused by another process is
+    /// not alive; neither is one the manifest records no such mark for, nor
+    /// one recorded on another boot). No probe is made.
     pub alive: bool,
 }
 
 /// An exclusive `flock` on a key's lock file, released on drop.
 struct KeyLock {
     _file: File,
+}
+
+/// What an attempt at a key's lock came to.
+enum Acquired {
+    /// The exclusive lock is ours.
+    Locked(KeyLock),
+    /// Another process held it; we waited (in shared mode, with every other
+    /// waiter) until it released it, and hold nothing now.
+    Waited,
 }
 
 /// Backends shared between processes through manifests in a state directory.
@@ -268,7 +294,33 @@ impl BackendPool {
         self.state_dir.join(format!("{}.lock", Self::stem(key)))
     }
 
+    /// Blocks until the key's exclusive lock is ours.
     fn lock(&self, key: &BackendKey) -> Result<KeyLock, FsError> {
+        loop {
+            if let Acquired::Locked(lock) = self.acquire(key, false)? {
+                return Ok(lock);
+            }
+        }
+    }
+
+    /// One attempt at the key's exclusive lock. With `wait_shared`, a lock
+    /// held by another process is not queued for: we block on a shared lock
+    /// instead, which every waiter obtains at once when the holder releases
+    /// the exclusive one, release it at once and return [`Acquired::Waited`],
+    /// so that all waiters read (and verify) what the holder recorded in
+    /// parallel instead of taking the lock one after the other. Without it,
+    /// blocks for the exclusive lock.
+    ///
+    /// The exclusive lock counts only if, once held, the locked file is still
+    /// the one at the path: the file may be removed by its holder (see
+    /// [`BackendPool::stop`] and a failed launch in
+    /// [`BackendPool::get_or_launch`]); a process that locked the removed
+    /// inode sees that and opens the path again (creating a new file), so two
+    /// processes can never both believe they hold the key's lock. A shared
+    /// wait on a removed inode is harmless: it only tells that the holder is
+    /// done.
+    fn acquire(&self, key: &BackendKey, wait_shared: bool) -> Result<Acquired, FsError> {
+        use rustix::fs::FlockOperation as Op;
         let path = self.lock_path(key);
         loop {
             let file = OpenOptions::new()
@@ -280,23 +332,48 @@ impl BackendPool {
                 .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
                 .open(&path)
                 .map_err(|e| FsError::io("open lock file", &path, e))?;
-            loop {
-                match rustix::fs::flock(file.as_fd(), rustix::fs::FlockOperation::LockExclusive) {
-                    Ok(()) => break,
-                    Err(rustix::io::Errno::INTR) => continue,
-                    Err(e) => return Err(FsError::io("lock", &path, e.into())),
+            let exclusive = if wait_shared {
+                Op::NonBlockingLockExclusive
+            } else {
+                Op::LockExclusive
+            };
+            match flock_retrying(&file, exclusive) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::WOULDBLOCK) if wait_shared => {
+                    flock_retrying(&file, Op::LockShared)
+                        .map_err(|e| FsError::io("lock", &path, e.into()))?;
+                    // Released by the close as well; explicit for clarity.
+                    let _ = rustix::fs::flock(file.as_fd(), Op::Unlock);
+                    return Ok(Acquired::Waited);
                 }
+                Err(e) => return Err(FsError::io("lock", &path, e.into())),
             }
-            // The lock counts only if the locked file is still the one at
-            // the path.
             let held = file
                 .metadata()
                 .map_err(|e| FsError::io("stat lock file", &path, e))?;
             match fs::symlink_metadata(&path) {
                 Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
-                    return Ok(KeyLock { _file: file });
+                    return Ok(Acquired::Locked(KeyLock { _file: file }));
                 }
                 _ => continue,
+            }
+        }
+    }
+
+    /// Removes the key's lock file while holding its lock, when no manifest
+    /// is left for the key (a refused or failed request), so that nothing of
+    /// a request that recorded nothing stays behind. Safe although others
+    /// may be blocked on this very file: whoever then locks it sees it is no
+    /// longer the one at the path and starts over (see
+    /// [`BackendPool::acquire`]).
+    fn remove_lock_file_if_unused(&self, key: &BackendKey, _lock: &KeyLock) {
+        if fs::symlink_metadata(self.manifest_path(key)).is_ok() {
+            return;
+        }
+        let path = self.lock_path(key);
+        if let Err(e) = fs::remove_file(&path) {
+            if e.kind() != io::ErrorKind::NotFound {
+                log::warn!("cannot remove lock file {}: {e}", path.display());
             }
         }
     }
@@ -358,11 +435,19 @@ impl BackendPool {
         &self,
         key: &BackendKey,
         sd: &ServiceDefinition,
-        daemon: &DaemonProcess,
+        recorded: &Recorded,
         trace: &TraceContext,
     ) -> Result<BackendHandle, LaunchError> {
+        let daemon = &recorded.daemon;
         self.launcher
-            .adopt(key, sd, daemon, trace, self.verify_timeout)
+            .adopt_recorded(
+                key,
+                sd,
+                daemon,
+                recorded.binary_stamp,
+                trace,
+                self.verify_timeout,
+            )
             .inspect_err(|e| {
                 log::info!(
                     "manifest of {key} names pid {} which fails verification: {e}",
@@ -378,6 +463,7 @@ impl BackendPool {
     fn retire(&self, key: &BackendKey, recorded: &Recorded, err: &LaunchError) -> bool {
         let pid = recorded.daemon.pid;
         if !backend_at_fault(err) {
+            self.remove_dead_endpoint(recorded);
             return false;
         }
         match self.kill_recorded(key, recorded) {
@@ -389,8 +475,44 @@ impl BackendPool {
             }
             Err(why) => {
                 log::info!("not signalling pid {pid} named by the manifest of {key}: {why}");
+                self.remove_dead_endpoint(recorded);
                 false
             }
+        }
+    }
+
+    /// Removes the socket file a recorded backend left behind, once it is
+    /// provably gone (see [`recorded_process_gone`]) and nobody reaps it
+    /// with the launcher's reaper (its launching process has exited, or it
+    /// was killed elsewhere): only a socket (never a symlink, never any
+    /// other file) directly inside the launcher's socket directory, and only
+    /// if a connect to it is refused (nothing listens there). Called under
+    /// the key's lock.
+    fn remove_dead_endpoint(&self, recorded: &Recorded) {
+        let daemon = &recorded.daemon;
+        if !recorded_process_gone(daemon, recorded.mark.as_ref()) {
+            return;
+        }
+        let socket = Path::new(&daemon.ipc_endpoint.path);
+        if socket.parent() != Some(self.launcher.socket_dir()) {
+            return;
+        }
+        match fs::symlink_metadata(socket) {
+            Ok(meta) if meta.file_type().is_socket() => {}
+            _ => return,
+        }
+        match UnixStream::connect(socket) {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                match fs::remove_file(socket) {
+                    Ok(()) => log::info!(
+                        "removed the socket file {} of pid {}, which is gone",
+                        socket.display(),
+                        daemon.pid
+                    ),
+                    Err(e) => log::warn!("cannot remove {}: {e}", socket.display()),
+                }
+            }
+            _ => {}
         }
     }
 
@@ -450,50 +572,87 @@ impl BackendPool {
 
     /// The verified backend of `key`: the one recorded if it still verifies,
     /// else a new one launched under the key's lock.
+    ///
+    /// The request is checked (definition, key, version rules) before
+    /// anything touches the disk. A process that finds no usable manifest
+    /// tries the key's lock without blocking; if another process holds it
+    /// (most likely launching), it waits for it in shared mode, together with
+    /// every other waiter, then reads and verifies the manifest the holder
+    /// wrote without any lock; only if there is still no usable backend does
+    /// it try for the exclusive lock again. Under the exclusive lock, a
+    /// recorded backend that still fails is retired (see
+    /// [`BackendPool::retire`]), the socket file of one that is provably gone
+    /// is removed, and a new backend is launched and recorded. A launch that
+    /// fails, and leaves no manifest, takes the key's lock file with it.
     pub fn get_or_launch(
         &self,
         key: &BackendKey,
         sd: &ServiceDefinition,
         trace: &TraceContext,
     ) -> Result<BackendHandle, PoolError> {
+        self.launcher.check_request(key, sd)?;
         self.ensure_dir()?;
-        let seen = self.read_manifest(key);
+        let mut seen = self.read_manifest(key);
         if let Some(recorded) = &seen {
-            if let Ok(handle) = self.adopt(key, sd, &recorded.daemon, trace) {
+            if let Ok(handle) = self.adopt(key, sd, recorded, trace) {
                 return Ok(handle);
             }
         }
-        let mut lock = self.lock(key)?;
-        let mut recorded = self.read_manifest(key);
-        if let Some(fresh) = &recorded {
-            if seen.as_ref().is_none_or(|s| s.daemon != fresh.daemon) {
-                // Recorded while we waited for the lock, most likely by the
-                // process that held it: verify it without the lock, so that
-                // the processes queued behind us each hold the lock only for
-                // a manifest read and verify in parallel.
-                drop(lock);
-                if let Ok(handle) = self.adopt(key, sd, &fresh.daemon, trace) {
-                    return Ok(handle);
+        let news = |seen: &Option<Recorded>, fresh: &Recorded| {
+            seen.as_ref().is_none_or(|s| s.daemon != fresh.daemon)
+        };
+        let (lock, recorded) = loop {
+            match self.acquire(key, true)? {
+                Acquired::Waited => {
+                    // The holder is done: what it recorded is verified
+                    // without any lock, by every waiter at once.
+                    let fresh = self.read_manifest(key);
+                    if let Some(recorded) = fresh.as_ref().filter(|f| news(&seen, f)) {
+                        if let Ok(handle) = self.adopt(key, sd, recorded, trace) {
+                            return Ok(handle);
+                        }
+                    }
+                    seen = fresh;
                 }
-                lock = self.lock(key)?;
-                recorded = self.read_manifest(key);
+                Acquired::Locked(lock) => {
+                    let fresh = self.read_manifest(key);
+                    match fresh {
+                        Some(recorded) if news(&seen, &recorded) => {
+                            // Recorded since we looked: verify it without the
+                            // lock, which others may be waiting for.
+                            drop(lock);
+                            if let Ok(handle) = self.adopt(key, sd, &recorded, trace) {
+                                return Ok(handle);
+                            }
+                            seen = Some(recorded);
+                        }
+                        fresh => break (lock, fresh),
+                    }
+                }
             }
-        }
-        let _lock = lock;
+        };
         // Under the lock, a backend that still fails is the one to replace.
         if let Some(recorded) = recorded {
-            match self.adopt(key, sd, &recorded.daemon, trace) {
+            match self.adopt(key, sd, &recorded, trace) {
                 Ok(handle) => return Ok(handle),
                 Err(e) => {
                     self.retire(key, &recorded, &e);
                 }
             }
         }
-        let handle = self.launcher.launch(key, sd, trace)?;
+        let handle = match self.launcher.launch(key, sd, trace) {
+            Ok(handle) => handle,
+            Err(e) => {
+                self.remove_lock_file_if_unused(key, &lock);
+                return Err(e.into());
+            }
+        };
         if let Err(e) = self.write_manifest(key, &handle) {
             handle.kill();
+            self.remove_lock_file_if_unused(key, &lock);
             return Err(e.into());
         }
+        drop(lock);
         Ok(handle)
     }
 
@@ -514,10 +673,10 @@ impl BackendPool {
             let Ok(Bounded::Read(bytes)) = read_bounded(&path, MAX_MANIFEST_BYTES) else {
                 continue;
             };
-            let Ok((key, daemon)) = parse_any_manifest(&bytes) else {
+            let Ok((key, daemon, _, mark)) = parse_manifest_parts(&bytes) else {
                 continue;
             };
-            let alive = super::reaper::ChildWatch::adopt(daemon.pid).is_ok_and(|w| w.is_alive());
+            let alive = recorded_alive(&daemon, mark.as_ref());
             entries.push(PoolEntry { key, daemon, alive });
         }
         entries.sort_by(|a, b| a.key.cmp(&b.key));
@@ -535,7 +694,7 @@ impl BackendPool {
         let stopped = match self.read_manifest(key) {
             Some(recorded) => {
                 let sd = recorded_definition(key, &recorded.daemon);
-                match self.adopt(key, &sd, &recorded.daemon, &TraceContext::default()) {
+                match self.adopt(key, &sd, &recorded, &TraceContext::default()) {
                     Ok(handle) => {
                         handle.shutdown(grace);
                         true
@@ -548,7 +707,7 @@ impl BackendPool {
         for path in [self.manifest_path(key), self.lock_path(key)] {
             // Removing the lock file while holding it is safe: a process that
             // locked the old file sees it is no longer the one at the path
-            // and locks the new one.
+            // and locks the new one (see `acquire`).
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -568,7 +727,7 @@ impl BackendPool {
     pub fn get(&self, key: &BackendKey, trace: &TraceContext) -> Option<BackendHandle> {
         let recorded = self.read_manifest(key)?;
         let sd = recorded_definition(key, &recorded.daemon);
-        self.adopt(key, &sd, &recorded.daemon, trace).ok()
+        self.adopt(key, &sd, &recorded, trace).ok()
     }
 
     /// Stops every backend of the pool; returns how many were running.
@@ -655,6 +814,64 @@ fn started_for(pid: u32, key: &BackendKey, endpoint: &str) -> Result<(), String>
     Ok(())
 }
 
+/// Whether the recorded backend is provably gone: recorded on another boot,
+/// no process with its pid, a zombie or dead process with it, or (when the
+/// manifest records its start time) one that started at another time, so
+/// the pid now names a later process. A process that cannot be told apart
+/// from the recorded one is not gone.
+fn recorded_process_gone(daemon: &DaemonProcess, mark: Option<&ProcessMark>) -> bool {
+    match host::boot_id() {
+        Ok(boot) if boot != daemon.boot_id => return true,
+        Ok(_) => {}
+        Err(_) => return false,
+    }
+    let stat = match fs::read(format!("/proc/{}/stat", daemon.pid)) {
+        Ok(stat) => stat,
+        Err(e) => return e.kind() == io::ErrorKind::NotFound,
+    };
+    if matches!(parse_state(&stat), Some(b'Z' | b'X' | b'x')) {
+        return true;
+    }
+    match (mark, parse_start_ticks(&stat)) {
+        (Some(mark), Some(ticks)) => ticks != mark.start_ticks,
+        _ => false,
+    }
+}
+
+/// Whether the recorded backend is still running (for [`BackendPool::list`]):
+/// same boot, and under a pidfd opened first, the pid's start time, uid and
+/// executable stamp are the recorded ones and the pidfd shows no exit, so
+/// the reads described the process it names. Without a recorded mark the
+/// pid proves nothing: not alive.
+fn recorded_alive(daemon: &DaemonProcess, mark: Option<&ProcessMark>) -> bool {
+    let Some(mark) = mark else {
+        return false;
+    };
+    if host::boot_id().map_or(true, |boot| boot != daemon.boot_id) {
+        return false;
+    }
+    let Some(pid) = rustix::process::Pid::from_raw(daemon.pid as i32) else {
+        return false;
+    };
+    let Ok(pidfd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) else {
+        return false;
+    };
+    let Ok(now) = ProcessMark::read(daemon.pid) else {
+        return false;
+    };
+    mark.differs(&now).is_none() && !pidfd_ended(&pidfd, Duration::ZERO)
+}
+
+/// `flock`, retried when a signal interrupts it.
+fn flock_retrying(file: &File, op: rustix::fs::FlockOperation) -> rustix::io::Result<()> {
+    loop {
+        match rustix::fs::flock(file.as_fd(), op) {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => return other,
+        }
+    }
+}
+
 /// Whether `pidfd`'s process ends within `timeout` (ZERO: has it ended).
 fn pidfd_ended(pidfd: &OwnedFd, timeout: Duration) -> bool {
     let deadline = host::deadline_after(timeout);
@@ -704,16 +921,19 @@ fn parse_manifest_parts(bytes: &[u8]) -> Result<ManifestParts, String> {
 }
 
 fn parse_manifest(bytes: &[u8], key: &BackendKey) -> Result<Recorded, String> {
-    let (recorded, daemon, stamp, mark) = parse_manifest_parts(bytes)?;
+    let (recorded, daemon, binary_stamp, mark) = parse_manifest_parts(bytes)?;
     if &recorded != key {
         return Err(format!("it records {recorded}, not {key}"));
     }
-    // Trusted only because the manifest lives in our private directory; a
-    // changed file changes its stamp and is hashed again.
-    if let Some(stamp) = stamp {
-        remember_digest(stamp, daemon.exe_sha256);
-    }
-    Ok(Recorded { daemon, mark })
+    // The recorded digest is not put in the process-wide digest cache here:
+    // it stands in for hashing only to verify this manifest's backend, and
+    // is cached once that backend has proven it (see
+    // `CommandBackendLauncher::adopt_recorded`).
+    Ok(Recorded {
+        daemon,
+        mark,
+        binary_stamp,
+    })
 }
 
 /// The manifest decoder on its own, without the pool, the key check or the

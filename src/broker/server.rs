@@ -66,9 +66,11 @@ use std::time::{Duration, Instant};
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::net::RecvFlags;
 
+use super::binary::FileStamp;
 use super::env::{
-    ENV_BACKEND_NAMESPACE, ENV_BACKEND_PIPE, ENV_IDLE_TIMEOUT_SECS, ENV_INSTANCE, ENV_SERVICE_NAME,
-    ENV_SERVICE_VERSION, ENV_TRACEPARENT, ENV_TRACESTATE,
+    parse_exe_digest, ENV_BACKEND_NAMESPACE, ENV_BACKEND_PIPE, ENV_EXE_DIGEST,
+    ENV_IDLE_TIMEOUT_SECS, ENV_INSTANCE, ENV_SERVICE_NAME, ENV_SERVICE_VERSION, ENV_TRACEPARENT,
+    ENV_TRACESTATE,
 };
 use super::error::{FsError, HostError, ValidationError};
 use super::frame::{self, FRAMING_VERSION, HEADER_LEN};
@@ -199,6 +201,10 @@ pub struct ServerConfig {
     trace: TraceContext,
     idle_timeout_secs: Option<NonZeroU32>,
     identity_exe: Option<PathBuf>,
+    /// The launcher's digest of our executable and the stamp it hashed
+    /// ([`ENV_EXE_DIGEST`]): used instead of hashing while the file still
+    /// has that stamp.
+    exe_digest_hint: Option<([u8; 32], FileStamp)>,
     classify_window: Duration,
     exit_on_sigterm: bool,
     /// The variable the endpoint path came from, named by errors about it.
@@ -268,6 +274,7 @@ impl ServerConfig {
             trace: TraceContext::default(),
             idle_timeout_secs: None,
             identity_exe: None,
+            exe_digest_hint: None,
             classify_window: DEFAULT_CLASSIFY_WINDOW,
             exit_on_sigterm: false,
             endpoint_variable: None,
@@ -353,6 +360,11 @@ impl ServerConfig {
             trace,
             idle_timeout_secs,
             identity_exe: None,
+            // A hint, not part of the contract: a malformed value is ignored
+            // and the executable hashed.
+            exe_digest_hint: lookup(ENV_EXE_DIGEST)
+                .and_then(|raw| raw.into_string().ok())
+                .and_then(|text| parse_exe_digest(&text)),
             classify_window: DEFAULT_CLASSIFY_WINDOW,
             exit_on_sigterm: false,
             endpoint_variable: Some(ENV_BACKEND_PIPE),
@@ -438,7 +450,10 @@ impl ServerConfig {
 
     /// The identity a server bound with this configuration reports, with
     /// `started_at_unix_ms` = now. Hashes the executable, so it costs a read
-    /// of the whole file.
+    /// of the whole file, unless the launcher passed its digest
+    /// ([`ENV_EXE_DIGEST`]) with the stamp of the file it hashed and the
+    /// file still has exactly that stamp (for a native executable, the
+    /// running image cannot be written while it runs).
     ///
     /// Without an identity file, the hash is of the image this process runs
     /// (read through `/proc/self/exe`), not of whatever is at its path now:
@@ -461,7 +476,7 @@ impl ServerConfig {
         let identity = DaemonProcess {
             pid: std::process::id(),
             exe_path: exe_path.to_owned(),
-            exe_sha256: sha256_file(&hashed)?,
+            exe_sha256: self.exe_digest(&hashed)?,
             boot_id: host::boot_id()?,
             ipc_endpoint: self.endpoint.clone(),
             started_at_unix_ms: host::unix_time_ms(),
@@ -469,6 +484,19 @@ impl ServerConfig {
         };
         identity.validate()?;
         Ok(identity)
+    }
+}
+
+impl ServerConfig {
+    /// The digest of `hashed`: the launcher's, if its stamp still holds.
+    fn exe_digest(&self, hashed: &Path) -> Result<[u8; 32], ServerError> {
+        if let Some((digest, stamp)) = &self.exe_digest_hint {
+            let now = std::fs::metadata(hashed).map(|meta| FileStamp::of(&meta));
+            if now.is_ok_and(|now| now == *stamp) {
+                return Ok(*digest);
+            }
+        }
+        Ok(sha256_file(hashed)?)
     }
 }
 
@@ -1700,6 +1728,7 @@ mod signals {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::env::format_exe_digest;
     use crate::broker::frame::MAX_FRAME_BODY;
     use crate::broker::probe::ProbeRequest;
 
@@ -1738,6 +1767,44 @@ mod tests {
         let mut garbled = req.bytes.clone();
         garbled[HEADER_LEN] = 0xff;
         assert_eq!(judge(&garbled), Peeked::NotProbe);
+    }
+
+    fn config_with(digest_var: Option<String>) -> ServerConfig {
+        ServerConfig::from_lookup(|name| {
+            let value = match name {
+                ENV_SERVICE_NAME => "echo".to_owned(),
+                ENV_SERVICE_VERSION => "1.0.0".to_owned(),
+                ENV_BACKEND_PIPE => "/tmp/rp-hint-test/s/b.sock".to_owned(),
+                ENV_BACKEND_NAMESPACE | ENV_INSTANCE => "shared".to_owned(),
+                ENV_EXE_DIGEST => digest_var.clone()?,
+                _ => return None,
+            };
+            Some(value.into())
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn the_launchers_digest_is_used_only_while_the_stamp_holds() {
+        let exe = Path::new(PROC_SELF_EXE);
+        let stamp = FileStamp::of(&std::fs::metadata(exe).unwrap());
+        let real = sha256_file(exe).unwrap();
+        // A digest that is not ours shows which source was used.
+        let hinted = [0x5a; 32];
+        let identity = |var: Option<String>| config_with(var).daemon_identity().unwrap().exe_sha256;
+        assert_eq!(identity(Some(format_exe_digest(&hinted, &stamp))), hinted);
+        let moved = FileStamp {
+            ctime: (stamp.ctime.0, stamp.ctime.1 + 1),
+            ..stamp
+        };
+        assert_eq!(identity(Some(format_exe_digest(&hinted, &moved))), real);
+        let other = FileStamp {
+            ino: stamp.ino + 1,
+            ..stamp
+        };
+        assert_eq!(identity(Some(format_exe_digest(&hinted, &other))), real);
+        assert_eq!(identity(Some("not a digest".to_owned())), real);
+        assert_eq!(identity(None), real);
     }
 
     #[test]

@@ -1,0 +1,79 @@
+"""The launcher hands a backend the digest it computed of the executable, so
+the SDK need not hash itself again; the SDK uses it only while the file keeps
+the stamp the launcher hashed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import running_process as rp
+from _launch_support import (  # noqa: F401 (fixtures)
+    BackendDirs,
+    Launches,
+    dirs,
+    environ_of,
+    key_for,
+    launches,
+    rust_example,
+)
+
+
+def settled_copy(dirs: BackendDirs, rust_example: Path) -> Path:
+    """The Rust example in the allow-list root, old enough (ctime more than a
+    second back) for its stamp to vouch for a digest."""
+    binary = dirs.version_dir / "rp-echo-backend"
+    shutil.copyfile(rust_example, binary)
+    os.chmod(binary, 0o755)
+    deadline = time.monotonic() + 30
+    while os.stat(binary).st_ctime + 1.5 >= time.time():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    return binary
+
+
+def test_a_settled_binary_gets_its_digest_and_stamp(
+    dirs: BackendDirs, launches: Launches, rust_example: Path
+) -> None:
+    binary = settled_copy(dirs, rust_example)
+    sd = dirs.sd(binary)
+    handle = launches.launch(dirs.launcher(), key_for(sd), sd)
+    env = dict(environ_of(handle.pid))
+    digest, dev, ino, size, mtime, ctime = env[rp.ENV_EXE_DIGEST].split(":")
+    st = os.stat(binary)
+    assert digest == handle.daemon.exe_sha256.hex() == rp.sha256_file(str(binary)).hex()
+    assert (int(dev), int(ino), int(size)) == (st.st_dev, st.st_ino, st.st_size)
+    assert mtime == f"{st.st_mtime_ns // 10**9}.{st.st_mtime_ns % 10**9}"
+    assert ctime == f"{st.st_ctime_ns // 10**9}.{st.st_ctime_ns % 10**9}"
+    handle.verify()
+
+
+def test_a_binary_changed_just_before_the_launch_gets_no_digest(
+    dirs: BackendDirs, launches: Launches, rust_example: Path
+) -> None:
+    binary = dirs.version_dir / "fresh-backend"
+    shutil.copyfile(rust_example, binary)
+    os.chmod(binary, 0o755)
+    sd = dirs.sd(binary)
+    handle = launches.launch(dirs.launcher(), key_for(sd), sd)
+    # Copied within the second: the stamp cannot vouch, the backend hashes.
+    assert rp.ENV_EXE_DIGEST not in dict(environ_of(handle.pid))
+    assert handle.daemon.exe_sha256 == rp.sha256_file(str(binary))
+    handle.verify()
+
+
+def test_an_inherited_digest_never_reaches_a_backend(
+    dirs: BackendDirs, launches: Launches, rust_example: Path
+) -> None:
+    os.environ[rp.ENV_EXE_DIGEST] = "00" * 32 + ":1:2:3:4.5:6.7"
+    try:
+        binary = dirs.version_dir / "fresh-backend"
+        shutil.copyfile(rust_example, binary)
+        os.chmod(binary, 0o755)
+        sd = dirs.sd(binary)
+        handle = launches.launch(dirs.launcher(), key_for(sd), sd)
+        assert rp.ENV_EXE_DIGEST not in dict(environ_of(handle.pid))
+    finally:
+        del os.environ[rp.ENV_EXE_DIGEST]
