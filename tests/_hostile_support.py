@@ -259,7 +259,7 @@ def assert_clean(
     allowed = set(started)
     new = {pid: st for pid, st in children().items() if pid not in before.children and pid not in allowed}
     assert new == {}, f"child processes left behind (pid: state): {new}"
-    assert files_in(dirs.socket_dir) == sorted(socket_files), "unexpected files in the socket directory"
+    assert files_in(dirs.socket_dir) == sorted(socket_files), f"unexpected files in the socket directory: {files_in(dirs.socket_dir)}"
     assert files_in(dirs.log_dir) == [], "files left in the log directory"
     expected_fds = before.fds + 3 * len(allowed)
     poll_until(
