@@ -150,11 +150,19 @@ def make_tree(release: Path) -> Tree:
     python_backend = version_dir / "echo-backend.py"
     python_backend.write_bytes(f"#!{sys.executable}\n".encode() + example.read_bytes())
     os.chmod(python_backend, 0o755)
-    # The launcher trusts a digest cache entry only for a file that settled
-    # before it was hashed; let the fresh copies settle so every launch after
-    # the first measures the unchanged-binary path, as in real use.
-    time.sleep(1.2)
+    # The launcher trusts a digest (and passes it to the backend) only for a
+    # file that settled before it was hashed; let the fresh copies settle so
+    # that the launches measure an installed binary, as in real use.
+    settle(rust_backend, python_backend)
     return Tree(root, version_dir, rust_backend, python_backend)
+
+
+def settle(*paths: Path) -> None:
+    """Waits until each file's ctime is more than a whole second in the past
+    (the launcher compares whole seconds)."""
+    for path in paths:
+        while int(time.time()) <= int(os.stat(path).st_ctime) + 1:
+            time.sleep(0.1)
 
 
 def rp_bench(release: Path, *args: object) -> dict[str, Any]:
@@ -246,34 +254,60 @@ class ColdLaunch:
     baseline: Series
 
 
+def python_round(binary: Path, root: Path, n: int) -> dict[str, list[float]]:
+    """One round on the Python side, in a process of its own (as the Rust
+    side runs in an rp-bench process of its own): ``n`` verified launches,
+    then ``n`` launches the way users write them today."""
+    launcher = rp.CommandBackendLauncher.for_current_user(
+        socket_dir=str(root / "s"), log_dir=str(root / "logs"), ready_timeout=HANG_GUARD
+    )
+    sd = rp.ServiceDefinition(
+        service_name=SERVICE,
+        binary_path=str(binary),
+        per_version_binary_dir=str(binary.parent),
+        isolation=rp.Isolation.SHARED,
+    )
+    key = rp.BackendKey.for_service(sd, VERSION)
+    ours: list[float] = []
+    theirs: list[float] = []
+    for _ in range(n):
+        start = time.perf_counter()
+        handle = launcher.launch(key, sd)
+        ours.append(time.perf_counter() - start)
+        handle.shutdown(5.0)
+    for i in range(n):
+        path = str(root / f"b{i}.sock")
+        took, proc = baseline_launch(binary, path)
+        theirs.append(took)
+        stop_baseline(proc, path)
+    return {"launch": ours, "baseline": theirs}
+
+
 def cold_launches(release: Path, tree: Tree, binary: Path, label: str, rounds: int, per_round: int) -> ColdLaunch:
     """Alternating rounds of: the Rust floor and the Rust-side verified
-    launch (interleaved within rp-bench), the verified launch from Python,
-    and the Python baseline."""
-    launcher = tree.launcher(f"cold-{label}")
-    sd = tree.sd(binary)
-    key = rp.BackendKey.for_service(sd, VERSION)
-    trace = rp.TraceContext()
+    launch (interleaved within one rp-bench process), then the verified
+    launch from Python and the Python baseline (within one Python process,
+    see ``python_round``)."""
     floor: list[float] = []
     rust: list[float] = []
     python: list[float] = []
     baseline: list[float] = []
-    base_dir = workdir(tree, f"base-{label}")
     rust_dir = workdir(tree, f"rust-{label}")
+    py_dir = workdir(tree, f"py-{label}")
     for r in range(rounds):
         data = rp_bench(release, "cold", binary, rust_dir, per_round)
         floor += [ns / 1e9 for ns in data["floor_ns"]]
         rust += [ns / 1e9 for ns in data["launch_ns"]]
-        for i in range(per_round):
-            start = time.perf_counter()
-            handle = launcher.launch(key, sd, trace)
-            python.append(time.perf_counter() - start)
-            handle.shutdown(5.0)
-        for i in range(per_round):
-            path = str(base_dir / f"b{r}-{i}.sock")
-            took, proc = baseline_launch(binary, path)
-            baseline.append(took)
-            stop_baseline(proc, path)
+        out = subprocess.run(
+            [sys.executable, __file__, "--python-round", str(binary), str(py_dir), str(per_round)],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=3600,
+        )
+        sides = json.loads(out.stdout)
+        python += sides["launch"]
+        baseline += sides["baseline"]
     return ColdLaunch(
         Series(f"floor ({label})", floor),
         Series(f"verified launch from Rust ({label})", rust),
@@ -471,7 +505,7 @@ def hashing(release: Path, tree: Tree, mib: int, rounds: int) -> tuple[Series, S
         assert out.stdout.split()[0] == digest.hex(), "sha256sum and sha256_file disagree"
         expected = digest
     assert expected is not None
-    time.sleep(1.2)  # let the file settle, as an installed binary has
+    settle(path)  # as an installed binary has
     cache = rust_series("digest lookup of an unchanged file", rp_bench(release, "digest-cache", path, 50))
     path.unlink()
     return (
@@ -724,7 +758,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke run with few iterations")
     parser.add_argument("--out", type=Path, default=None,
                         help="where results.json and RESULTS.md go (default: bench/, or a temp dir with --quick)")
+    parser.add_argument("--python-round", nargs=3, metavar=("BINARY", "WORKDIR", "N"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.python_round:
+        binary, root, n = args.python_round
+        print(json.dumps(python_round(Path(binary), Path(root), int(n))))
+        return 0
     result, rows = run(args.quick)
     out = args.out or (Path(tempfile.mkdtemp(prefix="rp-bench-")) if args.quick else BENCH)
     out.mkdir(parents=True, exist_ok=True)
