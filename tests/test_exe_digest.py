@@ -22,13 +22,14 @@ from _launch_support import (  # noqa: F401 (fixtures)
 
 
 def settled_copy(dirs: BackendDirs, rust_example: Path) -> Path:
-    """The Rust example in the allow-list root, old enough (ctime more than a
-    second back) for its stamp to vouch for a digest."""
+    """The Rust example in the allow-list root, old enough for its stamp to
+    vouch for a digest (the launcher wants its ctime more than a whole second
+    before the hashing, in whole seconds)."""
     binary = dirs.version_dir / "rp-echo-backend"
     shutil.copyfile(rust_example, binary)
     os.chmod(binary, 0o755)
     deadline = time.monotonic() + 30
-    while os.stat(binary).st_ctime + 1.5 >= time.time():
+    while int(time.time()) <= int(os.stat(binary).st_ctime) + 1:
         assert time.monotonic() < deadline
         time.sleep(0.1)
     return binary

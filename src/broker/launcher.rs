@@ -12,8 +12,10 @@
 //! 3. the binary is hashed once and that same descriptor is executed;
 //! 4. detached spawn ([`super::spawn`]) with the v1 environment, loader
 //!    variables scrubbed, output to a private log file;
-//! 5. readiness: connect attempts with a backoff from 20 µs to 200 µs, while
-//!    sleeping on the child's pidfd, so a child that dies is noticed at once;
+//! 5. readiness: connect attempts paced by the time elapsed (about 100 µs
+//!    apart for a native backend, 1 ms for an interpreter; see
+//!    `ready_pause`), while sleeping on the child's pidfd, so a child that
+//!    dies is noticed at once;
 //! 6. verification on the connected socket: peer credentials (pid and uid),
 //!    `/proc/<pid>/exe` and the stamp of the hashed file, the nonce probe, and
 //!    the identity compared field by field.
@@ -930,15 +932,29 @@ fn connect_and_verify(
     verify_connected(stream, watch, expected, proof, euid, trace, timeout)
 }
 
-/// First and longest pause between connect attempts while a backend starts.
-/// The cap bounds how late a ready backend is noticed: a backoff grown to
-/// 2 ms costs up to 2 ms of launch latency, about the whole start time of a
-/// small native backend, while an attempt (a failed `connect`) costs a few
-/// microseconds. (Waiting on an inotify watch of the socket directory
-/// instead is no faster and costs a descriptor whose close waits for an RCU
-/// grace period, several milliseconds.)
-const READY_FIRST_PAUSE: Duration = Duration::from_micros(20);
-const READY_MAX_PAUSE: Duration = Duration::from_micros(200);
+/// Shortest and longest pause between connect attempts while a backend
+/// starts (see [`ready_pause`]).
+const READY_MIN_PAUSE: Duration = Duration::from_micros(20);
+const READY_MAX_PAUSE: Duration = Duration::from_millis(2);
+/// What one connect attempt costs the starting backend, in seconds: on a
+/// small machine each wake-up of ours takes CPU time and cache from it
+/// (measured: 175 attempts 200 µs apart slowed a 35 ms Python backend start
+/// by 2 ms on 2 cores).
+const READY_WAKE_COST: f64 = 11e-6;
+
+/// The pause before the next connect attempt, `elapsed` after the spawn.
+/// Each attempt costs the backend [`READY_WAKE_COST`]; each pause may
+/// oversleep the moment the backend binds by up to its length. For a start
+/// time `t` the sum of both is smallest with pauses of
+/// `sqrt(2 * READY_WAKE_COST * t)`, and the time elapsed so far is the best
+/// guess of `t`: about 100 µs half a millisecond in (a native backend), 0.9
+/// ms 35 ms in (a Python one). (Waiting on an inotify watch of the socket
+/// directory instead is no faster and costs a descriptor whose close waits
+/// for an RCU grace period, several milliseconds.)
+fn ready_pause(elapsed: Duration) -> Duration {
+    let pace = (2.0 * READY_WAKE_COST * elapsed.as_secs_f64()).sqrt();
+    Duration::from_secs_f64(pace).clamp(READY_MIN_PAUSE, READY_MAX_PAUSE)
+}
 
 /// Waits until the backend accepts, then verifies it; fails at once if the
 /// child exits first.
@@ -951,8 +967,8 @@ fn wait_ready_and_verify(
     ready_timeout: Duration,
     log_path: &Path,
 ) -> Result<DaemonProcess, LaunchError> {
+    let started = Instant::now();
     let deadline = host::deadline_after(ready_timeout);
-    let mut delay = READY_FIRST_PAUSE;
     let path = Path::new(&expected.ipc_endpoint.path);
     loop {
         match connect_until(path, deadline) {
@@ -1000,8 +1016,7 @@ fn wait_ready_and_verify(
                     });
                 }
                 // Sleep on the pidfd: an exit wakes us at once.
-                let wait = delay.min(left);
-                delay = (delay * 2).min(READY_MAX_PAUSE);
+                let wait = ready_pause(started.elapsed()).min(left);
                 let timespec = rustix::event::Timespec {
                     tv_sec: wait.as_secs() as _,
                     tv_nsec: wait.subsec_nanos() as _,
@@ -1171,6 +1186,31 @@ impl BackendHandle {
         remove_socket_file(path);
         if self.inner.launched {
             self.inner.allocator.release(path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_pauses_grow_with_the_square_root_of_the_time_elapsed() {
+        let pause = |us: u64| ready_pause(Duration::from_micros(us));
+        assert_eq!(pause(0), READY_MIN_PAUSE);
+        let native = pause(500);
+        assert!(native > Duration::from_micros(90) && native < Duration::from_micros(120));
+        let python = pause(35_000);
+        assert!(python > Duration::from_micros(800) && python < Duration::from_micros(1000));
+        // Four times the time elapsed, twice the pause, up to the cap.
+        let ratio = pause(40_000).as_secs_f64() / pause(10_000).as_secs_f64();
+        assert!((ratio - 2.0).abs() < 0.01, "{ratio}");
+        assert_eq!(pause(60_000_000), READY_MAX_PAUSE);
+        let mut last = Duration::ZERO;
+        for us in (0..400_000).step_by(997) {
+            let p = pause(us);
+            assert!(p >= last && (READY_MIN_PAUSE..=READY_MAX_PAUSE).contains(&p));
+            last = p;
         }
     }
 }
