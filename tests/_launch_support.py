@@ -127,9 +127,10 @@ def proc_stat(pid: int) -> Optional[tuple[str, int]]:
     return rest[0].decode(), int(rest[1])
 
 
-def children() -> dict[int, str]:
-    """Child processes of the test process: pid -> state letter."""
-    me = os.getpid()
+def children(parent: Optional[int] = None) -> dict[int, str]:
+    """Child processes of ``parent`` (default: the test process): pid ->
+    state letter (``Z``: zombie)."""
+    me = os.getpid() if parent is None else parent
     found: dict[int, str] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -214,7 +215,7 @@ def snapshot() -> Snapshot:
     return Snapshot(children=children(), fds=fd_count())
 
 
-def files_in(path: Path) -> list[str]:
+def files_in(path: Union[Path, str]) -> list[str]:
     """Names in ``path``; empty if it does not exist."""
     try:
         return sorted(os.listdir(path))

@@ -29,36 +29,13 @@ from pathlib import Path
 from typing import Any, Callable, Optional, TextIO, Union
 
 import running_process as rp
+from _launch_support import children, files_in, proc_stat
 
 # Only turns a hang into a failure.
 WORKER_GUARD = 60.0
 
 
 # --- /proc ---------------------------------------------------------------------------
-
-
-def proc_state(pid: int) -> Optional[tuple[str, int]]:
-    """``(state letter, ppid)`` of ``pid``, or None once it is gone (reaped)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # The command name may hold spaces and parentheses: split after the last ')'.
-    rest = data[data.rindex(b")") + 2 :].split()
-    return rest[0].decode(), int(rest[1])
-
-
-def children_of(pid: int) -> dict[int, str]:
-    """Child processes of ``pid``: child pid -> state letter (``Z``: zombie)."""
-    found: dict[int, str] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        info = proc_state(int(name))
-        if info is not None and info[1] == pid:
-            found[int(name)] = info[0]
-    return found
 
 
 def open_fds() -> frozenset[tuple[int, str]]:
@@ -93,14 +70,6 @@ def exe_of(pid: int) -> Optional[str]:
         return os.readlink(f"/proc/{pid}/exe")
     except OSError:
         return None
-
-
-def files_in(path: Union[Path, str]) -> list[str]:
-    """Names in ``path``, sorted; empty if it does not exist."""
-    try:
-        return sorted(os.listdir(path))
-    except FileNotFoundError:
-        return []
 
 
 def wait_for(
@@ -164,7 +133,7 @@ class Holdings:
 
     @staticmethod
     def now() -> Holdings:
-        return Holdings(fds=open_fds(), threads=threads(), children=children_of(os.getpid()))
+        return Holdings(fds=open_fds(), threads=threads(), children=children())
 
     def zombies(self) -> list[int]:
         return sorted(pid for pid, state in self.children.items() if state == "Z")
@@ -279,7 +248,7 @@ def worker_main(argv: list[str]) -> int:
             if not ready:
                 raise TimeoutError(f"the gate did not open within {WORKER_GUARD} s")
             handle = pool.get_or_launch(key, sd, rp.TraceContext.new_root())
-            state = proc_state(handle.pid)
+            state = proc_stat(handle.pid)
             got = {
                 "pid": handle.pid,
                 "endpoint": handle.endpoint.path,

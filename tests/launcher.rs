@@ -47,7 +47,18 @@ impl Fixture {
         let binary = version_dir.join("rp-echo-backend");
         std::fs::copy(env!("CARGO_BIN_EXE_rp-echo-backend"), &binary).unwrap();
         std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let launcher = CommandBackendLauncher::new(
+        let launcher = Self::launcher_in(&root, ready_timeout);
+        Fixture {
+            root,
+            binary,
+            launcher,
+            _serial: serial,
+        }
+    }
+
+    /// A launcher using the socket and log directories of `root`.
+    fn launcher_in(root: &Path, ready_timeout: Duration) -> CommandBackendLauncher {
+        CommandBackendLauncher::new(
             "0123456789abcdef",
             LaunchOptions {
                 ready_timeout,
@@ -56,13 +67,7 @@ impl Fixture {
                 ..LaunchOptions::default()
             },
         )
-        .unwrap();
-        Fixture {
-            root,
-            binary,
-            launcher,
-            _serial: serial,
-        }
+        .unwrap()
     }
 
     fn sd(&self) -> ServiceDefinition {
@@ -298,4 +303,45 @@ fn binary_swapped_during_launch_never_runs_under_a_verified_identity() {
     eprintln!("{launched} launches verified, {refused} refused");
     assert!(launched > 0, "no launch succeeded");
     f.assert_clean();
+}
+
+/// A process that adopts backends launched (and ended) elsewhere keeps no
+/// endpoint reservation for them.
+#[test]
+fn adopting_backends_that_end_elsewhere_reserves_nothing() {
+    let fx = Fixture::new(None, Duration::from_secs(60));
+    let (sd, key, trace) = (fx.sd(), fx.key(), TraceContext::default());
+    // The adopting side, as another process would be.
+    let adopting = Fixture::launcher_in(&fx.root, Duration::from_secs(60));
+    for _ in 0..3 {
+        let launched = fx.launch().unwrap();
+        assert_eq!(fx.launcher.reserved_endpoints(), 1);
+        let adopted = adopting
+            .adopt(
+                &key,
+                &sd,
+                launched.daemon(),
+                &trace,
+                Duration::from_secs(30),
+            )
+            .unwrap();
+        assert_eq!(adopted.pid(), launched.pid());
+        // The backend ends at the hands of its launcher; the adopting side
+        // drops its handle without ever seeing the exit.
+        assert_eq!(launched.kill(), Exit::Signal(libc::SIGKILL));
+        drop(adopted);
+        assert_eq!(fx.launcher.reserved_endpoints(), 0);
+        assert_eq!(
+            adopting.reserved_endpoints(),
+            0,
+            "adopted endpoints stay reserved"
+        );
+        assert!(!Path::new(&launched.endpoint().path).exists());
+    }
+    // A killed backend keeps its log; nothing else may be left.
+    assert_eq!(children_of_this_process(), Vec::<u32>::new());
+    assert!(std::fs::read_dir(fx.root.join("s"))
+        .unwrap()
+        .next()
+        .is_none());
 }

@@ -35,15 +35,13 @@ from typing import Any
 import pytest
 
 import running_process as rp
-from _launch_support import BackendDirs, Launches, echo, key_for
+from _launch_support import BackendDirs, Launches, echo, files_in, key_for, proc_stat
 from _launch_support import dirs, launches, rust_example  # noqa: F401 (fixtures)
 from _soak_support import (
     Holdings,
     exe_of,
-    files_in,
     install_stripped,
     kill_backends,
-    proc_state,
     rss_kib,
     settled_leaks,
     wait_for,
@@ -93,7 +91,7 @@ def one_cycle(
         assert daemon.exe_sha256 == digest
         assert os.path.dirname(endpoint) == str(socket_dir)
         assert stat.S_ISSOCK(os.lstat(endpoint).st_mode)
-        state = proc_state(pid)
+        state = proc_stat(pid)
         assert state is not None and state[1] == me and state[0] != "Z", state
         assert exe_of(pid) == str(binary)
         handle.verify()
@@ -105,7 +103,7 @@ def one_cycle(
         assert not handle.is_alive()
         # Reaped by the time shutdown returns (the pid is gone, or reused by
         # a process that is not ours).
-        after = proc_state(pid)
+        after = proc_stat(pid)
         assert after is None or after[1] != me, f"cycle {n}: pid {pid} not reaped: {after}"
         assert not os.path.lexists(endpoint), f"cycle {n}: socket file left"
         assert not os.path.lexists(handle.log_path), f"cycle {n}: log file left"
@@ -283,7 +281,7 @@ def test_soak_b_eight_processes_racing_on_a_fresh_key_get_one_backend_per_round(
             # The parent's reaper reaps it (the pid may be reused meanwhile,
             # by a process that is not the worker's child).
             wait_for(
-                lambda: (proc_state(pid) or ("", 0))[1] != parents[0],
+                lambda: (proc_stat(pid) or ("", 0))[1] != parents[0],
                 what=f"round {r}: backend {pid} to be reaped by worker {parents[0]}",
             )
         racing_s = time.monotonic() - racing

@@ -52,14 +52,13 @@ from hypothesis.stateful import (
 )
 
 import running_process as rp
+from _launch_support import files_in, proc_stat
 from _launch_support import rust_example  # noqa: F401 (fixture)
 from _soak_support import (
     Holdings,
     environ_of,
     exe_of,
-    files_in,
     install_stripped,
-    proc_state,
     settled_leaks,
     wait_for,
 )
@@ -223,11 +222,11 @@ class RouterPoolMachine(RuleBasedStateMachine):
 
     def running(self, b: Backend) -> bool:
         """Whether ``b``'s process runs (not a zombie, not reaped)."""
-        state = proc_state(b.pid)
+        state = proc_stat(b.pid)
         return state is not None and state[1] == self.me and state[0] != "Z"
 
     def reaped(self, b: Backend) -> bool:
-        state = proc_state(b.pid)
+        state = proc_stat(b.pid)
         return state is None or state[1] != self.me
 
     def live_backends(self) -> list[Backend]:
@@ -308,7 +307,7 @@ class RouterPoolMachine(RuleBasedStateMachine):
             assert not self.running(old), f"{key}: a second backend while pid {old.pid} runs"
             if old.fate is None:
                 self.ended_on_its_own(old)
-        state = proc_state(handle.pid)
+        state = proc_stat(handle.pid)
         assert state is not None and state[1] == self.me, "a new backend that is not our child"
         b = Backend(system, key, handle.pid, endpoint, handle.log_path, handle)
         self.backends[endpoint] = b
@@ -646,7 +645,7 @@ class RouterPoolMachine(RuleBasedStateMachine):
                 # The one disagreement allowed: ``alive`` checks the bare pid,
                 # which another process may have taken since (see
                 # test_pool_list_reports_a_recycled_pid_as_alive).
-                now = proc_state(entry.daemon.pid)
+                now = proc_stat(entry.daemon.pid)
                 assert now is not None and now[1] != self.me, (
                     f"pool: {key} alive, /proc: {now} {exe_of(entry.daemon.pid)}"
                 )
@@ -782,7 +781,7 @@ def test_socket_file_of_a_sigkilled_backend_goes_when_it_is_reaped(setup: Setup,
     try:
         assert stat.S_ISSOCK(os.lstat(endpoint).st_mode)
         os.kill(pid, signal.SIGKILL)  # our unreaped child: the pid cannot be anyone else's
-        wait_for(lambda: (proc_state(pid) or ("", 0))[1] != me, what=f"pid {pid} to be reaped")
+        wait_for(lambda: (proc_stat(pid) or ("", 0))[1] != me, what=f"pid {pid} to be reaped")
         wait_for(lambda: not os.path.lexists(endpoint), timeout=10.0, what="the socket file to go")
         assert files_in(pool_kit.socket_dir) == []
         assert handle.returncode == -signal.SIGKILL

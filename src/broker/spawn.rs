@@ -116,6 +116,7 @@ fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 const CHILD_STACK: usize = 64 * 1024;
 
 /// What the child needs, prepared by the parent before the clone.
+#[derive(Clone, Copy)]
 struct ChildArgs {
     exe: RawFd,
     keep_exe_open: bool,
@@ -129,18 +130,7 @@ struct ChildArgs {
 extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the `ChildArgs` `clone_child` passed, alive while the
     // parent is suspended (CLONE_VFORK); we are the new child.
-    unsafe {
-        let a = &*(arg as *const ChildArgs);
-        child_exec(
-            a.exe,
-            a.keep_exe_open,
-            a.null,
-            a.log,
-            a.err_pipe,
-            a.argv,
-            a.envp,
-        )
-    }
+    unsafe { child_exec(&*(arg as *const ChildArgs)) }
 }
 
 /// Starts the child the way `posix_spawn` does: `clone(CLONE_VM |
@@ -186,15 +176,16 @@ unsafe fn clone_child(args: &ChildArgs, stack: &mut [u8]) -> libc::pid_t {
 /// # Safety
 /// Must be called only in the child right after the clone, with pointers
 /// into memory prepared before it.
-unsafe fn child_exec(
-    exe: RawFd,
-    keep_exe_open: bool,
-    null: RawFd,
-    log: RawFd,
-    err_pipe: RawFd,
-    argv: *const *const libc::c_char,
-    envp: *const *const libc::c_char,
-) -> ! {
+unsafe fn child_exec(args: &ChildArgs) -> ! {
+    let ChildArgs {
+        exe,
+        keep_exe_open,
+        null,
+        log,
+        err_pipe,
+        argv,
+        envp,
+    } = *args;
     let fail = |err_pipe: RawFd| -> ! {
         let errno = *libc::__errno_location();
         let bytes = errno.to_ne_bytes();

@@ -54,7 +54,7 @@ def fd_count() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def settle(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+def settle(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
     """Polls ``condition`` for a moment: a killed backend's reaper thread
     records the exit, then closes the pidfd it shares."""
     deadline = time.monotonic() + timeout
