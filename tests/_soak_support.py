@@ -26,10 +26,10 @@ import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, TextIO, Union
+from typing import Any, Optional, TextIO
 
 import running_process as rp
-from _launch_support import children, files_in, proc_stat
+from _launch_support import children, files_in, poll_until, proc_stat
 
 # Only turns a hang into a failure.
 WORKER_GUARD = 60.0
@@ -70,23 +70,6 @@ def exe_of(pid: int) -> Optional[str]:
         return os.readlink(f"/proc/{pid}/exe")
     except OSError:
         return None
-
-
-def wait_for(
-    condition: Callable[[], bool],
-    timeout: float = 30.0,
-    what: Union[str, Callable[[], str]] = "condition",
-) -> None:
-    """Polls ``condition`` until it holds; fails after ``timeout`` seconds.
-    The interval only paces the polling; correctness never depends on it."""
-    deadline = time.monotonic() + timeout
-    interval = 0.0005
-    while not condition():
-        if time.monotonic() > deadline:
-            text = what if isinstance(what, str) else what()
-            raise AssertionError(f"timed out after {timeout} s waiting for {text}")
-        time.sleep(interval)
-        interval = min(interval * 2, 0.02)
 
 
 # --- the backend binary ------------------------------------------------------------------

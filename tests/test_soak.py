@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 
 import running_process as rp
-from _launch_support import BackendDirs, Launches, echo, files_in, key_for, proc_stat
+from _launch_support import BackendDirs, Launches, echo, files_in, key_for, poll_until, proc_stat
 from _launch_support import dirs, launches, rust_example  # noqa: F401 (fixtures)
 from _soak_support import (
     Holdings,
@@ -44,7 +44,6 @@ from _soak_support import (
     kill_backends,
     rss_kib,
     settled_leaks,
-    wait_for,
     worker_command,
 )
 
@@ -280,7 +279,7 @@ def test_soak_b_eight_processes_racing_on_a_fresh_key_get_one_backend_per_round(
             assert files_in(dirs.socket_dir) == [], f"round {r}: socket file left"
             # The parent's reaper reaps it (the pid may be reused meanwhile,
             # by a process that is not the worker's child).
-            wait_for(
+            poll_until(
                 lambda: (proc_stat(pid) or ("", 0))[1] != parents[0],
                 what=f"round {r}: backend {pid} to be reaped by worker {parents[0]}",
             )

@@ -52,7 +52,7 @@ from hypothesis.stateful import (
 )
 
 import running_process as rp
-from _launch_support import files_in, proc_stat
+from _launch_support import files_in, poll_until, proc_stat
 from _launch_support import rust_example  # noqa: F401 (fixture)
 from _soak_support import (
     Holdings,
@@ -60,7 +60,6 @@ from _soak_support import (
     exe_of,
     install_stripped,
     settled_leaks,
-    wait_for,
 )
 
 EC = rp.ErrorCode
@@ -159,7 +158,7 @@ def recv_exact(conn: socket.socket, n: int) -> bytes:
 def wait_until_dead(handle: rp.BackendHandle) -> bool:
     """Whether the backend ends within the guard (it refused a request, so
     it should be on its way out)."""
-    wait_for(lambda: not handle.is_alive(), timeout=GUARD, what=f"pid {handle.pid} to end")
+    poll_until(lambda: not handle.is_alive(), timeout=GUARD, what=f"pid {handle.pid} to end")
     return True
 
 
@@ -513,7 +512,7 @@ class RouterPoolMachine(RuleBasedStateMachine):
         if stopped:
             assert b.fate is None, f"pool.stop stopped a {b.fate} backend"
             b.fate = "stopped"
-            wait_for(lambda: self.reaped(b), what=f"stopped pid {b.pid} to be reaped")
+            poll_until(lambda: self.reaped(b), what=f"stopped pid {b.pid} to be reaped")
             assert b.handle.wait(timeout=GUARD) in (0, -signal.SIGTERM), b.handle.returncode
         else:
             assert not self.running(b)
@@ -528,7 +527,7 @@ class RouterPoolMachine(RuleBasedStateMachine):
         # cannot be told from the outside when a backend idled out just then.
         assert stopped <= len(ours), (stopped, ours)
         for b in ours:
-            wait_for(lambda: self.reaped(b), what=f"pid {b.pid} to be reaped")
+            poll_until(lambda: self.reaped(b), what=f"pid {b.pid} to be reaped")
             assert b.handle.wait(timeout=GUARD) in (0, -signal.SIGTERM)
             b.fate = "stopped"
         for b in recorded:
@@ -575,7 +574,7 @@ class RouterPoolMachine(RuleBasedStateMachine):
         b.fate = "killed"
         self.counts["sigkills"] += 1
         # The launcher's reaper thread reaps it; nothing here touches the handle.
-        wait_for(lambda: self.reaped(b), what=f"killed pid {b.pid} to be reaped")
+        poll_until(lambda: self.reaped(b), what=f"killed pid {b.pid} to be reaped")
 
     @precondition(lambda self: self.idle_waits < 1)
     @rule(index=st.integers(min_value=0, max_value=15))
@@ -586,7 +585,7 @@ class RouterPoolMachine(RuleBasedStateMachine):
         b = self.pick_live(index)
         if b is None:
             return
-        wait_for(lambda: self.reaped(b), timeout=GUARD, what=f"pid {b.pid} to idle out")
+        poll_until(lambda: self.reaped(b), timeout=GUARD, what=f"pid {b.pid} to idle out")
         self.ended_on_its_own(b)
 
     # --- invariants ------------------------------------------------------------------------
@@ -594,7 +593,7 @@ class RouterPoolMachine(RuleBasedStateMachine):
     @invariant()
     def processes_agree_with_the_model(self) -> None:
         # Zombies are reaped at once by the launcher's reaper threads.
-        wait_for(lambda: Holdings.now().zombies() == [], timeout=GUARD, what="zombies to be reaped")
+        poll_until(lambda: Holdings.now().zombies() == [], timeout=GUARD, what="zombies to be reaped")
         by_endpoint = {}
         per_key: dict[str, list[int]] = {}
         for pid, state in Holdings.now().children.items():
@@ -668,7 +667,7 @@ class RouterPoolMachine(RuleBasedStateMachine):
         for b in self.backends.values():
             if self.reaped(b):
                 # Removed by the reaper thread right after the reap.
-                wait_for(
+                poll_until(
                     lambda: not os.path.lexists(b.endpoint),
                     timeout=GUARD,
                     what=f"the socket file of reaped backend {b.key} pid {b.pid} ({b.fate or 'ended'}) to go",
@@ -683,8 +682,8 @@ class RouterPoolMachine(RuleBasedStateMachine):
             still = [b for b in self.backends.values() if self.running(b)]
             assert still == [], f"backends still running after shutdown_all and stop_all: {still}"
             for b in self.backends.values():
-                wait_for(lambda: self.reaped(b), what=f"pid {b.pid} to be reaped")
-            wait_for(
+                poll_until(lambda: self.reaped(b), what=f"pid {b.pid} to be reaped")
+            poll_until(
                 lambda: files_in(self.socket_dir) == [],
                 timeout=GUARD,
                 what=lambda: f"the socket directory to be empty: {files_in(self.socket_dir)}",
@@ -781,8 +780,8 @@ def test_socket_file_of_a_sigkilled_backend_goes_when_it_is_reaped(setup: Setup,
     try:
         assert stat.S_ISSOCK(os.lstat(endpoint).st_mode)
         os.kill(pid, signal.SIGKILL)  # our unreaped child: the pid cannot be anyone else's
-        wait_for(lambda: (proc_stat(pid) or ("", 0))[1] != me, what=f"pid {pid} to be reaped")
-        wait_for(lambda: not os.path.lexists(endpoint), timeout=10.0, what="the socket file to go")
+        poll_until(lambda: (proc_stat(pid) or ("", 0))[1] != me, what=f"pid {pid} to be reaped")
+        poll_until(lambda: not os.path.lexists(endpoint), timeout=10.0, what="the socket file to go")
         assert files_in(pool_kit.socket_dir) == []
         assert handle.returncode == -signal.SIGKILL
     finally:
