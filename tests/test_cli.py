@@ -24,6 +24,7 @@ import pytest
 
 import running_process as rp
 from running_process import cli
+from running_process.cli import commands as cli_commands
 from _launch_support import VERSION, BackendDirs, children, dirs, poll_until, process_running  # noqa: F401
 
 SERVICE = "v1echo"
@@ -352,7 +353,8 @@ class FakeTty(io.StringIO):
 
 def test_launch_progress_only_on_a_tty_and_never_in_json(c: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     assert c.write()[0] == 0
-    monkeypatch.setattr(cli, "PROGRESS_AFTER", 0.0)
+    # The progress line lives with the launch command.
+    monkeypatch.setattr(cli_commands, "PROGRESS_AFTER", 0.0)
     tty = FakeTty()
     monkeypatch.setattr(sys, "stderr", tty)
     code, out, _ = c.launch()

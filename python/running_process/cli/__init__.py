@@ -1,0 +1,253 @@
+"""The ``running-process`` command line (also ``python -m running_process``).
+
+Commands (each prints text by default and JSON with ``--json``, accepted
+before or after the command):
+
+``demo``
+    Launches the example echo backend that ships with the package in a
+    temporary per-version directory, verifies it, prints its identity and the
+    launch time, exchanges a message with it and shuts it down. It leaves
+    nothing behind.
+``servicedef write NAME --binary PATH --root DIR [...]``
+    Builds a service definition and saves ``NAME.servicedef`` (mode 0600) in
+    ``--dir`` or the service definition directory; prints the path.
+``servicedef show NAME``
+    Prints the fields of a saved definition.
+``servicedef validate FILE``
+    Loads a ``.servicedef`` file by path and reports ``ok`` or the error.
+``launch NAME|FILE --version V``
+    Launches (or adopts) the backend through the pool, so it is recorded
+    there and keeps running after the command exits; prints its verified
+    identity and the time taken. A progress line goes to stderr when a launch
+    takes longer than half a second and stderr is a terminal.
+``ls``
+    The backends recorded in the pool: key, pid, version, endpoint, uptime,
+    alive.
+``stop KEY`` / ``stop --all``
+    Stops a backend of the pool (KEY is ``instance/service@version``, e.g.
+    ``shared/zccache@1.11.20``), or all of them.
+``probe KEY``
+    Verifies a recorded backend without launching anything: the manifest
+    entry exists, its process is alive, it was started in this boot, its
+    socket file is present, its executable still has the recorded SHA-256,
+    and it passes the full verification of a launch (peer credentials,
+    ``/proc/<pid>/exe``, nonce probe).
+``doctor``
+    Checks the socket, pool state and service definition directories
+    (ownership, mode, symlinks), the machine id, boot id, XDG_RUNTIME_DIR and
+    the ``sun_path`` budget left for backend socket paths.
+
+Exit codes:
+
+* 0 (``EXIT_OK``): success.
+* 1 (``EXIT_FAILURE``): the operation failed (launch failed, backend dead,
+  invalid definition file, probe check failed, doctor found a problem).
+* 2 (``EXIT_USAGE``): usage error: bad arguments, a malformed name, version,
+  key or trace context.
+* 3 (``EXIT_NOT_FOUND``): not found: no such service definition or file, no
+  backend recorded for the key (``probe``), nothing running for the key
+  (``stop KEY``).
+* 4 (``EXIT_REFUSED``): refused or insecure: an insecure directory, a version
+  the definition's policy refuses, a binary the launch policy refuses.
+
+A failure prints one line ``running-process: <ErrorClass>: <message>`` on
+stderr, followed by a ``hint: ...`` line when there is something to suggest;
+with ``--json`` an object ``{"ok": false, "error", "message", "hint",
+"exit_code"}`` is also printed on stdout.
+
+Layout: :mod:`.hints` (exit codes, hints, the one-line failure report),
+:mod:`.commands` (``servicedef``, ``launch``, ``ls``, ``stop``, ``probe``),
+:mod:`.doctor`, :mod:`.demo`; this module holds the parser and :func:`main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Callable, Optional, Sequence
+
+import running_process as rp
+from running_process.cli.commands import (
+    PROGRESS_AFTER,
+    PROGRESS_INTERVAL,
+    cmd_launch,
+    cmd_ls,
+    cmd_probe,
+    cmd_servicedef_show,
+    cmd_servicedef_validate,
+    cmd_servicedef_write,
+    cmd_stop,
+    entry_fields,
+    parse_key,
+    sd_fields,
+)
+from running_process.cli.demo import DEMO_SERVICE, DEMO_VERSION, cmd_demo, run_demo
+from running_process.cli.doctor import BACKEND_SOCKET_NAME_LEN, check_dir, cmd_doctor
+from running_process.cli.hints import (
+    EXIT_CODES_HELP,
+    EXIT_FAILURE,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    PROG,
+    CliError,
+    exit_code_for,
+    hint_for,
+    report_error,
+)
+
+# --- parser ----------------------------------------------------------------------
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    json_flag = argparse.ArgumentParser(add_help=False)
+    json_flag.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON instead of text")
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Launch, verify and reuse on-demand backend daemons.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=fmt,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {rp.__version__}")
+    parser.add_argument("--json", action="store_true", default=False, help="print JSON instead of text")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def sub(parent: Any, name: str, help: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = parent.add_parser(
+            name, help=help, description=help, parents=[json_flag], epilog=EXIT_CODES_HELP, formatter_class=fmt
+        )
+        return p
+
+    demo = sub(commands, "demo", "launch, verify, use and stop the example backend")
+    demo.set_defaults(func=cmd_demo)
+
+    sdp = sub(commands, "servicedef", "write, show or validate service definitions")
+    sdcmds = sdp.add_subparsers(dest="servicedef_command", required=True, metavar="ACTION")
+    write = sub(sdcmds, "write", "build and save NAME.servicedef; prints its path")
+    write.add_argument("name", metavar="NAME", help="service name ([a-z0-9-]{1,64})")
+    write.add_argument("--binary", required=True, metavar="PATH", help="the backend executable")
+    write.add_argument("--root", required=True, metavar="DIR", help="the per-version binary directory (allow-list root)")
+    write.add_argument("--isolation", choices=("private", "shared", "explicit"), help="broker isolation (default: private, or explicit with --instance)")
+    write.add_argument("--instance", metavar="NAME", help="explicit broker instance name")
+    write.add_argument("--min-version", metavar="V", help="lowest version admitted")
+    write.add_argument("--allow", action="extend", nargs="+", metavar="V", help="exact versions admitted (repeatable)")
+    write.add_argument("--label", action="extend", nargs="+", metavar="K=V", help="labels (repeatable)")
+    write.add_argument("--dir", metavar="DIR", help="service definition directory (default: rp.service_def_dir())")
+    write.set_defaults(func=cmd_servicedef_write)
+    show = sub(sdcmds, "show", "print the fields of a saved definition")
+    show.add_argument("name", metavar="NAME", help="service name, or a path to a .servicedef file")
+    show.add_argument("--dir", metavar="DIR", help="service definition directory")
+    show.set_defaults(func=cmd_servicedef_show)
+    validate = sub(sdcmds, "validate", "load a .servicedef file and report ok or the error")
+    validate.add_argument("file", metavar="FILE")
+    validate.set_defaults(func=cmd_servicedef_validate)
+
+    launch = sub(commands, "launch", "launch (or adopt) a verified backend through the pool; it keeps running")
+    launch.add_argument("name", metavar="NAME", help="service name, or a path to a .servicedef file")
+    launch.add_argument("--version", required=True, dest="service_version", metavar="V", help="service version")
+    launch.add_argument("--dir", metavar="DIR", help="service definition directory")
+    launch.add_argument("--traceparent", metavar="TP", help="W3C traceparent (default: a new root trace)")
+    launch.add_argument("--tracestate", metavar="TS", help="W3C tracestate (needs --traceparent)")
+    launch.add_argument("--ready-timeout", type=_positive_float, metavar="SECS", help="seconds to wait for the backend (default 10)")
+    launch.add_argument("--idle-timeout", type=int, metavar="SECS", help="idle seconds before the backend exits (default 30; 0: never)")
+    launch.add_argument("--state-dir", metavar="DIR", help="pool state directory")
+    launch.set_defaults(func=cmd_launch)
+
+    ls = sub(commands, "ls", "list the backends recorded in the pool")
+    ls.add_argument("--state-dir", metavar="DIR", help="pool state directory")
+    ls.set_defaults(func=cmd_ls)
+
+    stop = sub(commands, "stop", "stop a backend of the pool (exit 3 if none ran), or --all (exit 0)")
+    stop.add_argument("key", nargs="?", metavar="KEY", help="instance/service@version")
+    stop.add_argument("--all", action="store_true", help="stop every backend of the pool")
+    stop.add_argument("--timeout", type=_positive_float, default=5.0, metavar="SECS", help="SIGTERM grace before SIGKILL (default 5)")
+    stop.add_argument("--state-dir", metavar="DIR", help="pool state directory")
+    stop.set_defaults(func=cmd_stop)
+
+    probe = sub(
+        commands,
+        "probe",
+        "check a recorded backend without launching: alive, same boot, socket present, executable digest unchanged",
+    )
+    probe.add_argument("key", metavar="KEY", help="instance/service@version")
+    probe.add_argument("--state-dir", metavar="DIR", help="pool state directory")
+    probe.set_defaults(func=cmd_probe)
+
+    doctor = sub(commands, "doctor", "check directories, host identity and the sun_path budget")
+    doctor.add_argument("--state-dir", metavar="DIR", help="pool state directory to check")
+    doctor.add_argument("--dir", metavar="DIR", help="service definition directory to check")
+    doctor.set_defaults(func=cmd_doctor)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Runs the command line; returns the exit code (argparse's 2 for usage
+    errors, 0 for --help)."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+    if args.command == "stop" and bool(args.all) == bool(args.key):
+        print(f"usage: {PROG} stop [--json] (KEY | --all) [--timeout SECS] [--state-dir DIR]", file=sys.stderr)
+        print(f"{PROG} stop: error: give exactly one of KEY or --all", file=sys.stderr)
+        return EXIT_USAGE
+    if args.command == "launch":
+        args.version = args.service_version
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except CliError as err:
+        return report_error(err, bool(args.json))
+    except (rp.RunningProcessError, OSError) as err:
+        return report_error(err, bool(args.json))
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+__all__ = [
+    "BACKEND_SOCKET_NAME_LEN",
+    "DEMO_SERVICE",
+    "DEMO_VERSION",
+    "EXIT_CODES_HELP",
+    "EXIT_FAILURE",
+    "EXIT_NOT_FOUND",
+    "EXIT_OK",
+    "EXIT_REFUSED",
+    "EXIT_USAGE",
+    "PROG",
+    "PROGRESS_AFTER",
+    "PROGRESS_INTERVAL",
+    "CliError",
+    "check_dir",
+    "cmd_demo",
+    "cmd_doctor",
+    "cmd_launch",
+    "cmd_ls",
+    "cmd_probe",
+    "cmd_servicedef_show",
+    "cmd_servicedef_validate",
+    "cmd_servicedef_write",
+    "cmd_stop",
+    "entry_fields",
+    "exit_code_for",
+    "hint_for",
+    "main",
+    "parse_key",
+    "report_error",
+    "run_demo",
+    "sd_fields",
+]

@@ -1,0 +1,401 @@
+"""The commands that work on service definitions and on the pool:
+``servicedef``, ``launch``, ``ls``, ``stop`` and ``probe``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import stat
+import sys
+import threading
+import time
+from typing import Any, Callable, Optional, Sequence, TextIO, TypeVar
+
+import running_process as rp
+from running_process.cli.hints import (
+    EXIT_FAILURE,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_USAGE,
+    PROG,
+    CliError,
+    emit_json,
+    print_rows,
+)
+
+PROGRESS_AFTER = 0.5
+"""Seconds a launch may take before a progress line appears (TTY only)."""
+PROGRESS_INTERVAL = 0.1
+
+_T = TypeVar("_T")
+
+
+def parse_key(text: str) -> rp.BackendKey:
+    """Parses ``instance/service@version`` (the ``str()`` of a BackendKey)."""
+    rest, at, version = text.rpartition("@")
+    instance, slash, service = rest.partition("/")
+    if not at or not slash or not instance or not service or not version:
+        raise CliError(
+            "InvalidKeyError",
+            f"{text!r} is not a backend key",
+            EXIT_USAGE,
+            "KEY is instance/service@version, e.g. shared/zccache@1.11.20 (see `running-process ls`)",
+        )
+    return rp.BackendKey(rp.BrokerInstanceKey.from_id(instance), service, version)
+
+
+def make_launcher(ready_timeout: Optional[float] = None, idle_timeout: Optional[int] = None) -> rp.CommandBackendLauncher:
+    kwargs: dict[str, Any] = {}
+    if ready_timeout is not None:
+        kwargs["ready_timeout"] = ready_timeout
+    if idle_timeout is not None:
+        kwargs["idle_timeout_secs"] = idle_timeout if idle_timeout > 0 else None
+    return rp.CommandBackendLauncher.for_current_user(**kwargs)
+
+
+def make_pool(state_dir: Optional[str], launcher: Optional[rp.CommandBackendLauncher] = None) -> rp.BackendPool:
+    return rp.BackendPool(launcher if launcher is not None else make_launcher(), state_dir)
+
+
+def sd_fields(sd: rp.ServiceDefinition) -> dict[str, Any]:
+    return {
+        "service_name": sd.service_name,
+        "binary_path": sd.binary_path,
+        "per_version_binary_dir": sd.per_version_binary_dir,
+        "isolation": sd.isolation.name.lower(),
+        "explicit_instance": sd.explicit_instance,
+        "instance_id": rp.BrokerInstanceKey.from_service_definition(sd).id(),
+        "min_version": sd.min_version,
+        "version_allow_list": sd.version_allow_list,
+        "labels": sd.labels,
+    }
+
+
+def _print_sd(fields: dict[str, Any]) -> None:
+    labels = fields["labels"]
+    print_rows(
+        [
+            ("service", fields["service_name"]),
+            ("binary", fields["binary_path"]),
+            ("per-version dir", fields["per_version_binary_dir"]),
+            ("isolation", fields["isolation"]),
+            ("instance", fields["instance_id"]),
+            ("min version", fields["min_version"] or "(any)"),
+            ("allow list", ", ".join(fields["version_allow_list"]) or "(any)"),
+            ("labels", ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "(none)"),
+        ]
+    )
+
+
+def _load_sd(name: str, directory: Optional[str]) -> rp.ServiceDefinition:
+    """A definition by service name, or by path when ``name`` names a file."""
+    if name.endswith(".servicedef") or os.sep in name:
+        return rp.ServiceDefinition.load_file(os.path.abspath(name))
+    return rp.ServiceDefinition.load(name, directory)
+
+
+def format_duration(seconds: float) -> str:
+    total = max(0, int(seconds))
+    days, rem = divmod(total, 86400)
+    hours, rem = divmod(rem, 3600)
+    minutes, secs = divmod(rem, 60)
+    if days:
+        return f"{days}d{hours:02d}h{minutes:02d}m"
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def entry_fields(entry: rp.PoolEntry, now_ms: Optional[int] = None) -> dict[str, Any]:
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    daemon = entry.daemon
+    uptime = max(0.0, (now - daemon.started_at_unix_ms) / 1000.0)
+    return {
+        "key": str(entry.key),
+        "instance": entry.key.instance.id(),
+        "service": entry.key.service_name,
+        "version": entry.key.service_version,
+        "pid": daemon.pid,
+        "endpoint": daemon.ipc_endpoint.path,
+        "exe_path": daemon.exe_path,
+        "exe_sha256": daemon.exe_sha256_hex,
+        "boot_id": daemon.boot_id,
+        "started_at_unix_ms": daemon.started_at_unix_ms,
+        "uptime_secs": round(uptime, 3),
+        "alive": entry.alive,
+    }
+
+
+def _run_with_progress(what: str, work: Callable[[], _T], enabled: bool, stream: TextIO) -> _T:
+    """Runs ``work``; when ``enabled`` and it takes longer than
+    PROGRESS_AFTER seconds, keeps a progress line on ``stream`` (a TTY)."""
+    if not enabled:
+        return work()
+    done = threading.Event()
+    result: list[_T] = []
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(work())
+        except BaseException as e:  # handed to the main thread
+            failure.append(e)
+        finally:
+            done.set()
+
+    started = time.monotonic()
+    thread = threading.Thread(target=target, name="running-process-launch", daemon=True)
+    thread.start()
+    shown = False
+    frames = "|/-\\"
+    tick = 0
+    if not done.wait(PROGRESS_AFTER):
+        while not done.wait(PROGRESS_INTERVAL if shown else 0):
+            elapsed = time.monotonic() - started
+            stream.write(f"\r{frames[tick % 4]} {what} ... {elapsed:.1f} s")
+            stream.flush()
+            shown = True
+            tick += 1
+    thread.join()
+    if shown:
+        stream.write("\r\033[K")
+        stream.flush()
+    if failure:
+        raise failure[0]
+    return result[0]
+
+
+def _parse_labels(items: Sequence[str]) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise CliError(
+                "InvalidLabelError", f"label {item!r} is not key=value", EXIT_USAGE, "write labels as --label team=build"
+            )
+        labels[key] = value
+    return labels
+
+
+def cmd_servicedef_write(args: argparse.Namespace) -> int:
+    isolation_name = args.isolation or ("explicit" if args.instance else "private")
+    isolation = getattr(rp.Isolation, isolation_name.upper())
+    kwargs: dict[str, Any] = {
+        "service_name": args.name,
+        "binary_path": os.path.abspath(args.binary),
+        "per_version_binary_dir": os.path.abspath(args.root),
+        "isolation": isolation,
+        "version_allow_list": list(args.allow or []),
+        "labels": _parse_labels(args.label or []),
+    }
+    if args.instance:
+        kwargs["explicit_instance"] = args.instance
+    if args.min_version:
+        kwargs["min_version"] = args.min_version
+    try:
+        sd = rp.ServiceDefinition(**kwargs)
+    except rp.InvalidServiceDefinitionError as err:
+        raise CliError(type(err).__name__, str(err), EXIT_USAGE, f"fix --{_flag_for(err.field)}") from err
+    path = sd.save(args.dir)
+    if args.json:
+        emit_json({"ok": True, "path": path, "service_definition": sd_fields(sd)})
+    else:
+        print(path)
+    return EXIT_OK
+
+
+def _flag_for(field: str) -> str:
+    return {
+        "service_name": "name",
+        "binary_path": "binary",
+        "per_version_binary_dir": "root",
+        "explicit_instance": "instance",
+        "min_version": "min-version",
+        "version_allow_list": "allow",
+        "labels": "label",
+        "isolation": "isolation",
+    }.get(field.split("[")[0].split(".")[0], field)
+
+
+def cmd_servicedef_show(args: argparse.Namespace) -> int:
+    sd = _load_sd(args.name, args.dir)
+    fields = sd_fields(sd)
+    if args.json:
+        emit_json(fields)
+    else:
+        _print_sd(fields)
+    return EXIT_OK
+
+
+def cmd_servicedef_validate(args: argparse.Namespace) -> int:
+    path = os.path.abspath(args.file)
+    sd = rp.ServiceDefinition.load_file(path)
+    if args.json:
+        emit_json({"ok": True, "path": path, "service_definition": sd_fields(sd)})
+    else:
+        print(f"{path}: ok (service {sd.service_name})")
+    return EXIT_OK
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    sd = _load_sd(args.name, args.dir)
+    rp.validate_version(args.version)
+    sd.check_version(args.version)
+    if args.traceparent or args.tracestate:
+        trace = rp.TraceContext(traceparent=args.traceparent or "", tracestate=args.tracestate or "")
+    else:
+        trace = rp.TraceContext.new_root()
+    key = rp.BackendKey.for_service(sd, args.version)
+    pool = make_pool(args.state_dir, make_launcher(args.ready_timeout, args.idle_timeout))
+    before = {str(e.key): e.daemon.pid for e in pool.list() if e.alive}
+    started = time.perf_counter()
+    show_progress = not args.json and sys.stderr.isatty()
+    handle = _run_with_progress(
+        f"launching {key}", lambda: pool.get_or_launch(key, sd, trace), show_progress, sys.stderr
+    )
+    elapsed_ms = (time.perf_counter() - started) * 1000.0
+    daemon = handle.daemon
+    facts: dict[str, Any] = {
+        "ok": True,
+        "key": str(key),
+        "pid": daemon.pid,
+        "exe_path": daemon.exe_path,
+        "exe_sha256": daemon.exe_sha256_hex,
+        "endpoint": daemon.ipc_endpoint.path,
+        "namespace_id": daemon.ipc_endpoint.namespace_id,
+        "log_path": handle.log_path,
+        "traceparent": trace.traceparent,
+        "reused": before.get(str(key)) == daemon.pid,
+        "elapsed_ms": round(elapsed_ms, 2),
+        "state_dir": pool.state_dir,
+    }
+    if args.json:
+        emit_json(facts)
+    else:
+        verb = "adopted running" if facts["reused"] else "launched"
+        print(f"{verb} {key} (verified) in {elapsed_ms:.1f} ms")
+        print_rows(
+            [
+                ("key", facts["key"]),
+                ("pid", str(facts["pid"])),
+                ("executable", facts["exe_path"]),
+                ("sha-256", facts["exe_sha256"]),
+                ("endpoint", facts["endpoint"]),
+                ("log", facts["log_path"]),
+                ("trace", facts["traceparent"] or "(none)"),
+                ("time", f"{elapsed_ms:.1f} ms"),
+            ]
+        )
+    return EXIT_OK
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    pool = make_pool(args.state_dir)
+    rows = [entry_fields(e) for e in pool.list()]
+    rows.sort(key=lambda r: str(r["key"]))
+    if args.json:
+        emit_json(rows)
+        return EXIT_OK
+    if not rows:
+        print(f"no backends recorded in {pool.state_dir}")
+        return EXIT_OK
+    header = ("KEY", "PID", "VERSION", "UPTIME", "ALIVE", "ENDPOINT")
+    table = [
+        (r["key"], str(r["pid"]), r["version"], format_duration(r["uptime_secs"]), "yes" if r["alive"] else "no", r["endpoint"])
+        for r in rows
+    ]
+    widths = [max(len(str(row[i])) for row in [header, *table]) for i in range(len(header) - 1)]
+    for row in [header, *table]:
+        cells = [f"{str(cell):<{widths[i]}}" for i, cell in enumerate(row[:-1])]
+        print("  ".join([*cells, str(row[-1])]))
+    return EXIT_OK
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    pool = make_pool(args.state_dir)
+    if args.all:
+        count = pool.stop_all(timeout=args.timeout)
+        if args.json:
+            emit_json({"ok": True, "stopped": count})
+        else:
+            print(f"stopped {count} backend{'s' if count != 1 else ''}")
+        return EXIT_OK
+    key = parse_key(args.key)
+    if not pool.stop(key, timeout=args.timeout):
+        raise CliError(
+            "NotRunningError",
+            f"no backend running for {key}",
+            EXIT_NOT_FOUND,
+            f"`{PROG} ls` lists the backends of the pool",
+        )
+    if args.json:
+        emit_json({"ok": True, "stopped": 1, "key": str(key)})
+    else:
+        print(f"stopped {key}")
+    return EXIT_OK
+
+
+def _is_socket(path: str) -> bool:
+    try:
+        return stat.S_ISSOCK(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    key = parse_key(args.key)
+    pool = make_pool(args.state_dir)
+    entry = next((e for e in pool.list() if e.key == key), None)
+    if entry is None:
+        raise CliError(
+            "NotFoundError", f"no backend recorded for {key} in {pool.state_dir}", EXIT_NOT_FOUND,
+            f"`{PROG} ls` lists the backends of the pool; `{PROG} launch` starts one",
+        )
+    facts = entry_fields(entry)
+    daemon = entry.daemon
+    checks: dict[str, bool] = {"alive": entry.alive}
+    try:
+        checks["same_boot"] = daemon.boot_id == rp.boot_id()
+    except rp.HostIdentityError:
+        checks["same_boot"] = False
+    checks["socket_present"] = _is_socket(daemon.ipc_endpoint.path)
+    try:
+        checks["exe_sha256_matches"] = rp.sha256_file(daemon.exe_path) == daemon.exe_sha256
+    except (rp.RunningProcessError, OSError):
+        checks["exe_sha256_matches"] = False
+    # The full verification of a launch: peer credentials, /proc/<pid>/exe
+    # and the hashed file's stamp, and the nonce probe.
+    checks["verified"] = checks["alive"] and pool.get(key) is not None
+    ok = all(checks.values())
+    failed = ", ".join(name for name, passed in checks.items() if not passed)
+    hint = (
+        f"`{PROG} launch` starts a new one; `{PROG} stop {key}` forgets it"
+        if not checks["alive"]
+        else f"`{PROG} stop {key}` and launch it again"
+    )
+    facts["checks"] = checks
+    facts["ok"] = ok
+    if not ok:
+        facts.update(error="ProbeFailedError", message=f"{key}: check failed: {failed}", hint=hint, exit_code=EXIT_FAILURE)
+    if args.json:
+        emit_json(facts)
+    else:
+        print(f"{key}: {'ok' if ok else 'FAILED'}")
+        print_rows(
+            [
+                ("pid", str(facts["pid"])),
+                ("executable", facts["exe_path"]),
+                ("sha-256", facts["exe_sha256"]),
+                ("boot id", facts["boot_id"]),
+                ("endpoint", facts["endpoint"]),
+                ("uptime", format_duration(facts["uptime_secs"])),
+                *[(name.replace("_", " "), "ok" if passed else "FAILED") for name, passed in checks.items()],
+            ]
+        )
+    if not ok:
+        print(f"{PROG}: ProbeFailedError: {key}: check failed: {failed}", file=sys.stderr)
+        print(f"hint: {hint}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
