@@ -50,6 +50,7 @@ from typing import Any, Optional, Protocol
 import pytest
 
 from ._native import (
+    ENV_SERVICE_NAME,
     BackendHandle,
     BackendKey,
     BackendPool,
@@ -67,8 +68,6 @@ __all__ = [
     "rp_shared_backend_factory",
 ]
 
-_ENV_SERVICE_NAME = "RUNNING_PROCESS_BROKER_V1_SERVICE_NAME"
-_ENV_NAMESPACE = "RUNNING_PROCESS_BROKER_V1_BACKEND_NAMESPACE"
 #: Seconds a backend gets to end after SIGTERM at teardown before SIGKILL.
 SHUTDOWN_TIMEOUT = 10.0
 #: Seconds a launch may take before it fails (a hang guard, not a pace).
@@ -220,7 +219,7 @@ def rp_launcher(_rp_root: Path) -> Iterator[CommandBackendLauncher]:
         )
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
-        leaks.append(_describe(env.get(_ENV_SERVICE_NAME, "?"), pid, endpoint))
+        leaks.append(_describe(env.get(ENV_SERVICE_NAME, "?"), pid, endpoint))
     _leak_failure(leaks)
 
 
