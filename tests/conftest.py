@@ -1,14 +1,22 @@
-"""Fixtures shared by the test suite.
+"""Fixtures shared by the test suite (helpers are in the ``support``
+package next to this file).
 
 Every test runs with the user's directories redirected into pytest's private
 temporary tree, so no test can create or read anything under the real
 ``$XDG_RUNTIME_DIR``, ``/tmp/running-process-{uid}`` or ``~/.config``.
+
+Markers (registered in pyproject.toml): ``slow``, ``hostile`` and ``soak``
+suites are left out of a plain ``pytest`` run; ``pytest -m ""`` runs
+everything.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import signal
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +24,8 @@ from pathlib import Path
 import pytest
 
 import running_process as rp
+from support.launch import REPO, BackendDirs, Launches, make_dirs
+from support.procfs import children
 
 _CLEARED = (rp.ENV_TRACEPARENT, rp.ENV_TRACESTATE)
 
@@ -69,3 +79,43 @@ def xdg_runtime_dir(short_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh private ``$XDG_RUNTIME_DIR`` for this test."""
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(short_dir))
     return short_dir
+
+
+@pytest.fixture
+def dirs(short_dir: Path) -> BackendDirs:
+    """A private tree with the v1 test backend installed (see
+    :class:`support.launch.BackendDirs`)."""
+    return make_dirs(short_dir)
+
+
+@pytest.fixture
+def launches() -> Iterator[Launches]:
+    """Kills every launched backend at teardown, then any child process the
+    test left (a backend a buggy launch failed to clean up)."""
+    before = set(children())
+    state = Launches()
+    try:
+        yield state
+    finally:
+        try:
+            for handle in state.handles:
+                try:
+                    handle.kill()
+                except Exception:  # pragma: no cover - teardown must go on
+                    pass
+        finally:
+            for pid in set(children()) - before:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                except OSError as e:  # reaped by the launcher meanwhile
+                    assert e.errno in (errno.ESRCH, errno.ECHILD), e
+
+
+@pytest.fixture(scope="session")
+def rust_example() -> Path:
+    """The Rust example backend, built by cargo if this checkout has not yet."""
+    binary = REPO / "target" / "debug" / "rp-echo-backend"
+    if not binary.exists():
+        subprocess.run(["cargo", "build", "--quiet", "--bin", "rp-echo-backend"], cwd=REPO, check=True)
+    return binary

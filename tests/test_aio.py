@@ -10,17 +10,9 @@ import sys
 import pytest
 
 import running_process as rp
-from _launch_support import (  # noqa: F401 (fixtures)
-    BackendDirs,
-    Launches,
-    children,
-    dirs,
-    echo,
-    install,
-    key_for,
-    launches,
-    poll_until,
-)
+from support.launch import BackendDirs, Launches, echo, install, key_for
+from support.procfs import children
+from support.waits import poll_until
 
 
 def test_launch_async_keeps_the_loop_running(dirs: BackendDirs, launches: Launches) -> None:

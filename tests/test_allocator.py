@@ -19,7 +19,7 @@ from typing import Any, Callable
 import pytest
 
 import running_process as rp
-from _support import BACKEND_NAME_LEN, HASH, NOBODY_UID, entries, mode_of, requires_root
+from support.values import BACKEND_NAME_LEN, HASH, NOBODY_UID, entries, mode_of, requires_root
 
 NAME_RE = re.compile(rf"rpb-v1-{HASH}-be-[0-9a-f]{{32}}\.sock")
 

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import stat
-import struct
 import subprocess
 import sys
 from importlib import resources
@@ -18,17 +16,8 @@ from pathlib import Path
 import pytest
 
 import running_process as rp
-from _launch_support import (  # noqa: F401 (fixtures)
-    BackendDirs,
-    Launches,
-    dirs,
-    echo,
-    install,
-    key_for,
-    launches,
-    rust_example,
-)
-from _support import as_bytes, field_bytes, field_varint, parse_message
+from support.launch import BackendDirs, Launches, echo, install, key_for
+from support.wire import probe
 
 def python_example() -> bytes:
     source = resources.files("running_process.examples").joinpath("echo_backend.py").read_bytes()
@@ -84,30 +73,15 @@ def test_open_connection_keeps_an_idle_backend_alive(dirs: BackendDirs, launches
 def test_sdk_backend_answers_an_independent_v1_probe(dirs: BackendDirs, launches: Launches) -> None:
     sd = dirs.sd(install_backend(dirs, python_example()))
     handle = launches.launch(dirs.launcher(), key_for(sd), sd)
-    nonce = os.urandom(32)
-    request_id = int.from_bytes(nonce[:8], "little")
     traceparent = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-    body = (
-        field_varint(1, 1)  # envelope_version (kind REQUEST = 0 is implicit)
-        + field_varint(3, 0xB232)  # payload_protocol
-        + field_bytes(4, nonce)
-        + field_varint(5, request_id)
-        + field_bytes(8, traceparent)
-    )
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-        conn.settimeout(30)
-        conn.connect(handle.endpoint.path)
-        conn.sendall(b"\x01" + struct.pack("<I", len(body)) + body)
-        header = conn.recv(5, socket.MSG_WAITALL)
-        assert header[0] == 1
-        (length,) = struct.unpack("<I", header[1:])
-        response = dict(parse_message(conn.recv(length, socket.MSG_WAITALL)))
+    answer = probe(handle.endpoint.path, traceparent=traceparent)
+    response = answer.response
+    # envelope_version, kind RESPONSE, payload_protocol; the request id is
+    # checked by probe().
     assert response[1] == 1 and response[2] == 1 and response[3] == 0xB232
-    assert response[5] == request_id
     assert response[8] == traceparent
-    payload = as_bytes(response[4])
-    assert payload[:32] == nonce
-    identity = rp.DaemonProcess.from_bytes(payload[32:])
+    assert answer.nonce_ok
+    identity = answer.identity
     assert identity.pid == handle.pid
     assert identity.exe_sha256 == handle.daemon.exe_sha256
     assert identity.ipc_endpoint == handle.endpoint

@@ -25,7 +25,9 @@ import pytest
 import running_process as rp
 from running_process import cli
 from running_process.cli import commands as cli_commands
-from _launch_support import VERSION, BackendDirs, children, dirs, poll_until, process_running  # noqa: F401
+from support.launch import VERSION, BackendDirs
+from support.procfs import children, process_running
+from support.waits import poll_until
 
 SERVICE = "v1echo"
 KEY = f"shared/{SERVICE}@{VERSION}"

@@ -11,18 +11,8 @@ from typing import Any
 import pytest
 
 import running_process as rp
-from _support import (
-    BOOT_ID,
-    ENDPOINT_PATH,
-    SHA,
-    as_bytes,
-    field_bytes,
-    field_varint,
-    fields_named,
-    make_dp,
-    make_endpoint,
-    parse_message,
-)
+from support.values import BOOT_ID, ENDPOINT_PATH, SHA, make_dp, make_endpoint
+from support.wire import as_bytes, field_bytes, field_varint, fields_named, parse_message
 
 # --- Endpoint ---------------------------------------------------------------
 

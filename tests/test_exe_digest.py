@@ -10,15 +10,8 @@ import time
 from pathlib import Path
 
 import running_process as rp
-from _launch_support import (  # noqa: F401 (fixtures)
-    BackendDirs,
-    Launches,
-    dirs,
-    environ_of,
-    key_for,
-    launches,
-    rust_example,
-)
+from support.launch import BackendDirs, Launches, key_for
+from support.procfs import environ_pairs
 
 
 def settled_copy(dirs: BackendDirs, rust_example: Path) -> Path:
@@ -41,7 +34,7 @@ def test_a_settled_binary_gets_its_digest_and_stamp(
     binary = settled_copy(dirs, rust_example)
     sd = dirs.sd(binary)
     handle = launches.launch(dirs.launcher(), key_for(sd), sd)
-    env = dict(environ_of(handle.pid))
+    env = dict(environ_pairs(handle.pid))
     digest, dev, ino, size, mtime, ctime = env[rp.ENV_EXE_DIGEST].split(":")
     st = os.stat(binary)
     assert digest == handle.daemon.exe_sha256.hex() == rp.sha256_file(str(binary)).hex()
@@ -60,7 +53,7 @@ def test_a_binary_changed_just_before_the_launch_gets_no_digest(
     sd = dirs.sd(binary)
     handle = launches.launch(dirs.launcher(), key_for(sd), sd)
     # Copied within the second: the stamp cannot vouch, the backend hashes.
-    assert rp.ENV_EXE_DIGEST not in dict(environ_of(handle.pid))
+    assert rp.ENV_EXE_DIGEST not in dict(environ_pairs(handle.pid))
     assert handle.daemon.exe_sha256 == rp.sha256_file(str(binary))
     handle.verify()
 
@@ -75,6 +68,6 @@ def test_an_inherited_digest_never_reaches_a_backend(
         os.chmod(binary, 0o755)
         sd = dirs.sd(binary)
         handle = launches.launch(dirs.launcher(), key_for(sd), sd)
-        assert rp.ENV_EXE_DIGEST not in dict(environ_of(handle.pid))
+        assert rp.ENV_EXE_DIGEST not in dict(environ_pairs(handle.pid))
     finally:
         del os.environ[rp.ENV_EXE_DIGEST]

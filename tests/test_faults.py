@@ -6,8 +6,7 @@ Each test uses real processes, sockets, files and signals, waits on events
 ``/proc``) rather than on time, and checks what is left afterwards: no stray
 process or zombie, no socket file, no lock held, no half-written manifest.
 
-This module also holds the helpers the other fault modules
-(``test_faults_*.py``) share.
+The helpers the fault modules share are in the ``support`` package.
 """
 
 from __future__ import annotations
@@ -32,21 +31,11 @@ from typing import IO, Any, Optional
 import pytest
 
 import running_process as rp
-from _launch_support import (  # noqa: F401 (fixtures)
-    HANG_GUARD,
-    BackendDirs,
-    dirs,
-    echo,
-    files_in,
-    install,
-    key_for,
-    poll_until,
-    proc_stat,
-    rust_example,
-)
+from support.launch import BACKENDS, BackendDirs, echo, install_fault_backend, install_rust_echo, key_for
+from support.leftovers import files_in
+from support.procfs import parent_of, pending_signals, start_ticks, state_of
+from support.waits import HANG_GUARD, poll_until
 
-BACKENDS = Path(__file__).parent / "backends"
-FAULT_BACKEND = BACKENDS / "fault_backend.py"
 SUBREAPER = BACKENDS / "fault_subreaper.py"
 POOL_CLIENT = BACKENDS / "fault_pool_client.py"
 
@@ -55,68 +44,7 @@ POOL_CLIENT = BACKENDS / "fault_pool_client.py"
 SHORT_VERIFY = 0.5
 
 
-# --- backends ------------------------------------------------------------------------------
-
-
-def script(source: Path) -> bytes:
-    """A Python program with this interpreter in its ``#!`` line."""
-    return f"#!{sys.executable}\n".encode() + source.read_bytes()
-
-
-def install_fault_backend(dirs: BackendDirs, name: str = "fault") -> Path:
-    return install(dirs.version_dir / name, script(FAULT_BACKEND))
-
-
-def install_rust_echo(dirs: BackendDirs, rust_example: Path, name: str = "rp-echo") -> Path:
-    return install(dirs.version_dir / name, rust_example.read_bytes())
-
-
-def python_echo_source() -> Path:
-    return Path(rp.__file__).parent / "examples" / "echo_backend.py"
-
-
-def install_python_echo(dirs: BackendDirs, name: str = "py-echo") -> Path:
-    return install(dirs.version_dir / name, script(python_echo_source()))
-
-
 # --- processes -------------------------------------------------------------------------------
-
-
-def state_of(pid: int) -> Optional[str]:
-    """The state letter of ``pid`` (``T`` stopped, ``Z`` zombie...), or None
-    once it is gone."""
-    info = proc_stat(pid)
-    return None if info is None else info[0]
-
-
-def parent_of(pid: int) -> Optional[int]:
-    info = proc_stat(pid)
-    return None if info is None else info[1]
-
-
-def pending_signals(pid: int) -> tuple[int, int]:
-    """The thread's and the process's pending signal masks (``SigPnd``,
-    ``ShdPnd``): a stopped process keeps any signal sent to it pending,
-    SIGKILL excepted, which ends it."""
-    masks: dict[str, int] = {}
-    with open(f"/proc/{pid}/status", encoding="ascii") as f:
-        for line in f:
-            name, _, value = line.partition(":")
-            if name in ("SigPnd", "ShdPnd"):
-                masks[name] = int(value.strip(), 16)
-    return masks["SigPnd"], masks["ShdPnd"]
-
-
-def start_ticks(pid: int) -> int:
-    """Field 22 of ``/proc/<pid>/stat``: when the process started, in clock
-    ticks after boot."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        data = f.read()
-    return int(data[data.rindex(b")") + 2 :].split()[19])
-
-
-def fd_count_of(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def stop_and_wait(pid: int) -> None:

@@ -21,20 +21,10 @@ from typing import Any, Callable
 import pytest
 
 import running_process as rp
-from _launch_support import (  # noqa: F401 (fixtures)
-    HANG_GUARD,
-    READY_TIMEOUT,
-    BackendDirs,
-    children,
-    dirs,
-    fd_count,
-    files_in,
-    key_for,
-    new_launcher,
-    poll_until,
-    rust_example,
-)
-from test_faults import BACKENDS, install_rust_echo
+from support.launch import BACKENDS, READY_TIMEOUT, BackendDirs, install_rust_echo, key_for, new_launcher
+from support.leftovers import files_in
+from support.procfs import children, fd_count
+from support.waits import HANG_GUARD, poll_until
 
 EMFILE_HELPER = BACKENDS / "fault_emfile.py"
 

@@ -22,42 +22,22 @@ from typing import Callable
 import pytest
 
 import running_process as rp
-from _launch_support import (  # noqa: F401 (fixtures)
-    HANG_GUARD,
+from support.launch import (
     BackendDirs,
     Launches,
-    assert_nothing_left_behind,
-    dirs,
     echo,
-    key_for,
-    launches,
-    poll_until,
-    rust_example,
-    snapshot,
-)
-from _support import field_bytes, field_varint
-from test_faults import (
-    fd_count_of,
     install_fault_backend,
     install_python_echo,
     install_rust_echo,
-    state_of,
+    key_for,
 )
+from support.leftovers import assert_nothing_left_behind, snapshot
+from support.procfs import fd_count, state_of
+from support.waits import HANG_GUARD, poll_until
+from support.wire import probe_request
 
 # More slowloris peers than the SDK classifies at once (MAX_CLASSIFYING, 64).
 SLOW_PEERS = 70
-
-
-def probe_request() -> bytes:
-    """A well-formed v1 identity probe request, framed."""
-    nonce = os.urandom(32)
-    body = (
-        field_varint(1, 1)  # envelope_version
-        + field_varint(3, 0xB232)  # payload_protocol
-        + field_bytes(4, nonce)
-        + field_varint(5, int.from_bytes(nonce[:8], "little"))  # request_id
-    )
-    return b"\x01" + struct.pack("<I", len(body)) + body
 
 
 def connect(handle: rp.BackendHandle) -> socket.socket:
@@ -86,7 +66,7 @@ def settled_fd_count(handle: rp.BackendHandle) -> int:
     last = [-1]
 
     def stable() -> bool:
-        now = fd_count_of(handle.pid)
+        now = fd_count(handle.pid)
         same = now == last[0]
         last[0] = now
         return same
@@ -107,8 +87,8 @@ def assert_fds_return_to(handle: rp.BackendHandle, baseline: int) -> None:
     the server's end of the warm-up connection, closed just after the
     client saw its answer."""
     poll_until(
-        lambda: fd_count_of(handle.pid) <= baseline,
-        what=lambda: f"backend descriptors back to {baseline} (now {fd_count_of(handle.pid)})",
+        lambda: fd_count(handle.pid) <= baseline,
+        what=lambda: f"backend descriptors back to {baseline} (now {fd_count(handle.pid)})",
     )
 
 

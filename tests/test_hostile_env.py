@@ -22,32 +22,13 @@ from typing import Any, Optional
 import pytest
 
 import running_process as rp
-from _hostile_support import (
-    OTHER_UID,
-    Impostor,
-    assert_clean,
-    assert_gone,
-    give_away,
-    install_impostor_backend,
-    launch_fails,
-    requires_root,
-)
-from _launch_support import (  # noqa: F401 (fixtures)
-    HANG_GUARD,
-    W3C_TRACEPARENT,
-    BackendDirs,
-    Launches,
-    dirs,
-    env_lines,
-    files_in,
-    install,
-    key_for,
-    launches,
-    process_running,
-    snapshot,
-    v1_script,
-)
-from _support import field_bytes, mode_of
+from support.hostile import Impostor, give_away, install_impostor_backend, launch_fails
+from support.launch import BackendDirs, Launches, env_lines, install, key_for, v1_script
+from support.leftovers import assert_gone, assert_nothing_left_behind, files_in, snapshot
+from support.procfs import process_running
+from support.values import OTHER_UID, W3C_TRACEPARENT, mode_of, requires_root
+from support.waits import HANG_GUARD
+from support.wire import field_bytes
 
 # --- directories pre-created by another user --------------------------------------------------
 
@@ -72,7 +53,7 @@ def test_a_launch_directory_owned_by_another_user_is_refused_and_left_alone(
     assert os.lstat(planted).st_uid == OTHER_UID and mode_of(planted) == 0o700
     assert files_in(planted) == ["theirs"]
     os.unlink(planted / "theirs")
-    assert_clean(before, dirs)
+    assert_nothing_left_behind(before, dirs)
 
 
 @requires_root
@@ -98,7 +79,7 @@ def test_a_planted_parent_of_the_default_directories_is_refused(
     assert files_in(planted) == []
     assert os.lstat(planted).st_uid == OTHER_UID
     del info, launcher
-    assert_clean(before, dirs)
+    assert_nothing_left_behind(before, dirs)
 
 
 # --- objects planted at the allocated socket path ------------------------------------------------
@@ -127,7 +108,7 @@ def plant_and_launch(
         err = launch_fails(dirs, launches, expected, sd)
         victim, path = planter.ready()
     assert_gone(victim)
-    assert_clean(before, dirs, socket_files=[os.path.basename(path)])
+    assert_nothing_left_behind(before, dirs, socket_files=[os.path.basename(path)])
     return err, path
 
 
@@ -212,7 +193,7 @@ def test_a_symlink_to_a_live_socket_planted_at_the_socket_path_is_refused_on_the
 def refused_binary(dirs: BackendDirs, launches: Launches, sd: rp.ServiceDefinition) -> rp.BinaryPolicyError:
     before = snapshot()
     err = launch_fails(dirs, launches, rp.BinaryPolicyError, sd)
-    assert_clean(before, dirs)
+    assert_nothing_left_behind(before, dirs)
     assert not dirs.socket_dir.exists() and not dirs.log_dir.exists()
     return err
 

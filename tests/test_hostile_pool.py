@@ -25,30 +25,12 @@ from typing import Any, Callable
 import pytest
 
 import running_process as rp
-from _hostile_support import (
-    IMPOSTOR,
-    OTHER_UID,
-    Bystander,
-    Impostor,
-    assert_gone,
-    give_away,
-    requires_root,
-)
-from _launch_support import (  # noqa: F401 (fixtures)
-    HANG_GUARD,
-    BackendDirs,
-    children,
-    dirs,
-    fd_count,
-    files_in,
-    install,
-    key_for,
-    poll_until,
-    proc_stat,
-    process_running,
-    v1_script,
-)
-from _support import mode_of
+from support.hostile import IMPOSTOR, Bystander, Impostor, give_away
+from support.launch import BackendDirs, install, key_for, v1_script
+from support.leftovers import assert_gone, files_in
+from support.procfs import children, fd_count, process_running, start_ticks
+from support.values import OTHER_UID, mode_of, requires_root
+from support.waits import HANG_GUARD, poll_until
 
 
 class Kit:
@@ -513,13 +495,6 @@ def test_a_manifest_with_a_wrong_digest_for_the_current_binary_is_replaced(kit: 
     pid = int(out[1])
     assert pid != first.pid
     assert kit.recorded_pid() == pid
-
-
-def start_ticks(pid: int) -> int:
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        data = f.read()
-    # Field 22; the fields after the command name start at field 3.
-    return int(data[data.rindex(b")") + 2 :].split()[19])
 
 
 def test_a_manifest_forging_the_process_mark_of_a_bystander_never_gets_it_signalled(kit: Kit) -> None:

@@ -9,7 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from _launch_support import BackendDirs, dirs, install  # noqa: F401  (fixture)
+from support.launch import BackendDirs, install
 
 HANG_GUARD = 60.0
 

@@ -18,27 +18,12 @@ from pathlib import Path
 import pytest
 
 import running_process as rp
-from _hostile_support import (
-    Impostor,
-    assert_clean,
-    assert_gone,
-    install_impostor_backend,
-    launch_fails,
-    probe,
-    same_identity,
-)
-from _launch_support import (  # noqa: F401 (fixtures)
-    HANG_GUARD,
-    BackendDirs,
-    Launches,
-    dirs,
-    install,
-    key_for,
-    launches,
-    process_running,
-    rust_example,
-    snapshot,
-)
+from support.hostile import Impostor, install_impostor_backend, launch_fails, same_identity
+from support.launch import BackendDirs, Launches, install, key_for
+from support.leftovers import assert_gone, assert_nothing_left_behind, snapshot
+from support.procfs import process_running
+from support.waits import HANG_GUARD
+from support.wire import probe
 
 
 def launch_against(
@@ -72,7 +57,7 @@ def launch_against(
     # impostor at the endpoint depends on timing.
     side = [os.path.basename(path) + ".real"] if victim_role == "side-bound" else []
     side = [name for name in side if (dirs.socket_dir / name).exists()]
-    assert_clean(before, dirs, socket_files=side)
+    assert_nothing_left_behind(before, dirs, socket_files=side)
     for name in side:
         os.unlink(dirs.socket_dir / name)
     return err, impostor, victim, path

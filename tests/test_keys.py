@@ -8,7 +8,7 @@ from typing import Optional
 import pytest
 
 import running_process as rp
-from _support import HASH, make_sd
+from support.values import HASH, make_sd
 
 # --- BrokerInstanceKey ------------------------------------------------------
 

@@ -12,16 +12,9 @@ from pathlib import Path
 import pytest
 
 import running_process as rp
-from _launch_support import (  # noqa: F401
-    BackendDirs,
-    Launches,
-    dirs,
-    install,
-    key_for,
-    launches,
-    poll_until,
-    snapshot,
-)
+from support.launch import BackendDirs, Launches, install, key_for
+from support.leftovers import snapshot
+from support.waits import poll_until
 
 
 def python_backend(body: str) -> bytes:

@@ -24,29 +24,11 @@ from pathlib import Path
 import pytest
 
 import running_process as rp
-from _launch_support import (
-    HANG_GUARD,
-    SERVICE,
-    VERSION,
-    W3C_TRACEPARENT,
-    W3C_TRACESTATE,
-    BackendDirs,
-    Launches,
-    children,
-    env_lines,
-    environ_of,
-    fd_count,
-    fd_targets,
-    files_in,
-    install,
-    key_for,
-    mode_of,
-    new_launcher,
-    poll_until,
-    proc_stat,
-    snapshot,
-)
-from _launch_support import dirs, launches  # noqa: F401 (fixtures)
+from support.launch import SERVICE, VERSION, BackendDirs, Launches, env_lines, install, key_for, new_launcher
+from support.leftovers import assert_nothing_left_behind, files_in, snapshot
+from support.procfs import children, environ_pairs, exe_of, fd_targets, proc_stat, status_of
+from support.values import W3C_TRACEPARENT, W3C_TRACESTATE, mode_of
+from support.waits import HANG_GUARD, poll_until
 
 
 @pytest.fixture
@@ -195,7 +177,7 @@ def test_v1_variables(handle: rp.BackendHandle) -> None:
         f"{rp.ENV_IDLE_TIMEOUT_SECS}=30",
     ):
         assert line in lines
-    names = [name for name, _ in environ_of(handle.pid) if name.startswith("RUNNING_PROCESS_BROKER_V1_")]
+    names = [name for name, _ in environ_pairs(handle.pid) if name.startswith("RUNNING_PROCESS_BROKER_V1_")]
     assert sorted(names) == sorted(set(names)), "a v1 variable is duplicated"
 
 
@@ -222,7 +204,7 @@ def test_ld_preload_is_scrubbed_by_default(
     sd = dirs.sd()
     handle = launches.launch(dirs.launcher(), key_for(sd), sd)
     assert not [line for line in env_lines(handle.log_path) if line.startswith("LD_")]
-    names = {name for name, _ in environ_of(handle.pid)}
+    names = {name for name, _ in environ_pairs(handle.pid)}
     assert not {"LD_PRELOAD", "LD_LIBRARY_PATH", "GCONV_PATH"} & names
     # Ordinary variables still pass.
     assert "PATH" in names
@@ -248,7 +230,7 @@ def test_inherited_v1_variable_is_overridden_not_duplicated(
     for launcher in (dirs.launcher(), dirs.launcher(env_scrub=[])):
         handle = launches.launch(launcher, key_for(sd), sd)
         assert f"{rp.ENV_SERVICE_NAME}={SERVICE}" in env_lines(handle.log_path)
-        env = environ_of(handle.pid)
+        env = environ_pairs(handle.pid)
         assert [v for n, v in env if n == rp.ENV_SERVICE_NAME] == [SERVICE]
         assert [v for n, v in env if n == rp.ENV_BACKEND_PIPE] == [handle.endpoint.path]
 
@@ -454,11 +436,8 @@ def test_launch_lets_other_threads_run(dirs: BackendDirs, launches: Launches) ->
 
     def find_sleeper() -> bool:
         for pid in set(children()) - before:
-            try:
-                exe = os.readlink(f"/proc/{pid}/exe")
-            except OSError:
-                continue
-            if os.path.basename(exe) == "sleep":
+            exe = exe_of(pid)
+            if exe is not None and os.path.basename(exe) == "sleep":
                 victim.append(pid)
                 return True
         return False
@@ -611,8 +590,7 @@ def test_process_state_is_reset(dirs: BackendDirs, launches: Launches) -> None:
         os.umask(old_umask)
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         signal.signal(signal.SIGUSR2, previous)
-    with open(f"/proc/{handle.pid}/status") as f:
-        status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    status = status_of(handle.pid)
     assert int(status["SigBlk"], 16) == 0
     python_ignores = (1 << (signal.SIGPIPE - 1)) | (1 << (signal.SIGXFSZ - 1))
     assert int(status["SigIgn"], 16) & ~python_ignores == 0, status["SigIgn"]
@@ -653,7 +631,6 @@ def test_no_descriptor_or_thread_leak_across_launches(dirs: BackendDirs) -> None
     sd = dirs.sd()
     launcher = dirs.launcher()
     before = snapshot()
-    threads = len(os.listdir("/proc/self/task"))
     for _ in range(3):
         handle = launcher.launch(key_for(sd), sd)
         try:
@@ -662,13 +639,8 @@ def test_no_descriptor_or_thread_leak_across_launches(dirs: BackendDirs) -> None
             handle.kill()
         del handle
     gc.collect()
-    poll_until(lambda: fd_count() == before.fds, timeout=10, what="descriptors to be closed")
-    poll_until(
-        lambda: len(os.listdir("/proc/self/task")) == threads,
-        timeout=10,
-        what="reaper threads to end",
-    )
-    assert set(children()) == set(before.children)
+    # Descriptors closed and reaper threads ended; no child left.
+    assert_nothing_left_behind(before, check_threads=True, timeout=10)
 
 
 def v1_variant(dirs: BackendDirs, name: str, prelude: str) -> Path:

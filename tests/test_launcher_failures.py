@@ -17,22 +17,10 @@ from typing import Optional, TypeVar
 import pytest
 
 import running_process as rp
-from _launch_support import (
-    SERVICE,
-    VERSION,
-    BackendDirs,
-    Launches,
-    assert_nothing_left_behind,
-    install,
-    key_for,
-    new_launcher,
-    poll_until,
-    proc_stat,
-    process_running,
-    snapshot,
-    v1_script,
-)
-from _launch_support import dirs, launches  # noqa: F401 (fixtures)
+from support.launch import SERVICE, VERSION, BackendDirs, Launches, install, key_for, new_launcher, v1_script
+from support.leftovers import assert_nothing_left_behind, snapshot
+from support.procfs import proc_stat, process_running
+from support.waits import poll_until
 
 E = TypeVar("E", bound=BaseException)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import running_process as rp
-from _support import HASH
+from support.values import HASH
 
 
 @pytest.fixture

@@ -22,19 +22,11 @@ from typing import Any, Callable
 import pytest
 
 import running_process as rp
-from _support import SHA, field_bytes, field_varint, make_dp, make_endpoint, make_sd, varint
+from support.procfs import fd_targets
+from support.values import make_dp, make_endpoint, make_sd
+from support.wire import EGROUP, I32, I64, SGROUP, tag, field_bytes, field_varint, varint
 
 # --- protobuf helpers ----------------------------------------------------------
-
-I32 = 5
-I64 = 1
-SGROUP = 3
-EGROUP = 4
-
-
-def key(number: int, wire_type: int) -> bytes:
-    return varint(number << 3 | wire_type)
-
 
 def endpoint_bytes(namespace: bytes, path: bytes) -> bytes:
     return field_bytes(1, namespace) + field_bytes(2, path)
@@ -60,10 +52,6 @@ def dp_with(number: int, replacement: bytes) -> bytes:
     return b"".join(fields)
 
 
-def open_fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
-
-
 def test_hand_built_identity_is_the_sample() -> None:
     assert rp.DaemonProcess.from_bytes(b"".join(dp_fields())) == make_dp()
 
@@ -74,19 +62,19 @@ def test_hand_built_identity_is_the_sample() -> None:
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
-        (dp_with(1, key(1, 0) + b"\xff" * 10 + b"\x01"), "invalid varint"),
-        (b"".join(dp_fields()) + key(1, 0) + b"\x80", "invalid varint"),
+        (dp_with(1, tag(1, 0) + b"\xff" * 10 + b"\x01"), "invalid varint"),
+        (b"".join(dp_fields()) + tag(1, 0) + b"\x80", "invalid varint"),
         (dp_with(1, field_bytes(1, b"\x01")), "invalid wire type"),
         (dp_with(2, field_varint(2, 1)), "invalid wire type"),
-        (dp_with(4, key(4, I32) + b"\0\0\0\0"), "invalid wire type"),
+        (dp_with(4, tag(4, I32) + b"\0\0\0\0"), "invalid wire type"),
         (dp_with(2, field_bytes(2, b"/opt/\xff")), "not UTF-8"),
         (dp_with(6, field_bytes(6, b"\xed\xa0\x80")), "not UTF-8"),
         (dp_with(4, field_bytes(4, endpoint_bytes(b"shared", b"/run/\xc0\xaf.sock"))), "not UTF-8"),
-        (dp_with(3, key(3, 2) + varint(2**63)), "buffer underflow"),
-        (b"".join(dp_fields()) + key(0, 0), "invalid tag value: 0"),
+        (dp_with(3, tag(3, 2) + varint(2**63)), "buffer underflow"),
+        (b"".join(dp_fields()) + tag(0, 0), "invalid tag value: 0"),
         (b"".join(dp_fields()) + varint(1 << 3 | 6), "invalid wire type value: 6"),
-        (b"".join(dp_fields()) + key(20, EGROUP), "unexpected end group tag"),
-        (b"".join(dp_fields()) + key(20, SGROUP) * 101, "recursion limit reached"),
+        (b"".join(dp_fields()) + tag(20, EGROUP), "unexpected end group tag"),
+        (b"".join(dp_fields()) + tag(20, SGROUP) * 101, "recursion limit reached"),
     ],
     ids=[
         "varint-overflow",
@@ -151,11 +139,11 @@ def test_identity_unknown_fields_are_ignored_inside_the_endpoint_too() -> None:
     data = (
         dp_with(4, field_bytes(4, inner))
         + field_bytes(9, b"\xff not UTF-8, but unknown")
-        + key(10, I64)
+        + tag(10, I64)
         + b"\0" * 8
-        + key(11, SGROUP)
+        + tag(11, SGROUP)
         + field_varint(1, 1)
-        + key(11, EGROUP)
+        + tag(11, EGROUP)
     )
     assert rp.DaemonProcess.from_bytes(data) == make_dp()
 
@@ -285,8 +273,8 @@ def test_hand_built_definition_is_the_sample() -> None:
         (field_varint(1, 1), "invalid wire type"),
         (field_bytes(7, b"1.0.\xff"), "not UTF-8"),
         (field_bytes(8, field_bytes(1, b"te\xffam") + field_bytes(2, "x")), "not UTF-8"),
-        (field_bytes(8, key(1, 2) + varint(9) + b"team"), "buffer underflow"),
-        (key(3, 0) + b"\x80" * 10 + b"\x00", "invalid varint"),
+        (field_bytes(8, tag(1, 2) + varint(9) + b"team"), "buffer underflow"),
+        (tag(3, 0) + b"\x80" * 10 + b"\x00", "invalid varint"),
     ],
     ids=[
         "isolation-minus-1",
@@ -335,13 +323,13 @@ def test_definition_limits_apply_to_decoded_values() -> None:
 
 def test_store_garbage_and_truncated_files(private_dir: Path) -> None:
     path = private_dir / "zccache.servicedef"
-    before = open_fds()
+    before = fd_targets()
     for content in (b"\xff\xff\xff", make_sd().to_bytes()[:12]):
         path.write_bytes(content)
         with pytest.raises(rp.DecodeError) as info:
             rp.ServiceDefinition.load_file(path)
         assert info.value.what == "ServiceDefinition"
-    assert open_fds() == before
+    assert fd_targets() == before
     assert sorted(os.listdir(private_dir)) == ["zccache.servicedef"]
 
 
@@ -387,7 +375,7 @@ def run_with_watchdog(call: Callable[[], object], unblock: Callable[[], None]) -
 def test_store_refuses_a_fifo_without_waiting_for_a_writer(private_dir: Path) -> None:
     path = private_dir / "zccache.servicedef"
     os.mkfifo(path, 0o600)
-    before = open_fds()
+    before = fd_targets()
 
     def unblock() -> None:
         fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
@@ -397,12 +385,12 @@ def test_store_refuses_a_fifo_without_waiting_for_a_writer(private_dir: Path) ->
     assert isinstance(error, rp.FilesystemError)
     assert error.operation == "read"
     assert error.path == str(path)
-    assert open_fds() == before
+    assert fd_targets() == before
 
 
 def test_cli_validate_reports_a_malformed_file_in_one_line(private_dir: Path) -> None:
     path = private_dir / "zccache.servicedef"
-    path.write_bytes(b"".join(sd_fields()) + key(3, 0) + b"\xff" * 10 + b"\x01")
+    path.write_bytes(b"".join(sd_fields()) + tag(3, 0) + b"\xff" * 10 + b"\x01")
     result = subprocess.run(
         [sys.executable, "-m", "running_process", "servicedef", "validate", str(path)],
         capture_output=True,

@@ -7,7 +7,7 @@ from typing import Callable
 import pytest
 
 import running_process as rp
-from _support import HASH, TOKEN
+from support.values import HASH, TOKEN
 
 NameValidator = Callable[[str], None]
 

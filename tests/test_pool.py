@@ -16,7 +16,9 @@ from typing import Iterator
 import pytest
 
 import running_process as rp
-from _launch_support import BackendDirs, dirs, key_for, poll_until, process_running  # noqa: F401
+from support.launch import BackendDirs, key_for
+from support.procfs import process_running
+from support.waits import poll_until
 
 
 class PoolKit:

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from _launch_support import HANG_GUARD, SERVICE, VERSION, install, poll_until, process_running, v1_script
+from support.launch import SERVICE, VERSION, install, v1_script
+from support.leftovers import assert_gone
+from support.waits import HANG_GUARD
 
 pytest_plugins = ["pytester"]
 
@@ -102,10 +104,6 @@ def _pids(out: Path) -> dict[str, int]:
     return {p.name: int(p.read_text().split()[0]) for p in sorted(out.iterdir())}
 
 
-def _assert_gone(pid: int) -> None:
-    poll_until(lambda: not process_running(pid), what=f"backend pid {pid} to end")
-
-
 def test_backend_factory_gives_a_verified_live_handle_stopped_at_teardown(
     inner: pytest.Pytester,
 ) -> None:
@@ -131,7 +129,7 @@ def test_options(backend_factory, sd, out):
     seen = _pids(inner.path / "out")
     assert set(seen) == {"live", "options"}
     for pid in seen.values():
-        _assert_gone(pid)
+        assert_gone(pid)
     endpoint = (inner.path / "out" / "live").read_text().split()[1]
     assert not os.path.exists(endpoint)
 
@@ -156,7 +154,7 @@ def test_pool(rp_pool, rp_launcher, sd, out, echo):
     )
     result = inner.runpytest(*_plugin_args())
     result.assert_outcomes(passed=1)
-    _assert_gone(_pids(inner.path / "out")["pool"])
+    assert_gone(_pids(inner.path / "out")["pool"])
 
 
 def test_a_leaked_backend_fails_the_test_and_is_killed(inner: pytest.Pytester) -> None:
@@ -199,7 +197,7 @@ def test_leaks_direct_launch(rp_launcher, sd, out):
     assert "ERROR at teardown of test_leaks_direct_launch" in text
     assert "test_tidy_unmanaged" not in text.split("short test summary")[-1]
     for pid_ in seen.values():
-        _assert_gone(pid_)
+        assert_gone(pid_)
 
 
 SHARED_TESTS = """
@@ -224,7 +222,7 @@ def test_shared_backend_without_xdist(inner: pytest.Pytester) -> None:
     result.assert_outcomes(passed=8)
     pids = set(_pids(inner.path / "out").values())
     assert len(pids) == 1
-    _assert_gone(pids.pop())
+    assert_gone(pids.pop())
 
 
 def test_shared_backend_is_one_process_for_all_xdist_workers(inner: pytest.Pytester) -> None:
@@ -241,7 +239,7 @@ def test_shared_backend_is_one_process_for_all_xdist_workers(inner: pytest.Pytes
     assert workers == {"gw0", "gw1"}, f"both workers should have run tests: {workers}"
     pids = {int(p.read_text().split()[0]) for p in files}
     assert len(pids) == 1, f"one backend for all workers, saw pids {pids}"
-    _assert_gone(pids.pop())
+    assert_gone(pids.pop())
     # The last worker removed the shared state's short directory too.
     state = list(inner.path.rglob("running-process-shared.json"))
     assert len(state) == 1, state

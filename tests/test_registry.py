@@ -11,15 +11,10 @@ import signal
 import pytest
 
 import running_process as rp
-from _launch_support import (
-    HANG_GUARD,
-    VERSION,
-    BackendDirs,
-    Launches,
-    key_for,
-)
-from _launch_support import dirs, launches  # noqa: F401 (fixtures)
-from _router_support import assert_clean, concurrently, snapshot, spin_until
+from support.launch import VERSION, BackendDirs, Launches, key_for
+from support.leftovers import assert_nothing_left_behind, snapshot
+from support.router import concurrently
+from support.waits import HANG_GUARD, spin_until
 
 CLEAN_END = (0, -signal.SIGTERM)
 
@@ -66,7 +61,7 @@ def test_insert_get_remove_items_len_contains(dirs: BackendDirs, launches: Launc
     assert handle.is_alive()
     handle.verify()
     assert handle.shutdown(timeout=HANG_GUARD) in CLEAN_END
-    assert_clean(before, dirs)
+    assert_nothing_left_behind(before, dirs, ignore_pidfds=True)
 
 
 def test_insert_returns_the_handle_it_replaces(dirs: BackendDirs, launches: Launches) -> None:
@@ -85,7 +80,7 @@ def test_insert_returns_the_handle_it_replaces(dirs: BackendDirs, launches: Laun
     assert first.is_alive()
     for handle in (first, second):
         assert handle.shutdown(timeout=HANG_GUARD) in CLEAN_END
-    assert_clean(before, dirs)
+    assert_nothing_left_behind(before, dirs, ignore_pidfds=True)
 
 
 def test_prune_stale_removes_a_killed_backend_and_returns_its_key(
@@ -116,7 +111,7 @@ def test_prune_stale_removes_a_killed_backend_and_returns_its_key(
     # Once it is gone too, it is pruned as well.
     assert registry.prune_stale() == [live_key]
     assert len(registry) == 0
-    assert_clean(before, dirs, kept_logs=[dead.log_path])
+    assert_nothing_left_behind(before, dirs, ignore_pidfds=True, kept_logs=[dead.log_path])
 
 
 ROUNDS = 20
@@ -148,7 +143,7 @@ def test_prune_stale_removes_the_socket_file_of_a_backend_that_just_died(
     assert left_behind == [], (
         f"prune_stale left the socket file of {len(left_behind)} of {ROUNDS} dead backends"
     )
-    assert_clean(before, dirs, kept_logs=[h.log_path for h in launches.handles])
+    assert_nothing_left_behind(before, dirs, ignore_pidfds=True, kept_logs=[h.log_path for h in launches.handles])
 
 
 def test_concurrent_inserts_are_all_kept(dirs: BackendDirs, launches: Launches) -> None:
@@ -164,7 +159,7 @@ def test_concurrent_inserts_are_all_kept(dirs: BackendDirs, launches: Launches) 
     assert handle.shutdown(timeout=HANG_GUARD) in CLEAN_END
     assert sorted(str(k) for k in registry.prune_stale()) == sorted(str(k) for k in keys)
     assert len(registry) == 0
-    assert_clean(before, dirs)
+    assert_nothing_left_behind(before, dirs, ignore_pidfds=True)
 
 
 def test_registry_is_not_a_value() -> None:

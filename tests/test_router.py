@@ -16,50 +16,52 @@ import pickle
 import signal
 import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
 import pytest
 
 import running_process as rp
-from _launch_support import (
-    HANG_GUARD,
-    SERVICE,
-    VERSION,
-    W3C_TRACEPARENT,
-    BackendDirs,
-    Launches,
-    children,
-    fd_count,
-    install,
-    key_for,
-    poll_until,
-    proc_stat,
-)
-from _launch_support import dirs, launches  # noqa: F401 (fixtures)
-from _router_support import (
+from support.launch import SERVICE, VERSION, BackendDirs, Launches, echo, install, key_for
+from support.leftovers import assert_nothing_left_behind, snapshot
+from support.procfs import children, fd_count, proc_stat
+from support.router import (
     DelegatingLauncher,
     FailingLauncher,
     Kit,
     ScriptedLauncher,
-    assert_clean,
     catalog_of,
     code_of,
     concurrently,
     negotiated,
     refused,
     services,
-    snapshot,
     sock_files,
     spawn_count,
     spawn_counting_exit3,
-    spin_until,
 )
-from _launch_support import echo, rust_example  # noqa: F401 (fixtures)
-from _router_support import kit  # noqa: F401 (fixtures)
+from support.values import W3C_TRACEPARENT
+from support.waits import HANG_GUARD, poll_until, spin_until
 
 EC = rp.ErrorCode
 CLEAN_END = (0, -signal.SIGTERM)
+
+
+@pytest.fixture
+def kit(launches: Launches) -> Iterator[Kit]:
+    """Shuts down every router's backends and kills every handle seen, then
+    (through ``launches``) any child process left."""
+    state = Kit(launches=launches)
+    try:
+        yield state
+    finally:
+        for router in state.routers:
+            try:
+                router.shutdown_all()
+            except Exception:  # pragma: no cover - teardown must go on
+                pass
+        # ``launches`` kills the remembered handles and any other new child.
 
 
 def registry_pids(router: rp.HelloRouter) -> dict[str, int]:
@@ -130,7 +132,7 @@ def test_negotiated_exposes_handle_endpoint_and_the_requested_version(
     router.shutdown_all()
     assert outcome.handle.returncode in CLEAN_END
     assert len(router.registry) == 0
-    assert_clean(before, dirs)
+    assert_nothing_left_behind(before, dirs, ignore_pidfds=True)
 
 
 # --- single flight and reuse ------------------------------------------------------------
@@ -164,7 +166,7 @@ def test_sixteen_threads_one_launch_one_pid(
     assert router.launch_count == 1
     router.shutdown_all()
     assert handle.returncode in CLEAN_END
-    assert_clean(before, dirs)
+    assert_nothing_left_behind(before, dirs, ignore_pidfds=True)
 
 
 def test_sigkilled_backend_is_replaced_on_the_next_request(dirs: BackendDirs, kit: Kit) -> None:
@@ -187,7 +189,7 @@ def test_sigkilled_backend_is_replaced_on_the_next_request(dirs: BackendDirs, ki
     assert router.launch_count == 2
     router.shutdown_all()
     assert new.returncode in CLEAN_END
-    assert_clean(before, dirs, kept_logs=[old.log_path])
+    assert_nothing_left_behind(before, dirs, ignore_pidfds=True, kept_logs=[old.log_path])
 
 
 ROUNDS = 20
@@ -223,7 +225,7 @@ def test_next_request_removes_the_socket_file_of_a_backend_that_just_died(
     )
     router.shutdown_all()
     assert current.returncode in CLEAN_END
-    assert_clean(before, dirs, kept_logs=[h.log_path for h in killed])
+    assert_nothing_left_behind(before, dirs, ignore_pidfds=True, kept_logs=[h.log_path for h in killed])
 
 
 # --- the spawn budget -----------------------------------------------------------------------
@@ -251,7 +253,7 @@ def test_python_launcher_that_always_fails_is_rate_limited_on_the_fourth_request
     refused(router.route(SERVICE, "1.0.1"), EC.BACKEND_SPAWN_FAILED)
     assert launcher.calls == 4
     assert len(router.registry) == 0
-    assert_clean(before, dirs)
+    assert_nothing_left_behind(before, dirs, ignore_pidfds=True)
 
 
 def test_command_launcher_whose_backend_exits_at_once_is_rate_limited_on_the_fourth_request(
@@ -272,7 +274,7 @@ def test_command_launcher_whose_backend_exits_at_once_is_rate_limited_on_the_fou
     assert set(children()) <= procs, "a new child process appeared"
     assert router.launch_count == 3
     assert len(router.registry) == 0
-    assert_clean(before, dirs)
+    assert_nothing_left_behind(before, dirs, ignore_pidfds=True)
 
 
 def test_spawn_budget_comes_back_after_the_window(dirs: BackendDirs, kit: Kit) -> None:
@@ -322,7 +324,7 @@ def test_a_success_resets_the_spawn_budget(dirs: BackendDirs, launches: Launches
     refused(router.route(SERVICE, VERSION), EC.RATE_LIMITED)
     assert launcher.calls == 6
     assert len(router.registry) == 0
-    assert_clean(before, dirs, kept_logs=[handle.log_path])
+    assert_nothing_left_behind(before, dirs, ignore_pidfds=True, kept_logs=[handle.log_path])
 
 
 # --- validation before any side effect ----------------------------------------------------
@@ -366,7 +368,7 @@ def test_malformed_requests_are_refused_and_nothing_is_spawned(
     # Not even the launcher's directories were created.
     assert not dirs.socket_dir.exists()
     assert not dirs.log_dir.exists()
-    assert_clean(before, dirs)
+    assert_nothing_left_behind(before, dirs, ignore_pidfds=True)
 
 
 def test_unknown_service_reason_names_it(dirs: BackendDirs, kit: Kit) -> None:
@@ -390,7 +392,7 @@ def test_get_backend_returns_the_handle_route_would(dirs: BackendDirs, kit: Kit)
     assert router.launch_count == 1
     router.shutdown_all()
     assert handle.returncode in CLEAN_END
-    assert_clean(before, dirs)
+    assert_nothing_left_behind(before, dirs, ignore_pidfds=True)
 
 
 def test_get_backend_raises_refused_error_with_code_reason_and_retry_after(
@@ -461,7 +463,7 @@ def test_live_backend_cap_shuts_the_other_backend_down_gracefully(dirs: BackendD
     assert router.launch_count == 2
     router.shutdown_all()
     assert beta.returncode in CLEAN_END
-    assert_clean(before, dirs)
+    assert_nothing_left_behind(before, dirs, ignore_pidfds=True)
 
 
 def test_live_backend_cap_evicts_the_least_recently_used(dirs: BackendDirs, kit: Kit) -> None:
@@ -483,7 +485,7 @@ def test_live_backend_cap_evicts_the_least_recently_used(dirs: BackendDirs, kit:
     assert router.launch_count == 3
     router.shutdown_all()
     assert alpha.returncode in CLEAN_END and gamma.returncode in CLEAN_END
-    assert_clean(before, dirs)
+    assert_nothing_left_behind(before, dirs, ignore_pidfds=True)
 
 
 # --- the global cap on concurrent launches ----------------------------------------------------
@@ -592,7 +594,7 @@ def test_reverify_replaces_a_backend_whose_socket_was_taken_over(
         assert new.handle.returncode in CLEAN_END
     finally:
         squatter.close()
-    assert_clean(before, dirs, kept_logs=[old.log_path])
+    assert_nothing_left_behind(before, dirs, ignore_pidfds=True, kept_logs=[old.log_path])
 
 
 @pytest.mark.parametrize("policy", [None, "never", 3600.0])
@@ -615,7 +617,7 @@ def test_reverify_never_hands_out_a_live_hit_without_probing(
         assert first.returncode in CLEAN_END
     finally:
         squatter.close()
-    assert_clean(before, dirs)
+    assert_nothing_left_behind(before, dirs, ignore_pidfds=True)
 
 
 # --- launchers written in Python ---------------------------------------------------------------
@@ -647,7 +649,7 @@ def test_python_launcher_delegating_to_a_command_launcher_serves_eight_threads_w
     negotiated(outcomes[0]).handle.verify()
     router.shutdown_all()
     assert negotiated(outcomes[0]).handle.returncode in CLEAN_END
-    assert_clean(before, dirs)
+    assert_nothing_left_behind(before, dirs, ignore_pidfds=True)
 
 
 class ReturnsNotAHandle(rp.BackendLauncher):
@@ -693,7 +695,7 @@ def test_plain_object_with_a_launch_method_is_a_launcher(dirs: BackendDirs, laun
     handle = negotiated(kit.route(router, SERVICE, VERSION)).handle
     assert handle.pid == launches.handles[0].pid
     router.shutdown_all()
-    assert_clean(before, dirs)
+    assert_nothing_left_behind(before, dirs, ignore_pidfds=True)
 
 
 def test_launcher_without_a_launch_method_is_a_type_error(dirs: BackendDirs) -> None:
@@ -732,7 +734,7 @@ def test_servicedef_directory_catalog_is_read_on_each_request(
     assert launcher.calls == 1
     router.shutdown_all()
     assert first.returncode in CLEAN_END
-    assert_clean(before, dirs)
+    assert_nothing_left_behind(before, dirs, ignore_pidfds=True)
 
 
 def test_refused_requests_do_not_charge_the_spawn_budget(dirs: BackendDirs, kit: Kit) -> None:
@@ -817,7 +819,7 @@ def test_router_registry_is_the_live_registry(dirs: BackendDirs, kit: Kit) -> No
     assert first.shutdown(timeout=HANG_GUARD) in CLEAN_END
     router.shutdown_all()
     assert second.returncode in CLEAN_END
-    assert_clean(before, dirs)
+    assert_nothing_left_behind(before, dirs, ignore_pidfds=True)
 
 
 def test_router_is_a_context_manager_that_shuts_backends_down(dirs: BackendDirs, kit: Kit) -> None:
@@ -830,7 +832,7 @@ def test_router_is_a_context_manager_that_shuts_backends_down(dirs: BackendDirs,
     assert alpha.returncode in CLEAN_END
     assert beta.returncode in CLEAN_END
     assert len(router.registry) == 0
-    assert_clean(before, dirs)
+    assert_nothing_left_behind(before, dirs, ignore_pidfds=True)
 
 
 def test_leaving_the_router_on_an_exception_shuts_down_and_propagates(dirs: BackendDirs, kit: Kit) -> None:
@@ -843,7 +845,7 @@ def test_leaving_the_router_on_an_exception_shuts_down_and_propagates(dirs: Back
             raise KeyError("boom")
     assert handles[0].returncode in CLEAN_END
     assert len(router.registry) == 0
-    assert_clean(before, dirs)
+    assert_nothing_left_behind(before, dirs, ignore_pidfds=True)
 
 
 def test_dropping_the_router_and_its_handles_closes_every_descriptor(
@@ -863,4 +865,4 @@ def test_dropping_the_router_and_its_handles_closes_every_descriptor(
     del outcome, router
     gc.collect()
     poll_until(lambda: fd_count() == fds, timeout=10.0, what=lambda: f"{fds} descriptors, not {fd_count()}")
-    assert_clean(snapshot(), dirs)
+    assert_nothing_left_behind(snapshot(), dirs, ignore_pidfds=True)

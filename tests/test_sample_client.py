@@ -10,7 +10,7 @@ from importlib import resources
 import pytest
 
 import running_process as rp
-from _launch_support import BackendDirs, dirs, install  # noqa: F401 (fixtures)
+from support.launch import BackendDirs, install
 
 
 def test_sample_client_launches_then_reuses(dirs: BackendDirs, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,15 +11,8 @@ from typing import Any
 import pytest
 
 import running_process as rp
-from _support import (
-    as_bytes,
-    as_int,
-    field_bytes,
-    field_varint,
-    fields_named,
-    make_sd,
-    parse_message,
-)
+from support.values import make_sd
+from support.wire import as_bytes, as_int, field_bytes, field_varint, fields_named, parse_message
 
 # --- construction and properties --------------------------------------------
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import running_process as rp
-from _support import NOBODY_UID, entries, make_sd, mode_of, requires_root
+from support.values import NOBODY_UID, entries, make_sd, mode_of, requires_root
 
 # --- save -----------------------------------------------------------------------
 

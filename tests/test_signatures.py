@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import running_process as rp
-from _support import HASH, TOKEN, W3C_TRACEPARENT, make_dp, make_sd
+from support.values import HASH, TOKEN, W3C_TRACEPARENT, make_dp, make_sd
 
 
 def test_free_functions_by_keyword(tmp_path: Path) -> None:

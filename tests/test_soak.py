@@ -35,17 +35,11 @@ from typing import Any
 import pytest
 
 import running_process as rp
-from _launch_support import BackendDirs, Launches, echo, files_in, key_for, poll_until, proc_stat
-from _launch_support import dirs, launches, rust_example  # noqa: F401 (fixtures)
-from _soak_support import (
-    Holdings,
-    exe_of,
-    install_stripped,
-    kill_backends,
-    rss_kib,
-    settled_leaks,
-    worker_command,
-)
+from support.launch import BackendDirs, Launches, echo, install_rust_echo, key_for
+from support.leftovers import Holdings, files_in, settled_leaks
+from support.procfs import exe_of, proc_stat, rss_kib
+from support.soak import kill_backends, worker_command
+from support.waits import poll_until
 
 CLEAN_END = (0, -signal.SIGTERM)
 # Only turns a hang into a failure.
@@ -57,10 +51,6 @@ def report(record_property: Any, figures: dict[str, object]) -> None:
     for name, value in figures.items():
         record_property(name, value)
     print("soak figures: " + json.dumps(figures, sort_keys=True))
-
-
-def install_rust_echo(dirs: BackendDirs, rust_example: Path) -> Path:
-    return install_stripped(rust_example, dirs.version_dir / "rp-echo")
 
 
 # --- Soak A: one process, a thousand cycles -----------------------------------------------
@@ -112,7 +102,7 @@ def one_cycle(
 def test_soak_a_thousand_launch_verify_use_shutdown_cycles_leak_nothing(
     dirs: BackendDirs, rust_example: Path, launches: Launches, record_property: Any
 ) -> None:
-    binary = install_rust_echo(dirs, rust_example)
+    binary = install_rust_echo(dirs, rust_example, stripped=True)
     sd = dirs.sd(binary, service_name="soak")
     key = key_for(sd)
     digest = rp.sha256_file(binary)
@@ -135,12 +125,12 @@ def test_soak_a_thousand_launch_verify_use_shutdown_cycles_leak_nothing(
     elapsed = time.monotonic() - measured
     gc.collect()
     rss_after = rss_kib()
-    leaks = settled_leaks(before)
+    leaks = settled_leaks(before, check_threads=True)
     after = Holdings.now()
     # Once the launcher is gone, everything it held is released too.
     del launcher
     gc.collect()
-    released = settled_leaks(initial)
+    released = settled_leaks(initial, check_threads=True)
 
     report(
         record_property,
@@ -221,7 +211,7 @@ class Worker:
 def test_soak_b_eight_processes_racing_on_a_fresh_key_get_one_backend_per_round(
     dirs: BackendDirs, rust_example: Path, record_property: Any
 ) -> None:
-    binary = install_rust_echo(dirs, rust_example)
+    binary = install_rust_echo(dirs, rust_example, stripped=True)
     sd = dirs.sd(binary, service_name="soak")
     state_dir = dirs.root / "state"
     config = {
@@ -305,7 +295,7 @@ def test_soak_b_eight_processes_racing_on_a_fresh_key_get_one_backend_per_round(
 
     del pool
     gc.collect()
-    leaks = settled_leaks(before)
+    leaks = settled_leaks(before, check_threads=True)
     after = Holdings.now()
     logs = files_in(dirs.log_dir)
     report(
@@ -358,7 +348,7 @@ print(handle.pid, handle.endpoint.path)
 def test_socket_file_of_a_killed_pool_backend_whose_launcher_is_gone_is_removed(
     dirs: BackendDirs, rust_example: Path
 ) -> None:
-    binary = install_rust_echo(dirs, rust_example)
+    binary = install_rust_echo(dirs, rust_example, stripped=True)
     sd = dirs.sd(binary, service_name="soak")
     state_dir = dirs.root / "state"
     out = subprocess.run(

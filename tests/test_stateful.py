@@ -52,15 +52,10 @@ from hypothesis.stateful import (
 )
 
 import running_process as rp
-from _launch_support import files_in, poll_until, proc_stat
-from _launch_support import rust_example  # noqa: F401 (fixture)
-from _soak_support import (
-    Holdings,
-    environ_of,
-    exe_of,
-    install_stripped,
-    settled_leaks,
-)
+from support.launch import install_stripped
+from support.leftovers import Holdings, files_in, settled_leaks
+from support.procfs import environ_of, exe_of, proc_stat
+from support.waits import poll_until
 
 EC = rp.ErrorCode
 IDLE_TIMEOUT_SECS = 1
@@ -734,7 +729,7 @@ def test_router_and_pool_state_machine(setup: Setup) -> None:
     before = Holdings.now()
     run_state_machine_as_test(Machine, settings=SETTINGS)
     gc.collect()
-    leaks = settled_leaks(before)
+    leaks = settled_leaks(before, check_threads=True)
     print("state machine: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     assert leaks == {}, f"the test process leaked: {leaks}"
     # The model was exercised: every kind of event happened.

@@ -9,7 +9,7 @@ import re
 import pytest
 
 import running_process as rp
-from _support import W3C_TRACEPARENT, W3C_TRACESTATE
+from support.values import W3C_TRACEPARENT, W3C_TRACESTATE
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"

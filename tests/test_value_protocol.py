@@ -10,7 +10,7 @@ from typing import Any, Callable
 import pytest
 
 import running_process as rp
-from _support import W3C_TRACEPARENT, W3C_TRACESTATE, make_dp, make_endpoint, make_sd
+from support.values import W3C_TRACEPARENT, W3C_TRACESTATE, make_dp, make_endpoint, make_sd
 
 Factory = Callable[[], Any]
 

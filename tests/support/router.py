@@ -1,36 +1,27 @@
-"""Helpers and fixtures for the registry and router tests (test_router.py,
-test_registry.py).
+"""Helpers for the registry and router tests (test_router.py,
+test_registry.py): outcomes, launchers written in Python, routers that are
+always cleaned up (the ``kit`` fixture of test_router.py), definitions and
+threads released together.
 
 Every backend is a real process on a real Unix socket, started through a
-``CommandBackendLauncher`` (directly, or wrapped by a Python launcher). The
-``kit`` fixture remembers every router and handle a test made and, in its
-teardown, shuts the routers down and kills the handles; the ``launches``
-fixture it builds on then kills any child process that is still left.
+``CommandBackendLauncher`` (directly, or wrapped by a Python launcher).
 """
 
 from __future__ import annotations
 
 import os
 import threading
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar, Union
 
-import pytest
-
 import running_process as rp
-from _launch_support import (
-    HANG_GUARD,
-    BackendDirs,
-    Launches,
-    Snapshot,
-    children,
-    files_in,
-    poll_until,
-)
+
+from .launch import BackendDirs, Launches
+from .leftovers import files_in
+from .waits import HANG_GUARD
 
 T = TypeVar("T")
 
@@ -155,22 +146,6 @@ class Kit:
         return outcome
 
 
-@pytest.fixture
-def kit(launches: Launches) -> Iterator[Kit]:
-    """Shuts down every router's backends and kills every handle seen, then
-    (through ``launches``) any child process left."""
-    state = Kit(launches=launches)
-    try:
-        yield state
-    finally:
-        for router in state.routers:
-            try:
-                router.shutdown_all()
-            except Exception:  # pragma: no cover - teardown must go on
-                pass
-        # ``launches`` kills the remembered handles and any other new child.
-
-
 # --- definitions -----------------------------------------------------------------------------
 
 
@@ -218,81 +193,5 @@ def concurrently(n: int, fn: Callable[[int], T]) -> list[T]:
         pool.shutdown(wait=False)
 
 
-def spin_until(condition: Callable[[], bool], timeout: float = HANG_GUARD, what: str = "condition") -> None:
-    """Like ``poll_until`` without sleeping between checks (only yielding the
-    CPU), for a condition whose first moment matters: a test that must act
-    right after a backend's death shows through its pidfd."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        os.sched_yield()
-
-
-# --- nothing left behind -----------------------------------------------------------------
-
-
-def fds_but_pidfds() -> dict[int, str]:
-    """This process's open descriptors and their targets, without pidfds: a
-    ``BackendHandle`` keeps its backend's pidfd until the handle itself is
-    dropped, and tests keep their handles to the end."""
-    out: dict[int, str] = {}
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{name}")
-        except OSError:
-            continue
-        if target != "anon_inode:[pidfd]":
-            out[int(name)] = target
-    return out
-
-
-def snapshot() -> Snapshot:
-    """Child processes and open descriptors (pidfds not counted) now."""
-    return Snapshot(children=children(), fds=len(fds_but_pidfds()))
-
-
-def assert_clean(before: Snapshot, dirs: BackendDirs, kept_logs: Iterable[str] = ()) -> None:
-    """Once every backend is gone: no new child process (running or zombie),
-    no file in the socket directory, no log file but those of backends that
-    were killed (a killed backend's log is kept for diagnosis), and as many
-    open descriptors as before (pidfds aside, see :func:`fds_but_pidfds`;
-    polled, so descriptors being closed by other threads can settle)."""
-    new = {pid: state for pid, state in children().items() if pid not in before.children}
-    assert new == {}, f"child processes left behind (pid: state): {new}"
-    assert files_in(dirs.socket_dir) == [], f"files left in the socket directory: {files_in(dirs.socket_dir)}"
-    allowed = sorted(os.path.basename(p) for p in kept_logs)
-    logs = files_in(dirs.log_dir)
-    assert [name for name in logs if name not in allowed] == [], f"log files left: {logs} (allowed {allowed})"
-    poll_until(
-        lambda: len(fds_but_pidfds()) == before.fds,
-        timeout=10.0,
-        what=lambda: f"open descriptors to settle ({before.fds} before, now {fds_but_pidfds()})",
-    )
-
-
 def sock_files(dirs: BackendDirs) -> list[str]:
     return [name for name in files_in(dirs.socket_dir) if name.endswith(".sock")]
-
-
-__all__ = [
-    "Kit",
-    "DelegatingLauncher",
-    "FailingLauncher",
-    "ScriptedLauncher",
-    "Outcome",
-    "assert_clean",
-    "catalog_of",
-    "fds_but_pidfds",
-    "code_of",
-    "concurrently",
-    "kit",
-    "negotiated",
-    "refused",
-    "services",
-    "snapshot",
-    "sock_files",
-    "spawn_count",
-    "spawn_counting_exit3",
-    "spin_until",
-]

@@ -1,9 +1,6 @@
-"""Sample values and a minimal protobuf wire codec shared by the tests.
-
-The codec is written from the protobuf encoding rules (varints, tags,
-length-delimited fields) so that tests can check the field numbers of the
-contract independently of the Rust encoder.
-"""
+"""Sample values shared by the tests: well-formed names, hashes, trace
+contexts, service definitions and daemon identities (not this machine's),
+and small file-system helpers."""
 
 from __future__ import annotations
 
@@ -35,6 +32,8 @@ SHA = bytes(range(32))
 BACKEND_NAME_LEN = len("rpb-v1-") + 16 + len("-be-") + 32 + len(".sock")
 
 NOBODY_UID = 65534
+# "Another user" of the hostile-environment tests (tests run as root in CI).
+OTHER_UID = 4242
 
 # Giving a directory to another user (os.chown) needs root.
 requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
@@ -85,84 +84,3 @@ def mode_of(path: Union[str, "os.PathLike[str]"]) -> int:
 def entries(path: Path) -> list[str]:
     """Sorted names in a directory."""
     return sorted(os.listdir(path))
-
-
-# --- protobuf wire format -------------------------------------------------
-
-VARINT = 0
-LEN = 2
-
-
-def varint(value: int) -> bytes:
-    if value < 0:
-        raise ValueError("varint of a negative number")
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def field_varint(number: int, value: int) -> bytes:
-    return varint(number << 3 | VARINT) + varint(value)
-
-
-def field_bytes(number: int, value: Union[bytes, str]) -> bytes:
-    data = value.encode() if isinstance(value, str) else value
-    return varint(number << 3 | LEN) + varint(len(data)) + data
-
-
-WireValue = Union[int, bytes]
-
-
-def parse_message(data: bytes) -> list[tuple[int, WireValue]]:
-    """Splits an encoded message into ``(field number, value)`` pairs, in
-    order: ints for varint fields, bytes for length-delimited ones."""
-    fields: list[tuple[int, WireValue]] = []
-    pos = 0
-
-    def read_varint() -> int:
-        nonlocal pos
-        shift = 0
-        result = 0
-        while True:
-            byte = data[pos]
-            pos += 1
-            result |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                return result
-
-    while pos < len(data):
-        tag = read_varint()
-        number, wire_type = tag >> 3, tag & 7
-        if wire_type == VARINT:
-            fields.append((number, read_varint()))
-        elif wire_type == LEN:
-            length = read_varint()
-            fields.append((number, data[pos : pos + length]))
-            pos += length
-        else:
-            raise AssertionError(f"unexpected wire type {wire_type} for field {number}")
-    if pos != len(data):
-        raise AssertionError("message overruns its buffer")
-    return fields
-
-
-def fields_named(data: bytes, number: int) -> list[WireValue]:
-    """Every value of field ``number`` in an encoded message."""
-    return [value for n, value in parse_message(data) if n == number]
-
-
-def as_bytes(value: WireValue) -> bytes:
-    assert isinstance(value, bytes), value
-    return value
-
-
-def as_int(value: WireValue) -> int:
-    assert isinstance(value, int), value
-    return value

@@ -1,50 +1,37 @@
 """Helpers for the hostile-environment tests (test_hostile_env.py,
-test_impostors.py, test_hostile_pool.py): another user's objects, impostor
-and bystander programs started by the test, an independent v1 prober, and
-the "nothing left behind" checks that allow for what the test itself planted
-or started.
+test_impostors.py, test_hostile_pool.py): another user's objects, and
+impostor and bystander programs started by the test.
 
-Tests run as root in CI, so "another user" is uid/gid 4242 given with
-``os.chown``; paths owned by us or root are trusted by the security model.
+The independent prober is :func:`support.wire.probe`; the "nothing left
+behind" checks (which allow for what the test itself planted) are in
+:mod:`support.leftovers`.
+
+Tests run as root in CI, so "another user" is uid/gid ``OTHER_UID`` given
+with ``os.chown``; paths owned by us or root are trusted by the security
+model.
 """
 
 from __future__ import annotations
 
 import os
 import select
-import socket
-import struct
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Iterable, Optional, TypeVar
+from typing import Any, Optional, TypeVar, Union
 
 import pytest
 
 import running_process as rp
-from _launch_support import (
-    HANG_GUARD,
-    BackendDirs,
-    Launches,
-    Snapshot,
-    children,
-    fd_count,
-    files_in,
-    install,
-    key_for,
-    poll_until,
-    proc_stat,
-)
-from _support import as_bytes, field_bytes, field_varint, parse_message
 
-BACKENDS = Path(__file__).parent / "backends"
+from .launch import BACKENDS, BackendDirs, Launches, install, key_for, python_script
+from .procfs import proc_stat
+from .values import OTHER_UID
+from .waits import HANG_GUARD
+
 IMPOSTOR = BACKENDS / "impostor_v1.py"
 BYSTANDER = BACKENDS / "hostile_bystander.py"
-
-OTHER_UID = 4242
-requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
 
 
 def give_away(path: Path) -> None:
@@ -55,7 +42,7 @@ def give_away(path: Path) -> None:
 def install_impostor_backend(dirs: BackendDirs, name: str = "victim") -> Path:
     """impostor_v1.py as a launchable script backend in the version root;
     ``HOSTILE_VICTIM`` in the launch environment picks its role."""
-    return install(dirs.version_dir / name, f"#!{sys.executable}\n".encode() + IMPOSTOR.read_bytes())
+    return install(dirs.version_dir / name, python_script(IMPOSTOR))
 
 
 # --- programs the test starts ------------------------------------------------------------
@@ -125,7 +112,7 @@ class Program:
 class Impostor(Program):
     """impostor_v1.py in one of its attacker modes (see its docstring)."""
 
-    def __init__(self, mode: str, where: Path | str, arg: Optional[str] = None) -> None:
+    def __init__(self, mode: str, where: Union[Path, str], arg: Optional[str] = None) -> None:
         argv = [sys.executable, str(IMPOSTOR), mode, str(where)]
         if arg is not None:
             argv.append(arg)
@@ -161,43 +148,6 @@ class Bystander(Program):
         """Never signalled: alive, not stopped, nothing caught."""
         assert self.running(), f"bystander {self.pid}: {proc_stat(self.pid)}"
         assert self.signals() == []
-
-
-# --- an independent prober ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ProbeAnswer:
-    peer_pid: int
-    peer_uid: int
-    nonce_ok: bool
-    identity: rp.DaemonProcess
-
-
-def probe(path: str, timeout: float = HANG_GUARD) -> ProbeAnswer:
-    """One v1 identity probe, written from the contract (not the package's
-    prober), plus the socket's peer credentials."""
-    nonce = os.urandom(32)
-    request_id = int.from_bytes(nonce[:8], "little")
-    body = field_varint(1, 1) + field_varint(3, 0xB232) + field_bytes(4, nonce) + field_varint(5, request_id)
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-        conn.settimeout(timeout)
-        conn.connect(path)
-        cred = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        peer_pid, peer_uid, _ = struct.unpack("3i", cred)
-        conn.sendall(b"\x01" + struct.pack("<I", len(body)) + body)
-        header = conn.recv(5, socket.MSG_WAITALL)
-        assert len(header) == 5 and header[0] == 1, header
-        (length,) = struct.unpack("<I", header[1:])
-        response = dict(parse_message(conn.recv(length, socket.MSG_WAITALL)))
-    assert response[5] == request_id
-    payload = as_bytes(response[4])
-    return ProbeAnswer(
-        peer_pid=peer_pid,
-        peer_uid=peer_uid,
-        nonce_ok=payload[:32] == nonce,
-        identity=rp.DaemonProcess.from_bytes(payload[32:]),
-    )
 
 
 def same_identity(a: rp.DaemonProcess, b: rp.DaemonProcess) -> bool:
@@ -239,43 +189,3 @@ def launch_fails(
     err.__traceback__ = None
     del info, launcher
     return err
-
-
-# --- nothing left behind ----------------------------------------------------------------------
-
-
-def assert_clean(
-    before: Snapshot,
-    dirs: BackendDirs,
-    *,
-    socket_files: Iterable[str] = (),
-    started: Iterable[int] = (),
-) -> None:
-    """After a failed launch: no new child process (running or zombie)
-    except the helper programs ``started`` by the test, no file in the socket
-    directory but ``socket_files`` (what the test planted), nothing in the
-    log directory, and as many descriptors as before plus the helpers' pipes
-    (three each)."""
-    allowed = set(started)
-    new = {pid: st for pid, st in children().items() if pid not in before.children and pid not in allowed}
-    assert new == {}, f"child processes left behind (pid: state): {new}"
-    assert files_in(dirs.socket_dir) == sorted(socket_files), f"unexpected files in the socket directory: {files_in(dirs.socket_dir)}"
-    assert files_in(dirs.log_dir) == [], "files left in the log directory"
-    expected_fds = before.fds + 3 * len(allowed)
-    poll_until(
-        lambda: fd_count() == expected_fds,
-        timeout=HANG_GUARD,
-        what=lambda: f"{expected_fds} open descriptors (now {fd_count()}: {sorted(os.listdir('/proc/self/fd'))})",
-    )
-
-
-def gone(pid: int) -> bool:
-    """Ended and reaped (or, orphaned, reaped by init): not running."""
-    info = proc_stat(pid)
-    return info is None or info[0] == "Z" and info[1] != os.getpid()
-
-
-def assert_gone(pid: int) -> None:
-    poll_until(lambda: gone(pid), what=f"pid {pid} to end")
-    info = proc_stat(pid)
-    assert info is None or info[1] != os.getpid(), f"pid {pid} is a zombie child of the test"
