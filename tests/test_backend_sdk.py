@@ -49,6 +49,7 @@ def test_example_backend_launches_verifies_and_echoes(
     assert not os.path.exists(handle.endpoint.path)
 
 
+@pytest.mark.slow  # waits out a wall-clock delay
 def test_idle_backend_ends_itself_and_removes_its_socket(dirs: BackendDirs, launches: Launches) -> None:
     sd = dirs.sd(install_backend(dirs, python_example()))
     handle = launches.launch(dirs.launcher(idle_timeout_secs=1), key_for(sd), sd)
@@ -56,6 +57,7 @@ def test_idle_backend_ends_itself_and_removes_its_socket(dirs: BackendDirs, laun
     assert not os.path.exists(handle.endpoint.path)
 
 
+@pytest.mark.slow  # waits out a wall-clock delay
 def test_open_connection_keeps_an_idle_backend_alive(dirs: BackendDirs, launches: Launches) -> None:
     sd = dirs.sd(install_backend(dirs, python_example()))
     handle = launches.launch(dirs.launcher(idle_timeout_secs=1), key_for(sd), sd)

@@ -9,6 +9,8 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
+
 import running_process as rp
 from support.launch import BackendDirs, Launches, key_for
 from support.procfs import environ_pairs
@@ -28,6 +30,7 @@ def settled_copy(dirs: BackendDirs, rust_example: Path) -> Path:
     return binary
 
 
+@pytest.mark.slow  # waits out a wall-clock delay
 def test_a_settled_binary_gets_its_digest_and_stamp(
     dirs: BackendDirs, launches: Launches, rust_example: Path
 ) -> None:

@@ -36,6 +36,8 @@ from support.leftovers import files_in
 from support.procfs import parent_of, pending_signals, start_ticks, state_of
 from support.waits import HANG_GUARD, poll_until
 
+pytestmark = pytest.mark.slow
+
 SUBREAPER = BACKENDS / "fault_subreaper.py"
 POOL_CLIENT = BACKENDS / "fault_pool_client.py"
 

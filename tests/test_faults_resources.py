@@ -26,6 +26,8 @@ from support.leftovers import files_in
 from support.procfs import children, fd_count
 from support.waits import HANG_GUARD, poll_until
 
+pytestmark = pytest.mark.slow
+
 EMFILE_HELPER = BACKENDS / "fault_emfile.py"
 
 BLOCKER = b"a regular file where a directory belongs\n"

@@ -36,6 +36,8 @@ from support.procfs import fd_count, state_of
 from support.waits import HANG_GUARD, poll_until
 from support.wire import probe_request
 
+pytestmark = pytest.mark.slow
+
 # More slowloris peers than the SDK classifies at once (MAX_CLASSIFYING, 64).
 SLOW_PEERS = 70
 

@@ -30,6 +30,8 @@ from support.values import OTHER_UID, W3C_TRACEPARENT, mode_of, requires_root
 from support.waits import HANG_GUARD
 from support.wire import field_bytes
 
+pytestmark = pytest.mark.hostile
+
 # --- directories pre-created by another user --------------------------------------------------
 
 

@@ -32,6 +32,8 @@ from support.procfs import children, fd_count, process_running, start_ticks
 from support.values import OTHER_UID, mode_of, requires_root
 from support.waits import HANG_GUARD, poll_until
 
+pytestmark = pytest.mark.hostile
+
 
 class Kit:
     """A pool over a private tree, with every backend it hands out recorded

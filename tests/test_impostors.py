@@ -25,6 +25,8 @@ from support.procfs import process_running
 from support.waits import HANG_GUARD
 from support.wire import probe
 
+pytestmark = pytest.mark.hostile
+
 
 def launch_against(
     dirs: BackendDirs,

@@ -88,6 +88,7 @@ def test_a_world_writable_directory_inside_the_root_is_refused(dirs: BackendDirs
     assert snapshot().children == before.children
 
 
+@pytest.mark.slow  # waits out a wall-clock delay
 def test_extra_connection_closed_calls_cannot_break_the_server(
     dirs: BackendDirs, launches: Launches
 ) -> None:
@@ -110,6 +111,7 @@ def test_extra_connection_closed_calls_cannot_break_the_server(
     assert handle.wait(timeout=60.0) == 0
 
 
+@pytest.mark.slow  # waits out a wall-clock delay
 def test_accepted_connections_can_be_duplicated(dirs: BackendDirs, launches: Launches) -> None:
     body = (
         "import running_process as rp\n"

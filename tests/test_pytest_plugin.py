@@ -17,6 +17,8 @@ from support.launch import SERVICE, VERSION, install, v1_script
 from support.leftovers import assert_gone
 from support.waits import HANG_GUARD
 
+pytestmark = pytest.mark.slow
+
 pytest_plugins = ["pytester"]
 
 INNER_TIMEOUT = 180.0

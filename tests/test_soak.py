@@ -41,6 +41,8 @@ from support.procfs import exe_of, proc_stat, rss_kib
 from support.soak import kill_backends, worker_command
 from support.waits import poll_until
 
+pytestmark = pytest.mark.soak
+
 CLEAN_END = (0, -signal.SIGTERM)
 # Only turns a hang into a failure.
 GUARD = 60.0

@@ -57,6 +57,8 @@ from support.leftovers import Holdings, files_in, settled_leaks
 from support.procfs import environ_of, exe_of, proc_stat
 from support.waits import poll_until
 
+pytestmark = pytest.mark.soak
+
 EC = rp.ErrorCode
 IDLE_TIMEOUT_SECS = 1
 LIVE_CAP = 2
