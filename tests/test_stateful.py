@@ -1,7 +1,7 @@
 """A stateful model of the HelloRouter and the BackendPool, driven by
 hypothesis through random interleavings of requests (valid and refused),
-external SIGKILLs, idle exits, stops, and evictions under the router's cap
-on live backends, with real processes and sockets throughout.
+external SIGKILLs, clean exits (SIGTERM), stops, and evictions under the
+router's cap on live backends, with real processes and sockets throughout.
 
 After every step the model is checked against the processes themselves
 (``/proc``) and against what the router and the pool report:
@@ -17,9 +17,16 @@ After every step the model is checked against the processes themselves
   no file in the socket directory or the pool's state directory that
   nobody accounts for.
 
-Every backend is launched with a 1 s idle timeout, so any of them may end on
-its own between two steps: the model allows that, but only as a clean exit
-(status 0) of a backend it did not end itself, and it counts such exits.
+Nothing depends on the wall clock: every backend ends because a step ended
+it, and each step waits for the events it caused (a pidfd, the reaping seen
+in ``/proc``) with a guard that only turns a hang into a failure. Backends
+are launched with an idle timeout (the contract's environment carries it)
+far longer than any run, so none idles out; a clean exit of a backend that
+neither the router nor the pool ended, as an idle exit is, is a SIGTERM the
+test sends: the backend shuts down gracefully (status 0, socket file
+removed) on the same path as when it idles out. So the model knows the fate
+of every backend at every step, and a backend that ends unasked is a
+failure.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -46,7 +54,6 @@ from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
     invariant,
-    precondition,
     rule,
     run_state_machine_as_test,
 )
@@ -60,7 +67,9 @@ from support.waits import poll_until
 pytestmark = pytest.mark.soak
 
 EC = rp.ErrorCode
-IDLE_TIMEOUT_SECS = 1
+# Passed to every backend and checked in its environment; long enough never
+# to fire during a run (see the module docstring).
+IDLE_TIMEOUT_SECS = 24 * 3600
 LIVE_CAP = 2
 # Only turns a hang into a failure.
 GUARD = 30.0
@@ -152,13 +161,6 @@ def recv_exact(conn: socket.socket, n: int) -> bytes:
     return data
 
 
-def wait_until_dead(handle: rp.BackendHandle) -> bool:
-    """Whether the backend ends within the guard (it refused a request, so
-    it should be on its way out)."""
-    poll_until(lambda: not handle.is_alive(), timeout=GUARD, what=f"pid {handle.pid} to end")
-    return True
-
-
 # --- the model -------------------------------------------------------------------------------
 
 
@@ -174,8 +176,9 @@ class Backend:
     # The handle of the launch: the backend is our child, and this handle
     # knows its exit status.
     handle: rp.BackendHandle
-    # How the model ended it: None (running, or ended on its own), "killed",
-    # "stopped", "evicted"; "idled" once it is seen to have ended on its own.
+    # How the model ended it: None (running), "killed" (SIGKILL), "exited"
+    # (SIGTERM: a clean exit, as an idle exit is), "stopped" (by the router
+    # or the pool), "evicted" (by the router's cap).
     fate: Optional[str] = None
 
 
@@ -212,7 +215,6 @@ class RouterPoolMachine(RuleBasedStateMachine):
         # Lock files a refused pool request leaves behind (see
         # test_a_refused_pool_request_leaves_no_lock_file).
         self.refused_locks: set[str] = set()
-        self.idle_waits = 0
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -229,21 +231,17 @@ class RouterPoolMachine(RuleBasedStateMachine):
         """Backends the model has not ended and whose process runs."""
         return [b for b in self.backends.values() if b.fate is None and self.running(b)]
 
-    def ended_on_its_own(self, b: Backend) -> None:
-        """``b`` is gone though the model did not end it: that may only be its
-        idle timeout, a clean exit."""
-        assert b.fate is None, f"{b.key} pid {b.pid} was {b.fate}"
-        assert b.handle.wait(timeout=GUARD) == 0, (
-            f"{b.key} pid {b.pid} ended with {b.handle.returncode}, and nobody ended it"
+    def ended_unasked(self, b: Backend) -> None:
+        """``b`` is gone though no step ended it: a failure, whatever its
+        exit status."""
+        raise AssertionError(
+            f"{b.key} pid {b.pid} ended (status {b.handle.returncode}) though nothing ended it"
         )
-        b.fate = "idled"
-        self.counts["idle exits seen"] += 1
 
     def check_handle(self, handle: rp.BackendHandle, b: Backend) -> None:
         """The handed-out handle is the live process: a request echoed, then
-        verified, with the expected identity. The backend may idle out just
-        before the request reaches it; then it must have ended cleanly on
-        its own."""
+        verified, with the expected identity."""
+        assert b.fate is None, f"a {b.fate} backend was handed out: {b.key} pid {b.pid}"
         assert handle.pid == b.pid and handle.endpoint.path == b.endpoint
         daemon = handle.daemon
         assert daemon.pid == b.pid
@@ -251,24 +249,10 @@ class RouterPoolMachine(RuleBasedStateMachine):
         assert daemon.exe_sha256 == self.setup.digest
         assert daemon.idle_timeout_secs == IDLE_TIMEOUT_SECS
         payload = f"{b.key} {b.endpoint}".encode()
-        try:
-            conn = handle.connect()
-        except OSError:
-            self.handed_out_then_idled(b)
-            return
-        with conn:
+        with handle.connect() as conn:
             conn.settimeout(GUARD)
-            try:
-                conn.sendall(payload)
-                echoed = recv_exact(conn, len(payload))
-            except OSError:
-                echoed = b""
-            if echoed != payload:
-                assert echoed == b"", f"{b.key} echoed {echoed!r}"
-                self.handed_out_then_idled(b)
-                return
-            # The backend is serving this connection, which holds its idle
-            # timer: from here on it must be alive and verifiable.
+            conn.sendall(payload)
+            assert recv_exact(conn, len(payload)) == payload, f"{b.key} pid {b.pid} did not echo"
             handle.verify(timeout=GUARD)
             assert exe_of(b.pid) == str(self.setup.binary)
             env = environ_of(b.pid)
@@ -281,13 +265,6 @@ class RouterPoolMachine(RuleBasedStateMachine):
             conn.shutdown(socket.SHUT_WR)
             assert conn.recv(1) == b""
         self.counts["handles verified"] += 1
-
-    def handed_out_then_idled(self, b: Backend) -> None:
-        assert not b.handle.is_alive() or wait_until_dead(b.handle), (
-            f"{b.key} pid {b.pid} refused a request while alive"
-        )
-        self.ended_on_its_own(b)
-        self.counts["handed out, then idled out"] += 1
 
     def new_or_same(self, system: str, key: str, prior: Optional[str], handle: rp.BackendHandle) -> Backend:
         """Records what a request handed out: the backend the model expected,
@@ -302,7 +279,8 @@ class RouterPoolMachine(RuleBasedStateMachine):
             old = self.backends[prior]
             assert not self.running(old), f"{key}: a second backend while pid {old.pid} runs"
             if old.fate is None:
-                self.ended_on_its_own(old)
+                self.ended_unasked(old)
+            self.counts[f"{system}: {old.fate} backend replaced"] += 1
         state = proc_stat(handle.pid)
         assert state is not None and state[1] == self.me, "a new backend that is not our child"
         b = Backend(system, key, handle.pid, endpoint, handle.log_path, handle)
@@ -363,13 +341,12 @@ class RouterPoolMachine(RuleBasedStateMachine):
                 # Shut down gracefully and reaped before the request returned.
                 assert not self.running(evicted), f"evicted {lru} pid {evicted.pid} still runs"
                 if evicted.fate is None:
+                    if not was_running[lru]:
+                        self.ended_unasked(evicted)
                     assert evicted.handle.returncode in (0, -signal.SIGTERM), evicted.handle.returncode
                     assert not os.path.lexists(evicted.log_path), "a cleanly evicted backend's log was kept"
-                    if was_running[lru]:
-                        evicted.fate = "evicted"
-                        self.counts["evictions"] += 1
-                    else:
-                        self.ended_on_its_own(evicted)
+                    evicted.fate = "evicted"
+                    self.counts["evictions"] += 1
         else:
             self.registry.move_to_end(key)
             self.counts["router hits"] += 1
@@ -408,14 +385,11 @@ class RouterPoolMachine(RuleBasedStateMachine):
 
     @rule()
     def prune_registry(self) -> None:
-        dead = sorted(k for k, e in self.registry.items() if not self.backends[e].handle.is_alive())
+        dead = sorted(k for k, e in self.registry.items() if self.backends[e].fate is not None)
         pruned = sorted(str(k).split("/")[-1] for k in self.router.registry.prune_stale())
-        # A backend may idle out between the two looks: what was dead is pruned.
-        assert set(dead) <= set(pruned), (dead, pruned)
+        assert pruned == dead, (pruned, dead)
         for key in pruned:
-            b = self.backends[self.registry.pop(key)]
-            if b.fate is None:
-                self.ended_on_its_own(b)
+            self.registry.pop(key)
 
     # --- the pool --------------------------------------------------------------------------
 
@@ -487,7 +461,7 @@ class RouterPoolMachine(RuleBasedStateMachine):
                 b = self.backends[endpoint]
                 assert not self.running(b), f"pool.get({key}) missed running pid {b.pid}"
                 if b.fate is None:
-                    self.ended_on_its_own(b)
+                    self.ended_unasked(b)
             return
         assert endpoint is not None, f"pool.get({key}) found a backend nobody recorded"
         b = self.backends[endpoint]
@@ -514,22 +488,19 @@ class RouterPoolMachine(RuleBasedStateMachine):
         else:
             assert not self.running(b)
             if b.fate is None:
-                self.ended_on_its_own(b)
+                self.ended_unasked(b)
 
     def pool_stop_all(self) -> None:
         recorded = [self.backends[e] for e in self.manifests.values()]
         ours = [b for b in recorded if b.fate is None]
         stopped = self.pool.stop_all(timeout=GUARD)
-        # Stopped or idled out first: either way a clean end, and which one
-        # cannot be told from the outside when a backend idled out just then.
-        assert stopped <= len(ours), (stopped, ours)
+        assert stopped == len(ours), (stopped, ours)
         for b in ours:
             poll_until(lambda: self.reaped(b), what=f"pid {b.pid} to be reaped")
             assert b.handle.wait(timeout=GUARD) in (0, -signal.SIGTERM)
             b.fate = "stopped"
         for b in recorded:
             assert not self.running(b)
-        self.counts["idle exits seen"] += len(ours) - stopped
         self.manifests.clear()
         self.locks.clear()
         # Lock files of refused requests have no manifest; stop_all does not
@@ -539,51 +510,50 @@ class RouterPoolMachine(RuleBasedStateMachine):
 
     def pick_live(self, index: int) -> Optional[Backend]:
         """The ``index``-th live backend (modulo), in an order that does not
-        depend on random endpoints; None if none runs. Which backends run
-        depends on timing, so it is never a precondition or a strategy:
-        hypothesis requires data generation to depend on the steps alone."""
+        depend on random endpoints; None if none runs. Never a precondition
+        or a strategy: hypothesis requires data generation to depend on the
+        steps alone."""
         live = sorted(self.live_backends(), key=lambda b: (b.system, b.key, b.pid))
         return live[index % len(live)] if live else None
 
-    @rule(index=st.integers(min_value=0, max_value=15))
-    def sigkill(self, index: int) -> None:
-        """SIGKILL from outside (as the OOM killer would), through a pidfd
-        opened while the process is provably the backend."""
-        b = self.pick_live(index)
-        if b is None:
-            return
+    def signal_and_wait(self, b: Backend, sig: signal.Signals) -> None:
+        """Sends ``sig`` from outside through a pidfd opened while the
+        process is provably the backend, and waits for the exit the pidfd
+        reports, then for the launcher's reaper thread to reap it (nothing
+        here touches the handle)."""
+        pidfd = os.pidfd_open(b.pid)
         try:
-            pidfd = os.pidfd_open(b.pid)
-        except ProcessLookupError:
-            self.ended_on_its_own(b)
-            return
-        try:
-            # With the pidfd open, the pid names one process: ours, if it
+            # With the pidfd open, the pid names one process: ours, as it
             # has our endpoint.
-            ours = environ_of(b.pid).get(rp.ENV_BACKEND_PIPE) == b.endpoint
-            if ours:
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            assert environ_of(b.pid).get(rp.ENV_BACKEND_PIPE) == b.endpoint, f"pid {b.pid} is not {b.key}"
+            signal.pidfd_send_signal(pidfd, sig)
+            assert select.select([pidfd], [], [], GUARD)[0] == [pidfd], f"pid {b.pid} still runs after {sig.name}"
         finally:
             os.close(pidfd)
-        if not ours:
-            self.ended_on_its_own(b)
-            return
-        b.fate = "killed"
-        self.counts["sigkills"] += 1
-        # The launcher's reaper thread reaps it; nothing here touches the handle.
-        poll_until(lambda: self.reaped(b), what=f"killed pid {b.pid} to be reaped")
+        poll_until(lambda: self.reaped(b), timeout=GUARD, what=f"pid {b.pid} to be reaped after {sig.name}")
 
-    @precondition(lambda self: self.idle_waits < 1)
     @rule(index=st.integers(min_value=0, max_value=15))
-    def idle_exit(self, index: int) -> None:
-        """Waits for a backend to end on its own (its 1 s idle timeout); at
-        most once per example, since it takes a second."""
-        self.idle_waits += 1
+    def sigkill(self, index: int) -> None:
+        """SIGKILL from outside (as the OOM killer would)."""
         b = self.pick_live(index)
         if b is None:
             return
-        poll_until(lambda: self.reaped(b), timeout=GUARD, what=f"pid {b.pid} to idle out")
-        self.ended_on_its_own(b)
+        self.signal_and_wait(b, signal.SIGKILL)
+        b.fate = "killed"
+        self.counts["sigkills"] += 1
+
+    @rule(index=st.integers(min_value=0, max_value=15))
+    def clean_exit(self, index: int) -> None:
+        """A backend ends by itself, cleanly, behind the router's and the
+        pool's backs, as it does when it idles out: here on a SIGTERM the
+        test sends, so that when it happens is a step, not a moment."""
+        b = self.pick_live(index)
+        if b is None:
+            return
+        self.signal_and_wait(b, signal.SIGTERM)
+        assert b.handle.wait(timeout=GUARD) == 0, f"{b.key} pid {b.pid} ended with {b.handle.returncode}"
+        b.fate = "exited"
+        self.counts["clean exits"] += 1
 
     # --- invariants ------------------------------------------------------------------------
 
@@ -735,7 +705,16 @@ def test_router_and_pool_state_machine(setup: Setup) -> None:
     print("state machine: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     assert leaks == {}, f"the test process leaked: {leaks}"
     # The model was exercised: every kind of event happened.
-    for event in ("router hits", "evictions", "sigkills", "pool hits", "pool launches", "idle exits seen"):
+    for event in (
+        "router hits",
+        "evictions",
+        "sigkills",
+        "clean exits",
+        "pool hits",
+        "pool launches",
+        "router: exited backend replaced",
+        "pool: exited backend replaced",
+    ):
         assert counts[event] > 0, f"no {event} in any example: {dict(counts)}"
 
 
