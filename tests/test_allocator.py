@@ -211,9 +211,7 @@ def test_allocate_with_is_deterministic(socket_dir: Path) -> None:
     assert endpoint.path == str(socket_dir / f"rpb-v1-{HASH}-be-{'00' * 16}.sock")
     assert allocator(socket_dir).allocate_with(lambda: bytes(16)) == endpoint
     token = bytes(range(16))
-    assert allocator(socket_dir).allocate_with(lambda: token).path.endswith(
-        f"-be-{token.hex()}.sock"
-    )
+    assert allocator(socket_dir).allocate_with(lambda: token).path.endswith(f"-be-{token.hex()}.sock")
 
 
 def test_reserved_paths_are_skipped_then_exhausted(socket_dir: Path) -> None:

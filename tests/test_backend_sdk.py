@@ -19,6 +19,7 @@ import running_process as rp
 from support.launch import BackendDirs, Launches, echo, install, key_for
 from support.wire import probe
 
+
 def python_example() -> bytes:
     source = resources.files("running_process.examples").joinpath("echo_backend.py").read_bytes()
     return f"#!{sys.executable}\n".encode() + source
@@ -143,7 +144,9 @@ def refused_env(monkeypatch: pytest.MonkeyPatch, path: str) -> rp.BackendServerE
     return info.value
 
 
-def test_from_env_binds_in_an_existing_private_directory(short_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_from_env_binds_in_an_existing_private_directory(
+    short_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (short_dir / "s").mkdir(mode=0o700)
     path = short_dir / "s" / "b.sock"
     set_contract(monkeypatch, str(path))
@@ -172,7 +175,9 @@ def test_from_env_refuses_a_missing_socket_directory_and_creates_nothing(
     assert tree(short_dir) == []
 
 
-def test_from_env_refuses_a_path_through_a_file_and_leaves_it(short_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_from_env_refuses_a_path_through_a_file_and_leaves_it(
+    short_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (short_dir / "f").write_bytes(b"data")
     err = refused_env(monkeypatch, f"{short_dir}/f/s/b.sock")
     assert f"{short_dir}/f/s cannot be inspected" in err.reason
@@ -196,8 +201,20 @@ def test_from_env_refuses_a_path_through_a_file_and_leaves_it(short_dir: Path, m
         ("b\x85.sock", "control character"),
         ("b.sock/", "ends with '/'"),
     ],
-    ids=["dotdot", "dotdot-twice", "dot", "bare-dotdot", "trailing-newline", "newline", "cr", "tab", "escape", "del",
-         "c1-next-line", "trailing-slash"],
+    ids=[
+        "dotdot",
+        "dotdot-twice",
+        "dot",
+        "bare-dotdot",
+        "trailing-newline",
+        "newline",
+        "cr",
+        "tab",
+        "escape",
+        "del",
+        "c1-next-line",
+        "trailing-slash",
+    ],
 )
 def test_from_env_refuses_an_endpoint_path_that_is_not_plain(
     short_dir: Path, monkeypatch: pytest.MonkeyPatch, name: str, says: str

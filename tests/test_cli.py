@@ -72,7 +72,9 @@ class Cli:
 
 
 @pytest.fixture
-def c(dirs: BackendDirs, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Cli]:
+def c(
+    dirs: BackendDirs, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Cli]:
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(dirs.root / "run"))
     monkeypatch.setenv(rp.ENV_SERVICE_DEF_DIR, str(dirs.root / "defs"))
     kit = Cli(dirs, capsys, dirs.root / "st", dirs.root / "defs")
@@ -206,7 +208,14 @@ def test_servicedef_write_invalid_fields_exit_2(c: Cli) -> None:
     assert code == cli.EXIT_USAGE
     assert_one_line_failure(err, "InvalidLabelError")
     code, _, err = c.run(
-        "servicedef", "write", "Bad_Name", "--binary", str(c.dirs.script), "--root", str(c.dirs.version_dir), *c.sd()
+        "servicedef",
+        "write",
+        "Bad_Name",
+        "--binary",
+        str(c.dirs.script),
+        "--root",
+        str(c.dirs.version_dir),
+        *c.sd(),
     )
     assert code == cli.EXIT_USAGE
     assert "Traceback" not in err
@@ -395,9 +404,10 @@ def test_doctor_default_dirs_and_existing_secure_dir(c: Cli) -> None:
     d = report["directories"]["service_def_dir"]
     assert d["path"] == str(c.def_dir) and d["exists"] is True and d["status"] == "ok"
     assert d["owner_uid"] == os.getuid() and d["mode"] == "0700"
-    assert report["directories"]["state_dir"]["path"] == rp.BackendPool(
-        rp.CommandBackendLauncher.for_current_user()
-    ).state_dir
+    assert (
+        report["directories"]["state_dir"]["path"]
+        == rp.BackendPool(rp.CommandBackendLauncher.for_current_user()).state_dir
+    )
 
 
 def test_doctor_insecure_dir_exits_4(c: Cli) -> None:
@@ -430,4 +440,6 @@ def test_errors_map_to_exit_codes() -> None:
     assert cli.exit_code_for(FileNotFoundError(2, "x")) == cli.EXIT_NOT_FOUND
     assert cli.exit_code_for(RuntimeError("x")) == cli.EXIT_FAILURE
     assert str(cli.parse_key("private:abc/abc@1.0.0")) == "private:abc/abc@1.0.0"
-    assert cli.parse_key("shared/zccache@1.11.20") == rp.BackendKey(rp.BrokerInstanceKey.shared(), "zccache", "1.11.20")
+    assert cli.parse_key("shared/zccache@1.11.20") == rp.BackendKey(
+        rp.BrokerInstanceKey.shared(), "zccache", "1.11.20"
+    )

@@ -138,7 +138,9 @@ def test_pid_limits(pid: int) -> None:
     assert make_dp(pid=pid).pid == pid
 
 
-@pytest.mark.parametrize("exe_path", ["", "bin/zccache", "zccache", "./zccache", "/opt/\0x", "/" + "x" * 4096])
+@pytest.mark.parametrize(
+    "exe_path", ["", "bin/zccache", "zccache", "./zccache", "/opt/\0x", "/" + "x" * 4096]
+)
 def test_bad_exe_path(exe_path: str) -> None:
     with pytest.raises(rp.InvalidIdentityError) as info:
         make_dp(exe_path=exe_path)

@@ -108,7 +108,7 @@ class Cleanup:
         return proc
 
     def finish(self) -> None:
-        for pid, fd in self.pidfds.items():
+        for fd in self.pidfds.values():
             try:
                 signal.pidfd_send_signal(fd, signal.SIGKILL)
             except ProcessLookupError:
@@ -347,9 +347,7 @@ class Holder:
         assert self.proc.wait(timeout=HANG_GUARD) == 0
 
 
-def start_holder(
-    dirs: BackendDirs, sd: rp.ServiceDefinition, state_dir: Path, cleanup: Cleanup
-) -> Holder:
+def start_holder(dirs: BackendDirs, sd: rp.ServiceDefinition, state_dir: Path, cleanup: Cleanup) -> Holder:
     proc = cleanup.popen(
         [sys.executable, str(POOL_CLIENT), client_config(dirs, sd, state_dir)],
         stdin=subprocess.PIPE,
@@ -388,7 +386,9 @@ def test_pool_kills_a_stopped_backend_it_can_prove_and_replaces_it(
         assert not os.path.exists(old_endpoint)
         assert read_manifest(state_dir)["daemon"]["pid"] == replacement.pid
         messages = [r.getMessage() for r in caplog.records]
-        assert any(f"killed pid {holder.backend}, the recorded backend of {key}" in m for m in messages), messages
+        assert any(f"killed pid {holder.backend}, the recorded backend of {key}" in m for m in messages), (
+            messages
+        )
         replacement.verify()
         assert echo(replacement, b"replaced") == b"replaced"
         holder.release()

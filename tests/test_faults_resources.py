@@ -170,7 +170,9 @@ def test_out_of_descriptors_is_a_typed_error_at_every_step_and_the_same_process_
     # Each step that needs a descriptor fails in launch order and says which
     # it is: the binary, the log file, then the spawn's set-up.
     assert steps[0] == f"open {binary}"
-    assert re.fullmatch(rf"create {re.escape(str(dirs.log_dir))}/v1echo-1\.0\.0-[0-9a-f]{{32}}\.log", steps[1])
+    assert re.fullmatch(
+        rf"create {re.escape(str(dirs.log_dir))}/v1echo-1\.0\.0-[0-9a-f]{{32}}\.log", steps[1]
+    )
     assert steps[2:] and all(step not in steps[:2] for step in steps[2:]), steps
 
     # With its descriptors back, the same process launches normally.

@@ -67,9 +67,12 @@ def test_boot_id_is_the_kernel_boot_id() -> None:
     assert "\n" not in value
     # A boot id is a valid DaemonProcess boot id.
     ep = rp.Endpoint("shared", "/run/x.sock")
-    assert rp.DaemonProcess(
-        pid=1, exe_path="/x", exe_sha256=bytes(32), boot_id=value, ipc_endpoint=ep, started_at_unix_ms=0
-    ).boot_id == value
+    assert (
+        rp.DaemonProcess(
+            pid=1, exe_path="/x", exe_sha256=bytes(32), boot_id=value, ipc_endpoint=ep, started_at_unix_ms=0
+        ).boot_id
+        == value
+    )
 
 
 # --- socket_dir -------------------------------------------------------------------
@@ -124,9 +127,7 @@ def test_sha256_file_matches_hashlib(tmp_path: Path, size: int) -> None:
 def test_sha256_file_of_empty_file(tmp_path: Path) -> None:
     path = tmp_path / "empty"
     path.touch()
-    assert rp.sha256_file(path).hex() == (
-        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-    )
+    assert rp.sha256_file(path).hex() == ("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
 
 
 def test_sha256_file_follows_symlinks(tmp_path: Path) -> None:

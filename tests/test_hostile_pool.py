@@ -270,7 +270,9 @@ def test_a_directory_planted_at_the_manifest_path_fails_typed_and_kills_the_back
     assert set(children()) == before
     assert files_in(kit.dirs.socket_dir) == []
     assert files_in(manifest) == ["keep"]
-    assert sorted(p.name for p in kit.state_dir.iterdir()) == sorted([manifest.name, manifest.with_suffix(".lock").name])
+    assert sorted(p.name for p in kit.state_dir.iterdir()) == sorted(
+        [manifest.name, manifest.with_suffix(".lock").name]
+    )
 
 
 def test_a_symlink_planted_at_the_lock_path_is_refused_never_followed(kit: Kit) -> None:

@@ -95,9 +95,10 @@ def test_from_id_refuses_ids_with_bad_names(id_: str) -> None:
 
 
 def test_from_service_definition_follows_isolation() -> None:
-    assert rp.BrokerInstanceKey.from_service_definition(
-        make_sd(isolation=rp.Isolation.SHARED)
-    ) == rp.BrokerInstanceKey.shared()
+    assert (
+        rp.BrokerInstanceKey.from_service_definition(make_sd(isolation=rp.Isolation.SHARED))
+        == rp.BrokerInstanceKey.shared()
+    )
     assert rp.BrokerInstanceKey.from_service_definition(
         make_sd(isolation=rp.Isolation.PRIVATE)
     ) == rp.BrokerInstanceKey.private("zccache")

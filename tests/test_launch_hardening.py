@@ -44,9 +44,7 @@ def test_sigterm_is_graceful_while_python_threads_use_the_server_with_info_loggi
     assert handle.shutdown(timeout=60.0) == 0
 
 
-def test_a_failed_launch_takes_the_backends_helpers_with_it(
-    dirs: BackendDirs, launches: Launches
-) -> None:
+def test_a_failed_launch_takes_the_backends_helpers_with_it(dirs: BackendDirs, launches: Launches) -> None:
     marker = f"rp-helper-{os.getpid()}-{id(dirs)}"
     script = f"#!/bin/sh\nexec -a {marker} sleep 777 &\necho started helper >&2\nexit 3\n"
     sd = dirs.sd(install(dirs.version_dir / "forks", script.encode()))
@@ -89,9 +87,7 @@ def test_a_world_writable_directory_inside_the_root_is_refused(dirs: BackendDirs
 
 
 @pytest.mark.slow  # waits out a wall-clock delay
-def test_extra_connection_closed_calls_cannot_break_the_server(
-    dirs: BackendDirs, launches: Launches
-) -> None:
+def test_extra_connection_closed_calls_cannot_break_the_server(dirs: BackendDirs, launches: Launches) -> None:
     body = (
         "import running_process as rp\n"
         "server = rp.BackendServer.from_env()\n"

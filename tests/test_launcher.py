@@ -77,9 +77,7 @@ def test_constructing_a_launcher_creates_nothing(dirs: BackendDirs) -> None:
 # --- identity ----------------------------------------------------------------------
 
 
-def test_launch_returns_the_verified_identity(
-    dirs: BackendDirs, launches: Launches
-) -> None:
+def test_launch_returns_the_verified_identity(dirs: BackendDirs, launches: Launches) -> None:
     sd = dirs.sd()
     key = key_for(sd)
     launcher = dirs.launcher()
@@ -156,9 +154,7 @@ def test_trace_context_is_passed_exactly(dirs: BackendDirs, launches: Launches) 
     assert f"{rp.ENV_TRACESTATE}={W3C_TRACESTATE}" in lines
 
 
-def test_empty_trace_context_sets_no_trace_variables(
-    dirs: BackendDirs, launches: Launches
-) -> None:
+def test_empty_trace_context_sets_no_trace_variables(dirs: BackendDirs, launches: Launches) -> None:
     sd = dirs.sd()
     handle = launches.launch(dirs.launcher(), key_for(sd), sd, rp.TraceContext())
     names = {line.partition("=")[0] for line in env_lines(handle.log_path)}
@@ -250,9 +246,7 @@ def test_backend_is_detached(handle: rp.BackendHandle) -> None:
     assert fds[2] == handle.log_path
 
 
-def test_inheritable_descriptor_is_not_passed_on(
-    dirs: BackendDirs, launches: Launches
-) -> None:
+def test_inheritable_descriptor_is_not_passed_on(dirs: BackendDirs, launches: Launches) -> None:
     read_end, write_end = os.pipe()
     try:
         os.set_inheritable(read_end, True)
@@ -314,9 +308,8 @@ def test_context_manager_shuts_down(handle: rp.BackendHandle) -> None:
 
 
 def test_context_manager_shuts_down_on_exception(handle: rp.BackendHandle) -> None:
-    with pytest.raises(KeyError):
-        with handle:
-            raise KeyError("boom")
+    with pytest.raises(KeyError), handle:
+        raise KeyError("boom")
     assert not handle.is_alive()
     assert handle.returncode == -signal.SIGTERM
 
@@ -496,9 +489,7 @@ def test_default_directories_follow_xdg_runtime_dir(
     assert mode_of(Path(handle.log_path).parent) == 0o700
 
 
-def test_symlink_inside_the_root_runs_the_canonical_file(
-    dirs: BackendDirs, launches: Launches
-) -> None:
+def test_symlink_inside_the_root_runs_the_canonical_file(dirs: BackendDirs, launches: Launches) -> None:
     link = dirs.version_dir / "current"
     link.symlink_to(dirs.script.name)
     sd = dirs.sd(binary=link)
@@ -597,9 +588,7 @@ def test_process_state_is_reset(dirs: BackendDirs, launches: Launches) -> None:
     assert status["Umask"] == "0077"
 
 
-def test_log_is_removed_by_a_clean_shutdown_only(
-    dirs: BackendDirs, launches: Launches
-) -> None:
+def test_log_is_removed_by_a_clean_shutdown_only(dirs: BackendDirs, launches: Launches) -> None:
     sd = dirs.sd()
     launcher = dirs.launcher()
     clean = launches.launch(launcher, key_for(sd), sd)
@@ -650,9 +639,7 @@ def v1_variant(dirs: BackendDirs, name: str, prelude: str) -> Path:
 
 
 def test_shutdown_escalates_to_sigkill(dirs: BackendDirs, launches: Launches) -> None:
-    script = v1_variant(
-        dirs, "stubborn", "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN)"
-    )
+    script = v1_variant(dirs, "stubborn", "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN)")
     sd = dirs.sd(binary=script)
     handle = launches.launch(dirs.launcher(), key_for(sd), sd)
     path = handle.endpoint.path

@@ -175,9 +175,7 @@ def test_exec_format_error(dirs: BackendDirs, launches: Launches) -> None:
 
 
 def test_backend_exits_before_ready(dirs: BackendDirs, launches: Launches) -> None:
-    script = install(
-        dirs.version_dir / "exit3", b"#!/bin/sh\necho exiting with 3 >&2; exit 3\n"
-    )
+    script = install(dirs.version_dir / "exit3", b"#!/bin/sh\necho exiting with 3 >&2; exit 3\n")
     err = launch_fails(dirs, launches, rp.BackendExitedError, sd=dirs.sd(binary=script))
     assert err.returncode == 3
     assert "exiting with 3" in err.log_tail
@@ -194,9 +192,7 @@ def test_backend_killed_by_a_signal_before_ready(dirs: BackendDirs, launches: La
 def test_backend_never_ready(dirs: BackendDirs, launches: Launches) -> None:
     script = install(dirs.version_dir / "sleeper", b"#!/bin/sh\nexec sleep 1000\n")
     launcher = dirs.launcher(ready_timeout=1.0)
-    err = launch_fails(
-        dirs, launches, rp.NotReadyError, sd=dirs.sd(binary=script), launcher=launcher
-    )
+    err = launch_fails(dirs, launches, rp.NotReadyError, sd=dirs.sd(binary=script), launcher=launcher)
     assert err.timeout == 1.0
     assert isinstance(err.log_tail, str)
     assert proc_stat(err.pid) is None, "the sleep process is still there"
@@ -205,17 +201,13 @@ def test_backend_never_ready(dirs: BackendDirs, launches: Launches) -> None:
 # --- probe and verification ---------------------------------------------------------------
 
 
-def test_garbage_answer(
-    dirs: BackendDirs, launches: Launches, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_garbage_answer(dirs: BackendDirs, launches: Launches, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("V1_BACKEND_MODE", "garbage")
     err = launch_fails(dirs, launches, rp.ProbeError)
     assert err.reason == str(err)
 
 
-def test_wrong_nonce(
-    dirs: BackendDirs, launches: Launches, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_wrong_nonce(dirs: BackendDirs, launches: Launches, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("V1_BACKEND_MODE", "wrong-nonce")
     err = launch_fails(dirs, launches, rp.ProbeError)
     assert "nonce" in str(err)
@@ -326,9 +318,7 @@ def test_group_writable_log_dir(dirs: BackendDirs, launches: Launches) -> None:
 
 
 @pytest.mark.parametrize("which", ["socket_dir", "log_dir"])
-def test_symlinked_directory_is_refused(
-    dirs: BackendDirs, launches: Launches, which: str
-) -> None:
+def test_symlinked_directory_is_refused(dirs: BackendDirs, launches: Launches, which: str) -> None:
     real = dirs.root / "real"
     real.mkdir(mode=0o700)
     os.chmod(real, 0o700)

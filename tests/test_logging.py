@@ -40,9 +40,7 @@ def test_allocate_logs_the_directory_and_endpoint(
         assert record.name == "running_process" or record.name.startswith("running_process.")
 
 
-def test_created_directory_is_logged_once(
-    rust_debug_logs: pytest.LogCaptureFixture, short_dir: Path
-) -> None:
+def test_created_directory_is_logged_once(rust_debug_logs: pytest.LogCaptureFixture, short_dir: Path) -> None:
     socket_dir = short_dir / "broker"
     alloc = rp.BackendEndpointAllocator(HASH, "shared", socket_dir=socket_dir)
     alloc.allocate()

@@ -24,9 +24,10 @@ import pytest
 import running_process as rp
 from support.procfs import fd_targets
 from support.values import make_dp, make_endpoint, make_sd
-from support.wire import EGROUP, I32, I64, SGROUP, tag, field_bytes, field_varint, varint
+from support.wire import EGROUP, I32, I64, SGROUP, field_bytes, field_varint, tag, varint
 
 # --- protobuf helpers ----------------------------------------------------------
+
 
 def endpoint_bytes(namespace: bytes, path: bytes) -> bytes:
     return field_bytes(1, namespace) + field_bytes(2, path)
@@ -125,7 +126,9 @@ def test_identity_duplicated_fields_take_the_last_value() -> None:
 
 def test_identity_endpoint_given_twice_is_merged() -> None:
     endpoint = make_endpoint()
-    split = field_bytes(4, field_bytes(1, endpoint.namespace_id)) + field_bytes(4, field_bytes(2, endpoint.path))
+    split = field_bytes(4, field_bytes(1, endpoint.namespace_id)) + field_bytes(
+        4, field_bytes(2, endpoint.path)
+    )
     assert rp.DaemonProcess.from_bytes(dp_with(4, split)) == make_dp()
 
 
@@ -231,7 +234,9 @@ def test_json_python_string_that_is_not_utf8_is_a_decode_error(surrogate: str) -
         ({"idle_timeout_secs": -5}, rp.DecodeError, None),
     ],
 )
-def test_json_values_out_of_range(change: dict[str, Any], error: type[rp.RunningProcessError], field: Any) -> None:
+def test_json_values_out_of_range(
+    change: dict[str, Any], error: type[rp.RunningProcessError], field: Any
+) -> None:
     with pytest.raises(error) as info:
         rp.DaemonProcess.from_json(json.dumps(dict(dp_json(), **change)))
     if field is None:

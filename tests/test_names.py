@@ -176,10 +176,7 @@ def test_shared_broker_socket_name() -> None:
 
 
 def test_service_broker_socket_name() -> None:
-    assert (
-        rp.service_broker_socket_name(HASH, "zccache")
-        == "rpb-v1-0123456789abcdef-svc-zccache.sock"
-    )
+    assert rp.service_broker_socket_name(HASH, "zccache") == "rpb-v1-0123456789abcdef-svc-zccache.sock"
 
 
 def test_instance_broker_socket_name() -> None:
@@ -206,9 +203,7 @@ BUILDERS: list[tuple[str, Callable[[str], str]]] = [
 
 @pytest.mark.parametrize("bad_hash", BAD_HASHES)
 @pytest.mark.parametrize(("which", "build"), BUILDERS)
-def test_builders_refuse_bad_user_sid_hash(
-    which: str, build: Callable[[str], str], bad_hash: str
-) -> None:
+def test_builders_refuse_bad_user_sid_hash(which: str, build: Callable[[str], str], bad_hash: str) -> None:
     with pytest.raises(rp.InvalidNameError) as info:
         build(bad_hash)
     assert info.value.kind == "user sid hash"

@@ -88,9 +88,7 @@ def test_refused_names_carry_the_input(name: str) -> None:
 
 # --- versions ---------------------------------------------------------------------
 
-VERSION_RE = re.compile(
-    r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[a-z0-9]+(\.[a-z0-9]+)*)?"
-)
+VERSION_RE = re.compile(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[a-z0-9]+(\.[a-z0-9]+)*)?")
 
 
 def version_is_valid(version: str) -> bool:
@@ -196,9 +194,7 @@ no_nul_text = st.text(
 )
 absolute_paths = no_nul_text.map(lambda s: "/" + s)
 label_keys = st.from_regex(re.compile(r"[A-Za-z0-9._/-]{1,24}"), fullmatch=True)
-label_values = st.text(
-    alphabet=st.characters(blacklist_categories=["Cc", "Cs"]), max_size=40
-)
+label_values = st.text(alphabet=st.characters(blacklist_categories=["Cc", "Cs"]), max_size=40)
 valid_versions = st.from_regex(VERSION_RE, fullmatch=True).filter(version_is_valid)
 
 
@@ -253,7 +249,9 @@ def traceparents(draw: st.DrawFn) -> str:
     flags = draw(lower_hex(2))
     value = f"{version}-{trace_id}-{parent_id}-{flags}"
     if version != "00" and draw(st.booleans()):
-        value += "-" + draw(st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=20))
+        value += "-" + draw(
+            st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=20)
+        )
     return value
 
 
@@ -322,9 +320,9 @@ def test_daemon_process_round_trips(dp: rp.DaemonProcess) -> None:
 @given(trace_contexts())
 def test_trace_context_round_trips(tc: rp.TraceContext) -> None:
     check_pickle_and_repr(tc)
-    assert rp.TraceContext(
-        request_id=tc.request_id, traceparent=tc.traceparent, tracestate=tc.tracestate
-    ) == tc
+    assert (
+        rp.TraceContext(request_id=tc.request_id, traceparent=tc.traceparent, tracestate=tc.tracestate) == tc
+    )
     if tc.traceparent:
         assert tc.trace_id == tc.traceparent[3:35]
         assert tc.parent_id == tc.traceparent[36:52]

@@ -230,9 +230,7 @@ def test_shared_backend_without_xdist(inner: pytest.Pytester) -> None:
 def test_shared_backend_is_one_process_for_all_xdist_workers(inner: pytest.Pytester) -> None:
     pytest.importorskip("xdist")
     inner.makepyfile(SHARED_TESTS.format(version=VERSION))
-    result = inner.runpytest_subprocess(
-        *_plugin_args(), "-p", "xdist", "-n", "2", timeout=INNER_TIMEOUT
-    )
+    result = inner.runpytest_subprocess(*_plugin_args(), "-p", "xdist", "-n", "2", timeout=INNER_TIMEOUT)
     result.assert_outcomes(passed=8)
     out = inner.path / "out"
     files = sorted(out.iterdir())

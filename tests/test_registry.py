@@ -19,7 +19,9 @@ from support.waits import HANG_GUARD, spin_until
 CLEAN_END = (0, -signal.SIGTERM)
 
 
-def launch(dirs: BackendDirs, launches: Launches, version: str = VERSION) -> tuple[rp.BackendKey, rp.BackendHandle]:
+def launch(
+    dirs: BackendDirs, launches: Launches, version: str = VERSION
+) -> tuple[rp.BackendKey, rp.BackendHandle]:
     sd = dirs.sd()
     key = key_for(sd, version)
     return key, launches.launch(dirs.launcher(), key, sd)
@@ -143,7 +145,9 @@ def test_prune_stale_removes_the_socket_file_of_a_backend_that_just_died(
     assert left_behind == [], (
         f"prune_stale left the socket file of {len(left_behind)} of {ROUNDS} dead backends"
     )
-    assert_nothing_left_behind(before, dirs, ignore_pidfds=True, kept_logs=[h.log_path for h in launches.handles])
+    assert_nothing_left_behind(
+        before, dirs, ignore_pidfds=True, kept_logs=[h.log_path for h in launches.handles]
+    )
 
 
 def test_concurrent_inserts_are_all_kept(dirs: BackendDirs, launches: Launches) -> None:

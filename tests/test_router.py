@@ -112,9 +112,7 @@ def test_rate_limited_is_four() -> None:
     assert rp.ErrorCode.RATE_LIMITED != 3
 
 
-def test_negotiated_exposes_handle_endpoint_and_the_requested_version(
-    dirs: BackendDirs, kit: Kit
-) -> None:
+def test_negotiated_exposes_handle_endpoint_and_the_requested_version(dirs: BackendDirs, kit: Kit) -> None:
     before = snapshot()
     sd = dirs.sd()
     router = kit.router(dirs.launcher(), catalog_of(sd))
@@ -680,7 +678,9 @@ def test_python_launcher_returning_something_else_than_a_handle_is_refused(
     assert len(router.registry) == 0
 
 
-def test_plain_object_with_a_launch_method_is_a_launcher(dirs: BackendDirs, launches: Launches, kit: Kit) -> None:
+def test_plain_object_with_a_launch_method_is_a_launcher(
+    dirs: BackendDirs, launches: Launches, kit: Kit
+) -> None:
     class Duck:
         def __init__(self) -> None:
             self.inner = dirs.launcher()
@@ -839,10 +839,9 @@ def test_leaving_the_router_on_an_exception_shuts_down_and_propagates(dirs: Back
     before = snapshot()
     router = kit.router(dirs.launcher(), catalog_of(dirs.sd()))
     handles: list[rp.BackendHandle] = []
-    with pytest.raises(KeyError, match="boom"):
-        with router:
-            handles.append(kit.track(router.get_backend(SERVICE, VERSION)))
-            raise KeyError("boom")
+    with pytest.raises(KeyError, match="boom"), router:
+        handles.append(kit.track(router.get_backend(SERVICE, VERSION)))
+        raise KeyError("boom")
     assert handles[0].returncode in CLEAN_END
     assert len(router.registry) == 0
     assert_nothing_left_behind(before, dirs, ignore_pidfds=True)

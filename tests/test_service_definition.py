@@ -406,12 +406,7 @@ def test_from_bytes_ignores_unknown_fields() -> None:
 
 
 def test_from_bytes_refuses_unknown_isolation() -> None:
-    data = (
-        field_bytes(1, "a")
-        + field_bytes(2, "/a")
-        + field_varint(3, 9)
-        + field_bytes(5, "/")
-    )
+    data = field_bytes(1, "a") + field_bytes(2, "/a") + field_varint(3, 9) + field_bytes(5, "/")
     with pytest.raises(rp.DecodeError) as info:
         rp.ServiceDefinition.from_bytes(data)
     assert info.value.what == "ServiceDefinition"

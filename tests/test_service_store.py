@@ -358,9 +358,7 @@ def test_service_def_dir_falls_back_to_home(
     assert rp.service_def_dir() == str(expected)
 
 
-def test_save_and_load_use_the_default_directory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_save_and_load_use_the_default_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     directory = tmp_path / "from-env"
     monkeypatch.setenv(rp.ENV_SERVICE_DEF_DIR, str(directory))
     sd = make_sd()
@@ -369,9 +367,7 @@ def test_save_and_load_use_the_default_directory(
     assert rp.ServiceDefinition.load("zccache") == sd
 
 
-def test_default_directory_under_xdg_config_home(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_default_directory_under_xdg_config_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "config"
     config.mkdir(mode=0o700)
     monkeypatch.delenv(rp.ENV_SERVICE_DEF_DIR, raising=False)

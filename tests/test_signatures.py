@@ -43,7 +43,9 @@ def test_keys_by_keyword() -> None:
     assert rp.BrokerInstanceKey.explicit(name="a").id() == "explicit:a"
     assert rp.BrokerInstanceKey.from_id(id="shared") == rp.BrokerInstanceKey.shared()
     assert rp.BrokerInstanceKey.from_service_definition(sd=sd).id() == "private:zccache"
-    assert rp.BrokerInstanceKey.shared().socket_path(user_sid_hash=HASH, socket_dir="/run").startswith("/run/")
+    assert (
+        rp.BrokerInstanceKey.shared().socket_path(user_sid_hash=HASH, socket_dir="/run").startswith("/run/")
+    )
     key = rp.BackendKey.for_service(service_definition=sd, version="1.0.0")
     assert str(key) == "private:zccache/zccache@1.0.0"
 

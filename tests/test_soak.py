@@ -173,9 +173,7 @@ class Worker:
     """One worker process and the line-by-line JSON conversation with it."""
 
     def __init__(self, command: list[str], gate: int) -> None:
-        self.proc = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(gate,)
-        )
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(gate,))
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.stdin = self.proc.stdin
         self.out = self.proc.stdout.fileno()

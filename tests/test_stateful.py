@@ -201,9 +201,7 @@ class RouterPoolMachine(RuleBasedStateMachine):
             log_dir=str(self.log_dir),
         )
         catalog = {name: self.setup.sd(name) for name in ROUTER_POLICIES}
-        self.router = rp.HelloRouter(
-            self.launcher, catalog, max_live_backends=LIVE_CAP, shutdown_grace=GUARD
-        )
+        self.router = rp.HelloRouter(self.launcher, catalog, max_live_backends=LIVE_CAP, shutdown_grace=GUARD)
         self.pool = rp.BackendPool(self.launcher, self.state_dir)
         self.backends: dict[str, Backend] = {}
         # The router's registry, least recently used first: key -> endpoint.
@@ -527,7 +525,9 @@ class RouterPoolMachine(RuleBasedStateMachine):
             # has our endpoint.
             assert environ_of(b.pid).get(rp.ENV_BACKEND_PIPE) == b.endpoint, f"pid {b.pid} is not {b.key}"
             signal.pidfd_send_signal(pidfd, sig)
-            assert select.select([pidfd], [], [], GUARD)[0] == [pidfd], f"pid {b.pid} still runs after {sig.name}"
+            assert select.select([pidfd], [], [], GUARD)[0] == [pidfd], (
+                f"pid {b.pid} still runs after {sig.name}"
+            )
         finally:
             os.close(pidfd)
         poll_until(lambda: self.reaped(b), timeout=GUARD, what=f"pid {b.pid} to be reaped after {sig.name}")
@@ -659,13 +659,17 @@ class RouterPoolMachine(RuleBasedStateMachine):
             # test_a_refused_pool_request_leaves_no_lock_file).
             refused = {f"{k.replace('@', '-')}-" for k in self.refused_locks}
             state = [
-                n for n in files_in(self.state_dir) if not (n.endswith(".lock") and n[: n.rindex("-") + 1] in refused)
+                n
+                for n in files_in(self.state_dir)
+                if not (n.endswith(".lock") and n[: n.rindex("-") + 1] in refused)
             ]
             assert state == [], f"left in the state directory after stop_all: {state}"
             # Logs are kept only for backends that did not end cleanly on
             # request; none is left by a refused request.
             tokens = {b.endpoint.rsplit("-be-", 1)[1].removesuffix(".sock") for b in self.backends.values()}
-            strays = [n for n in files_in(self.log_dir) if n.rsplit("-", 1)[1].removesuffix(".log") not in tokens]
+            strays = [
+                n for n in files_in(self.log_dir) if n.rsplit("-", 1)[1].removesuffix(".log") not in tokens
+            ]
             assert strays == [], f"log files of no backend: {strays}"
         finally:
             for b in self.backends.values():

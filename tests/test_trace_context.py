@@ -44,7 +44,9 @@ def test_unsampled_flags() -> None:
     assert tc.sampled is False
 
 
-@pytest.mark.parametrize(("flags", "value", "sampled"), [("02", 2, False), ("03", 3, True), ("ff", 255, True), ("fe", 254, False)])
+@pytest.mark.parametrize(
+    ("flags", "value", "sampled"), [("02", 2, False), ("03", 3, True), ("ff", 255, True), ("fe", 254, False)]
+)
 def test_other_flags(flags: str, value: int, sampled: bool) -> None:
     tc = rp.TraceContext(traceparent=W3C_TRACEPARENT[:-2] + flags)
     assert tc.trace_flags == value

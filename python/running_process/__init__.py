@@ -11,10 +11,10 @@ from __future__ import annotations
 from running_process._native import (
     ENV_BACKEND_NAMESPACE,
     ENV_BACKEND_PIPE,
+    ENV_EXE_DIGEST,
     ENV_IDLE_TIMEOUT_SECS,
     ENV_INSTANCE,
     ENV_SERVICE_DEF_DIR,
-    ENV_EXE_DIGEST,
     ENV_SERVICE_NAME,
     ENV_SERVICE_VERSION,
     ENV_TRACEPARENT,
@@ -23,12 +23,12 @@ from running_process._native import (
     V1_ENV_NAMES,
     BackendEndpointAllocator,
     BackendHandle,
-    BackendRegistry,
-    BackendServer,
-    CommandBackendLauncher,
     BackendKey,
     BackendPool,
+    BackendRegistry,
+    BackendServer,
     BrokerInstanceKey,
+    CommandBackendLauncher,
     DaemonProcess,
     Endpoint,
     ErrorCode,
@@ -56,16 +56,11 @@ from running_process._native import (
 from running_process.errors import (
     AllocationExhaustedError,
     BackendExitedError,
-    BackendServerError,
     BackendLaunchError,
+    BackendServerError,
     BinaryPolicyError,
-    EndpointError,
-    LauncherError,
-    NotReadyError,
-    ProbeError,
-    SpawnError,
-    VerificationError,
     DecodeError,
+    EndpointError,
     FilesystemError,
     HostIdentityError,
     InsecureDirectoryError,
@@ -74,11 +69,16 @@ from running_process.errors import (
     InvalidServiceDefinitionError,
     InvalidTraceContextError,
     InvalidVersionError,
+    LauncherError,
+    NotReadyError,
     PathTooLongError,
+    ProbeError,
     RefusedError,
     RunningProcessError,
     ServiceDefinitionNotFoundError,
     ServiceDefinitionStemMismatchError,
+    SpawnError,
+    VerificationError,
     VersionRefusedError,
 )
 from running_process.launcher import BackendLauncher
@@ -97,6 +97,7 @@ def __getattr__(name: str) -> object:
 
         return BackendConnection
     raise AttributeError(f"module 'running_process' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 

@@ -8,8 +8,9 @@ obeys every rule of the broker v1 contract. Errors are the classes of
 
 import os
 import socket
+from collections.abc import Coroutine, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Callable, Coroutine, ClassVar, Final, Mapping, Optional, Sequence, Union, final
+from typing import Any, Callable, ClassVar, Final, Optional, Union, final
 
 from typing_extensions import Self
 

@@ -64,8 +64,7 @@ class RunningProcessError(Exception):
         unknown = [name for name in fields if name not in self._fields]
         if missing or unknown:
             raise TypeError(
-                f"{type(self).__name__} needs fields {self._fields}; "
-                f"missing {missing}, unknown {unknown}"
+                f"{type(self).__name__} needs fields {self._fields}; missing {missing}, unknown {unknown}"
             )
         super().__init__(message)
         for name, value in fields.items():

@@ -10,11 +10,6 @@ from __future__ import annotations
 
 import abc
 
-# `typing` is left unimported at run time: it is a noticeable part of import time.
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Optional
-
 from running_process._native import (
     BackendHandle,
     BackendKey,
@@ -22,6 +17,11 @@ from running_process._native import (
     ServiceDefinition,
     TraceContext,
 )
+
+# `typing` is left unimported at run time: it is a noticeable part of import time.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
 
 __all__ = ["BackendLauncher"]
 

@@ -214,9 +214,7 @@ def rp_launcher(_rp_root: Path) -> Iterator[CommandBackendLauncher]:
     yield launcher
     leaks: list[str] = []
     for pid, env in _running_children_under(launcher.socket_dir):
-        endpoint = next(
-            (v for v in env.values() if v.startswith(launcher.socket_dir.rstrip("/") + "/")), "?"
-        )
+        endpoint = next((v for v in env.values() if v.startswith(launcher.socket_dir.rstrip("/") + "/")), "?")
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
         leaks.append(_describe(env.get(ENV_SERVICE_NAME, "?"), pid, endpoint))
@@ -340,9 +338,7 @@ def _locked_state(shared: Path) -> Iterator[dict[str, Any]]:
 
 def _stop_shared(root: Path) -> None:
     with contextlib.suppress(Exception):
-        BackendPool(_launcher_for(root), state_dir=str(root / "state")).stop_all(
-            timeout=SHUTDOWN_TIMEOUT
-        )
+        BackendPool(_launcher_for(root), state_dir=str(root / "state")).stop_all(timeout=SHUTDOWN_TIMEOUT)
     shutil.rmtree(root, ignore_errors=True)
 
 
@@ -410,4 +406,3 @@ def rp_shared_backend_factory(pytestconfig: pytest.Config) -> Iterator[SharedBac
     yield factory
     if factory.root is not None:  # not under xdist: this process is the last
         _stop_shared(factory.root)
-

@@ -127,9 +127,7 @@ def identity() -> bytes:
     script = os.path.realpath(sys.argv[0])
     with open(script, "rb") as f:
         digest = hashlib.sha256(f.read()).digest()
-    endpoint = rp.Endpoint(
-        os.environ[rp.ENV_BACKEND_NAMESPACE], os.environ[rp.ENV_BACKEND_PIPE]
-    )
+    endpoint = rp.Endpoint(os.environ[rp.ENV_BACKEND_NAMESPACE], os.environ[rp.ENV_BACKEND_PIPE])
     daemon = rp.DaemonProcess(
         pid=os.getpid(),
         exe_path=script,

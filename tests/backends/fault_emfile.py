@@ -144,7 +144,9 @@ def main() -> int:
             break
         settle(lambda: fd_count() == baseline_fds and children() == baseline_children)
         attempt["left"] = {
-            "children": {str(pid): state for pid, state in children().items() if pid not in baseline_children},
+            "children": {
+                str(pid): state for pid, state in children().items() if pid not in baseline_children
+            },
             "sockets": listing(config["socket_dir"]),
             "logs": listing(config["log_dir"]),
             "state": listing(config["state_dir"]),

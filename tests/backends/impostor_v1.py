@@ -215,12 +215,17 @@ def copied_identity(pid: int, env: Dict[str, str]) -> bytes:
     hashed = f"/proc/{pid}/exe"
     for arg in cmdline[:4]:
         if arg.startswith(b"/dev/fd/"):
-            hashed = f"/proc/{pid}/fd/{arg[len(b'/dev/fd/'):].decode()}"
+            hashed = f"/proc/{pid}/fd/{arg[len(b'/dev/fd/') :].decode()}"
             break
     exe = os.readlink(hashed)
     idle = env.get(IDLE_VAR, "")
     return identity_message(
-        pid, exe, sha256_of(hashed), boot_id(), env[NAMESPACE_VAR], env[PIPE_VAR],
+        pid,
+        exe,
+        sha256_of(hashed),
+        boot_id(),
+        env[NAMESPACE_VAR],
+        env[PIPE_VAR],
         int(idle) if idle.isdigit() else 0,
     )
 
@@ -342,7 +347,12 @@ def side_bound() -> None:
     script = os.path.realpath(sys.argv[0])
     idle = os.environ.get(IDLE_VAR, "")
     identity = identity_message(
-        os.getpid(), script, sha256_of(script), boot_id(), os.environ[NAMESPACE_VAR], path,
+        os.getpid(),
+        script,
+        sha256_of(script),
+        boot_id(),
+        os.environ[NAMESPACE_VAR],
+        path,
         int(idle) if idle.isdigit() else 0,
     )
     server = bind(path + ".real")

@@ -132,7 +132,9 @@ def make_dirs(root: Path) -> BackendDirs:
     )
 
 
-def install_rust_echo(dirs: BackendDirs, rust_example: Path, name: str = "rp-echo", *, stripped: bool = False) -> Path:
+def install_rust_echo(
+    dirs: BackendDirs, rust_example: Path, name: str = "rp-echo", *, stripped: bool = False
+) -> Path:
     """The Rust example backend, copied into the per-version root (without
     its debug sections if ``stripped``: see :func:`install_stripped`)."""
     if stripped:

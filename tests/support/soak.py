@@ -84,7 +84,11 @@ def worker_main(argv: list[str]) -> int:
             leaks = settled_leaks(before, check_threads=True)
             _say(
                 out,
-                {"before": before.counts(), "after": Holdings.now().counts(), "leaks": repr(leaks) if leaks else ""},
+                {
+                    "before": before.counts(),
+                    "after": Holdings.now().counts(),
+                    "leaks": repr(leaks) if leaks else "",
+                },
             )
             return 0
         try:

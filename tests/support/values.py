@@ -23,8 +23,7 @@ W3C_TRACESTATE = "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"
 
 BOOT_ID = "0d3c9a52-6c1e-4c2f-9a43-2f1d2a7b9e10"
 ENDPOINT_PATH = (
-    "/run/user/1000/running-process/broker/"
-    "rpb-v1-0123456789abcdef-be-00112233445566778899aabbccddeeff.sock"
+    "/run/user/1000/running-process/broker/rpb-v1-0123456789abcdef-be-00112233445566778899aabbccddeeff.sock"
 )
 SHA = bytes(range(32))
 
@@ -76,7 +75,7 @@ def make_dp(**overrides: Any) -> rp.DaemonProcess:
     return rp.DaemonProcess(**fields)
 
 
-def mode_of(path: Union[str, "os.PathLike[str]"]) -> int:
+def mode_of(path: Union[str, os.PathLike[str]]) -> int:
     """Permission bits of ``path`` (symlinks not followed)."""
     return stat.S_IMODE(os.lstat(path).st_mode)
 

@@ -64,7 +64,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Callable, Optional
 
 import running_process as rp
 from running_process.cli.commands import (
@@ -112,7 +113,9 @@ def _positive_float(text: str) -> float:
 
 def _parser() -> argparse.ArgumentParser:
     json_flag = argparse.ArgumentParser(add_help=False)
-    json_flag.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON instead of text")
+    json_flag.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON instead of text"
+    )
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -126,7 +129,12 @@ def _parser() -> argparse.ArgumentParser:
 
     def sub(parent: Any, name: str, help: str) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = parent.add_parser(
-            name, help=help, description=help, parents=[json_flag], epilog=EXIT_CODES_HELP, formatter_class=fmt
+            name,
+            help=help,
+            description=help,
+            parents=[json_flag],
+            epilog=EXIT_CODES_HELP,
+            formatter_class=fmt,
         )
         return p
 
@@ -138,13 +146,23 @@ def _parser() -> argparse.ArgumentParser:
     write = sub(sdcmds, "write", "build and save NAME.servicedef; prints its path")
     write.add_argument("name", metavar="NAME", help="service name ([a-z0-9-]{1,64})")
     write.add_argument("--binary", required=True, metavar="PATH", help="the backend executable")
-    write.add_argument("--root", required=True, metavar="DIR", help="the per-version binary directory (allow-list root)")
-    write.add_argument("--isolation", choices=("private", "shared", "explicit"), help="broker isolation (default: private, or explicit with --instance)")
+    write.add_argument(
+        "--root", required=True, metavar="DIR", help="the per-version binary directory (allow-list root)"
+    )
+    write.add_argument(
+        "--isolation",
+        choices=("private", "shared", "explicit"),
+        help="broker isolation (default: private, or explicit with --instance)",
+    )
     write.add_argument("--instance", metavar="NAME", help="explicit broker instance name")
     write.add_argument("--min-version", metavar="V", help="lowest version admitted")
-    write.add_argument("--allow", action="extend", nargs="+", metavar="V", help="exact versions admitted (repeatable)")
+    write.add_argument(
+        "--allow", action="extend", nargs="+", metavar="V", help="exact versions admitted (repeatable)"
+    )
     write.add_argument("--label", action="extend", nargs="+", metavar="K=V", help="labels (repeatable)")
-    write.add_argument("--dir", metavar="DIR", help="service definition directory (default: rp.service_def_dir())")
+    write.add_argument(
+        "--dir", metavar="DIR", help="service definition directory (default: rp.service_def_dir())"
+    )
     write.set_defaults(func=cmd_servicedef_write)
     show = sub(sdcmds, "show", "print the fields of a saved definition")
     show.add_argument("name", metavar="NAME", help="service name, or a path to a .servicedef file")
@@ -154,14 +172,28 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("file", metavar="FILE")
     validate.set_defaults(func=cmd_servicedef_validate)
 
-    launch = sub(commands, "launch", "launch (or adopt) a verified backend through the pool; it keeps running")
+    launch = sub(
+        commands, "launch", "launch (or adopt) a verified backend through the pool; it keeps running"
+    )
     launch.add_argument("name", metavar="NAME", help="service name, or a path to a .servicedef file")
-    launch.add_argument("--version", required=True, dest="service_version", metavar="V", help="service version")
+    launch.add_argument(
+        "--version", required=True, dest="service_version", metavar="V", help="service version"
+    )
     launch.add_argument("--dir", metavar="DIR", help="service definition directory")
     launch.add_argument("--traceparent", metavar="TP", help="W3C traceparent (default: a new root trace)")
     launch.add_argument("--tracestate", metavar="TS", help="W3C tracestate (needs --traceparent)")
-    launch.add_argument("--ready-timeout", type=_positive_float, metavar="SECS", help="seconds to wait for the backend (default 10)")
-    launch.add_argument("--idle-timeout", type=int, metavar="SECS", help="idle seconds before the backend exits (default 30; 0: never)")
+    launch.add_argument(
+        "--ready-timeout",
+        type=_positive_float,
+        metavar="SECS",
+        help="seconds to wait for the backend (default 10)",
+    )
+    launch.add_argument(
+        "--idle-timeout",
+        type=int,
+        metavar="SECS",
+        help="idle seconds before the backend exits (default 30; 0: never)",
+    )
     launch.add_argument("--state-dir", metavar="DIR", help="pool state directory")
     launch.set_defaults(func=cmd_launch)
 
@@ -172,7 +204,13 @@ def _parser() -> argparse.ArgumentParser:
     stop = sub(commands, "stop", "stop a backend of the pool (exit 3 if none ran), or --all (exit 0)")
     stop.add_argument("key", nargs="?", metavar="KEY", help="instance/service@version")
     stop.add_argument("--all", action="store_true", help="stop every backend of the pool")
-    stop.add_argument("--timeout", type=_positive_float, default=5.0, metavar="SECS", help="SIGTERM grace before SIGKILL (default 5)")
+    stop.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=5.0,
+        metavar="SECS",
+        help="SIGTERM grace before SIGKILL (default 5)",
+    )
     stop.add_argument("--state-dir", metavar="DIR", help="pool state directory")
     stop.set_defaults(func=cmd_stop)
 
@@ -201,7 +239,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else EXIT_USAGE
     if args.command == "stop" and bool(args.all) == bool(args.key):
-        print(f"usage: {PROG} stop [--json] (KEY | --all) [--timeout SECS] [--state-dir DIR]", file=sys.stderr)
+        print(
+            f"usage: {PROG} stop [--json] (KEY | --all) [--timeout SECS] [--state-dir DIR]", file=sys.stderr
+        )
         print(f"{PROG} stop: error: give exactly one of KEY or --all", file=sys.stderr)
         return EXIT_USAGE
     if args.command == "launch":

@@ -9,7 +9,8 @@ import stat
 import sys
 import threading
 import time
-from typing import Any, Callable, Optional, Sequence, TextIO, TypeVar
+from collections.abc import Sequence
+from typing import Any, Callable, Optional, TextIO, TypeVar
 
 import running_process as rp
 from running_process.cli.hints import (
@@ -44,7 +45,9 @@ def parse_key(text: str) -> rp.BackendKey:
     return rp.BackendKey(rp.BrokerInstanceKey.from_id(instance), service, version)
 
 
-def make_launcher(ready_timeout: Optional[float] = None, idle_timeout: Optional[int] = None) -> rp.CommandBackendLauncher:
+def make_launcher(
+    ready_timeout: Optional[float] = None, idle_timeout: Optional[int] = None
+) -> rp.CommandBackendLauncher:
     kwargs: dict[str, Any] = {}
     if ready_timeout is not None:
         kwargs["ready_timeout"] = ready_timeout
@@ -53,7 +56,9 @@ def make_launcher(ready_timeout: Optional[float] = None, idle_timeout: Optional[
     return rp.CommandBackendLauncher.for_current_user(**kwargs)
 
 
-def make_pool(state_dir: Optional[str], launcher: Optional[rp.CommandBackendLauncher] = None) -> rp.BackendPool:
+def make_pool(
+    state_dir: Optional[str], launcher: Optional[rp.CommandBackendLauncher] = None
+) -> rp.BackendPool:
     return rp.BackendPool(launcher if launcher is not None else make_launcher(), state_dir)
 
 
@@ -173,7 +178,10 @@ def _parse_labels(items: Sequence[str]) -> dict[str, str]:
         key, eq, value = item.partition("=")
         if not eq or not key:
             raise CliError(
-                "InvalidLabelError", f"label {item!r} is not key=value", EXIT_USAGE, "write labels as --label team=build"
+                "InvalidLabelError",
+                f"label {item!r} is not key=value",
+                EXIT_USAGE,
+                "write labels as --label team=build",
             )
         labels[key] = value
     return labels
@@ -303,7 +311,14 @@ def cmd_ls(args: argparse.Namespace) -> int:
         return EXIT_OK
     header = ("KEY", "PID", "VERSION", "UPTIME", "ALIVE", "ENDPOINT")
     table = [
-        (r["key"], str(r["pid"]), r["version"], format_duration(r["uptime_secs"]), "yes" if r["alive"] else "no", r["endpoint"])
+        (
+            r["key"],
+            str(r["pid"]),
+            r["version"],
+            format_duration(r["uptime_secs"]),
+            "yes" if r["alive"] else "no",
+            r["endpoint"],
+        )
         for r in rows
     ]
     widths = [max(len(str(row[i])) for row in [header, *table]) for i in range(len(header) - 1)]
@@ -350,7 +365,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
     entry = next((e for e in pool.list() if e.key == key), None)
     if entry is None:
         raise CliError(
-            "NotFoundError", f"no backend recorded for {key} in {pool.state_dir}", EXIT_NOT_FOUND,
+            "NotFoundError",
+            f"no backend recorded for {key} in {pool.state_dir}",
+            EXIT_NOT_FOUND,
             f"`{PROG} ls` lists the backends of the pool; `{PROG} launch` starts one",
         )
     facts = entry_fields(entry)
@@ -378,7 +395,12 @@ def cmd_probe(args: argparse.Namespace) -> int:
     facts["checks"] = checks
     facts["ok"] = ok
     if not ok:
-        facts.update(error="ProbeFailedError", message=f"{key}: check failed: {failed}", hint=hint, exit_code=EXIT_FAILURE)
+        facts.update(
+            error="ProbeFailedError",
+            message=f"{key}: check failed: {failed}",
+            hint=hint,
+            exit_code=EXIT_FAILURE,
+        )
     if args.json:
         emit_json(facts)
     else:

@@ -118,7 +118,6 @@ def _print_demo(facts: dict[str, Any]) -> None:
         print(f"  {label:<{width}}  {value}")
 
 
-
 def cmd_demo(args: argparse.Namespace) -> int:
     facts = run_demo()
     if args.json:

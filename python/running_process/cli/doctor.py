@@ -11,12 +11,28 @@ from typing import Any, Optional
 
 import running_process as rp
 from running_process.cli.commands import make_launcher
-from running_process.cli.hints import EXIT_FAILURE, EXIT_OK, EXIT_REFUSED, PROG, emit_json, one_line, print_rows
+from running_process.cli.hints import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_REFUSED,
+    PROG,
+    emit_json,
+    one_line,
+    print_rows,
+)
+
 
 def check_dir(path: str) -> dict[str, Any]:
     """Ownership and mode of a private directory: ``status`` is ``ok``,
     ``missing`` (created 0700 on first use) or ``insecure``."""
-    info: dict[str, Any] = {"path": path, "exists": False, "owner_uid": None, "mode": None, "status": "missing", "problem": None}
+    info: dict[str, Any] = {
+        "path": path,
+        "exists": False,
+        "owner_uid": None,
+        "mode": None,
+        "status": "missing",
+        "problem": None,
+    }
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -67,7 +83,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     socket_path_len = len(sock_dir) + 1 + BACKEND_SOCKET_NAME_LEN
     budget = rp.SUN_PATH_MAX - socket_path_len
     if budget < 0:
-        problems.append(f"backend socket paths would be {socket_path_len} bytes, over the {rp.SUN_PATH_MAX} limit")
+        problems.append(
+            f"backend socket paths would be {socket_path_len} bytes, over the {rp.SUN_PATH_MAX} limit"
+        )
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     insecure = [f"{name} {d['path']} {d['problem']}" for name, d in dirs.items() if d["status"] == "insecure"]
     code = EXIT_REFUSED if insecure else EXIT_FAILURE if problems else EXIT_OK
@@ -113,7 +131,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print(f"doctor: {verdict}")
     if insecure:
         print(f"{PROG}: InsecureDirectoryError: {'; '.join(insecure)}", file=sys.stderr)
-        print("hint: chmod 700 the directory and make sure you own it (it is refused, never repaired)", file=sys.stderr)
+        print(
+            "hint: chmod 700 the directory and make sure you own it (it is refused, never repaired)",
+            file=sys.stderr,
+        )
     elif problems:
         print(f"{PROG}: DoctorError: {'; '.join(problems)}", file=sys.stderr)
         if budget < 0:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import errno
 import json
 import sys
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import running_process as rp
 
@@ -103,7 +104,9 @@ def hint_for(err: BaseException) -> Optional[str]:
         line = _last_log_line(err.log_tail)
         return f"last log line: {line}" if line else "the backend printed nothing before it exited"
     if isinstance(err, (rp.PathTooLongError, rp.EndpointError)):
-        return f"set XDG_RUNTIME_DIR to a shorter private directory; `{PROG} doctor` shows the sun_path budget"
+        return (
+            f"set XDG_RUNTIME_DIR to a shorter private directory; `{PROG} doctor` shows the sun_path budget"
+        )
     if isinstance(err, rp.HostIdentityError):
         return "the machine id and boot id are needed to name sockets; see `running-process doctor`"
     if isinstance(err, (rp.DecodeError, rp.ServiceDefinitionStemMismatchError)):

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import running_process as rp
 
 
-def ask_backend(
-    pool: rp.BackendPool, sd: rp.ServiceDefinition, version: str, request: bytes
-) -> bytes:
+def ask_backend(pool: rp.BackendPool, sd: rp.ServiceDefinition, version: str, request: bytes) -> bytes:
     """Sends ``request`` to the verified backend of ``version`` and returns
     its whole answer."""
     key = rp.BackendKey.for_service(sd, version)
