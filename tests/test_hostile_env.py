@@ -28,7 +28,7 @@ from support.leftovers import assert_gone, assert_nothing_left_behind, files_in,
 from support.procfs import process_running
 from support.values import OTHER_UID, W3C_TRACEPARENT, mode_of, requires_root
 from support.waits import HANG_GUARD
-from support.wire import field_bytes
+from support.wire import field_bytes, field_varint
 
 pytestmark = pytest.mark.hostile
 
@@ -465,7 +465,7 @@ def servicedef_bytes(labels: dict[bytes, bytes]) -> bytes:
     data = (
         field_bytes(1, "svc")
         + field_bytes(2, "/opt/svc/1.0.0/svc")
-        + bytes([3 << 3, 1])  # isolation SHARED
+        + field_varint(3, 1)  # isolation SHARED
         + field_bytes(5, "/opt/svc/1.0.0")
     )
     for key, value in labels.items():
