@@ -27,8 +27,8 @@ import pytest
 import running_process as rp
 from support.hostile import IMPOSTOR, Bystander, Impostor, give_away
 from support.launch import BackendDirs, install, key_for, v1_script
-from support.leftovers import assert_gone, files_in
-from support.procfs import children, fd_count, process_running, start_ticks
+from support.leftovers import assert_gone, assert_nothing_left_behind, files_in, snapshot
+from support.procfs import children, process_running, start_ticks
 from support.values import OTHER_UID, mode_of, requires_root
 from support.waits import HANG_GUARD, poll_until
 
@@ -93,27 +93,19 @@ def kit(dirs: BackendDirs) -> Iterator[Kit]:
         assert left == {}, f"child processes left behind: {left}"
 
 
-def assert_nothing_spawned(dirs: BackendDirs, before: set[int]) -> None:
-    assert set(children()) == before
-    assert files_in(dirs.socket_dir) == []
-    assert files_in(dirs.log_dir) == []
-
-
 # --- the state directory ------------------------------------------------------------------
 
 
 def refused_state_dir(dirs: BackendDirs, state: Path) -> rp.InsecureDirectoryError:
     pool = rp.BackendPool(dirs.launcher(), state)
     sd = dirs.sd()
-    before = set(children())
-    fds = fd_count()
+    before = snapshot()
     with pytest.raises(rp.InsecureDirectoryError) as info:
         pool.get_or_launch(key_for(sd), sd)
     assert type(info.value) is rp.InsecureDirectoryError
-    assert_nothing_spawned(dirs, before)
+    assert_nothing_left_behind(before, dirs)
     # Refused before the socket and log directories were even made.
     assert not dirs.socket_dir.exists() and not dirs.log_dir.exists()
-    assert fd_count() == fds
     # get() and stop() refuse or find nothing; nothing is created either way.
     assert pool.get(key_for(sd)) is None
     with pytest.raises(rp.InsecureDirectoryError):
@@ -179,12 +171,12 @@ def test_the_default_state_dir_under_a_planted_parent_is_refused(
         isolation=rp.Isolation.SHARED,
     )
     pool = rp.BackendPool(rp.CommandBackendLauncher.for_current_user(ready_timeout=HANG_GUARD))
-    before = set(children())
+    before = snapshot()
     with pytest.raises(rp.InsecureDirectoryError) as info:
         pool.get_or_launch(key_for(sd), sd)
     assert info.value.path == str(planted)
     assert f"uid {OTHER_UID}" in info.value.reason
-    assert set(children()) == before
+    assert_nothing_left_behind(before)
     assert files_in(planted) == []
     assert os.lstat(planted).st_uid == OTHER_UID
 
@@ -257,7 +249,7 @@ def test_a_directory_planted_at_the_manifest_path_fails_typed_and_kills_the_back
     manifest, _ = names_of(kit)
     manifest.mkdir(mode=0o700)
     (manifest / "keep").write_bytes(b"x")
-    before = set(children())
+    before = snapshot()
     with pytest.raises(rp.FilesystemError) as info:
         kit.get()
     err = info.value
@@ -267,7 +259,7 @@ def test_a_directory_planted_at_the_manifest_path_fails_typed_and_kills_the_back
     # The backend launched for the key could not be recorded: killed and
     # reaped, its socket removed; the planted directory is untouched and no
     # temporary file remains.
-    assert set(children()) == before
+    assert_nothing_left_behind(before)
     assert files_in(kit.dirs.socket_dir) == []
     assert files_in(manifest) == ["keep"]
     assert sorted(p.name for p in kit.state_dir.iterdir()) == sorted(
@@ -280,13 +272,13 @@ def test_a_symlink_planted_at_the_lock_path_is_refused_never_followed(kit: Kit) 
     target = kit.dirs.root / "precious"
     target.write_bytes(b"keep me\n")
     lock.symlink_to(target)
-    before = set(children())
+    before = snapshot()
     with pytest.raises(rp.FilesystemError) as info:
         kit.get()
     err = info.value
     assert err.path == str(lock)
     assert err.operation == "open lock file"
-    assert_nothing_spawned(kit.dirs, before)
+    assert_nothing_left_behind(before, kit.dirs)
     assert target.read_bytes() == b"keep me\n"
     assert os.readlink(lock) == str(target)
     lock.unlink()
