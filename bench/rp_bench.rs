@@ -29,19 +29,17 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use running_process::broker::binary::{cached_sha256, FileStamp};
-use running_process::broker::env::{
+use running_process::bench_support::{cached_sha256, FileStamp};
+use running_process::env::{
     ENV_BACKEND_NAMESPACE, ENV_BACKEND_PIPE, ENV_INSTANCE, ENV_SERVICE_NAME, ENV_SERVICE_VERSION,
 };
-use running_process::broker::launcher::{
-    BackendHandle, BackendLauncher, CommandBackendLauncher, LaunchOptions,
-};
-use running_process::broker::probe::probe_stream;
-use running_process::broker::router::{Catalog, HelloRouter, RouteOutcome, RouterOptions};
+use running_process::wire::probe_stream;
 use running_process::{
     sha256_file, user_sid_hash, BackendKey, BrokerInstanceKey, Isolation, ServiceDefinition,
     TraceContext,
 };
+use running_process::{BackendHandle, BackendLauncher, CommandBackendLauncher, LaunchOptions};
+use running_process::{Catalog, HelloRouter, RouteOutcome, RouterOptions};
 
 const SERVICE: &str = "benchecho";
 const VERSION: &str = "1.0.0";
@@ -278,7 +276,7 @@ fn racer(binary: &str, workdir: &str, go: i32, quit: i32) -> Result<String, Fail
     use std::io::{Read, Write};
     use std::os::fd::FromRawFd;
     let bench = Bench::new(binary, workdir)?;
-    let pool = running_process::broker::pool::BackendPool::new(
+    let pool = running_process::BackendPool::new(
         Arc::clone(&bench.launcher),
         Some(PathBuf::from(workdir).join("state")),
     );

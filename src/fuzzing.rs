@@ -2,12 +2,12 @@
 //! (`tests/malformed.rs`): decoders that are private to their modules, under
 //! names that say what they decode. Not part of the supported API.
 //!
-//! Every other decoder is public already: [`crate::broker::frame`],
-//! [`crate::broker::probe`], [`crate::DaemonProcess`] and
+//! Every other decoder is public already: [`crate::contract::frame`],
+//! [`crate::launch::verify`], [`crate::DaemonProcess`] and
 //! [`crate::ServiceDefinition`].
 
-use crate::broker::identity::DaemonProcess;
-use crate::broker::keys::BackendKey;
+use crate::contract::identity::DaemonProcess;
+use crate::contract::keys::BackendKey;
 
 /// Decodes a pool manifest (the JSON a `BackendPool` writes per key) into the
 /// key and identity it records, applying every rule the pool applies before
@@ -15,5 +15,5 @@ use crate::broker::keys::BackendKey;
 /// the pool's comparison with a wanted key and without touching the digest
 /// cache.
 pub fn decode_pool_manifest(bytes: &[u8]) -> Result<(BackendKey, DaemonProcess), String> {
-    crate::broker::pool::decode_manifest(bytes)
+    crate::reuse::pool::decode_manifest(bytes).map_err(|e| e.to_string())
 }

@@ -2,8 +2,8 @@
 //! Frame, written out by hand from the field numbers of the v1 contract, so a
 //! change of any field number or wire type fails here.
 
-use running_process::broker::frame::{decode_frame, encode_frame, MAX_FRAME_BODY};
-use running_process::broker::proto::{FrameKind, FrameMsg, PayloadEncoding};
+use running_process::wire::{decode_frame, encode_frame, MAX_FRAME_BODY};
+use running_process::wire::{FrameKind, FrameMsg, PayloadEncoding};
 use running_process::{DaemonProcess, Endpoint, Isolation, ServiceDefinition};
 
 /// A length-delimited field: tag `(field << 3) | 2`, length, bytes.

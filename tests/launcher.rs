@@ -11,12 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use running_process::broker::identity::sha256_file;
-use running_process::broker::launcher::{
-    BackendLauncher, CommandBackendLauncher, LaunchError, LaunchOptions,
-};
-use running_process::broker::reaper::Exit;
+use running_process::sha256_file;
+use running_process::Exit;
 use running_process::{BackendKey, Isolation, ServiceDefinition, TraceContext};
+use running_process::{BackendLauncher, CommandBackendLauncher, LaunchError, LaunchOptions};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -84,7 +82,7 @@ impl Fixture {
         BackendKey::for_service(&self.sd(), "1.0.0").unwrap()
     }
 
-    fn launch(&self) -> Result<running_process::broker::launcher::BackendHandle, LaunchError> {
+    fn launch(&self) -> Result<running_process::BackendHandle, LaunchError> {
         self.launcher
             .launch(&self.key(), &self.sd(), &TraceContext::new_root(1).unwrap())
     }

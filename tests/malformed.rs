@@ -27,20 +27,21 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::Duration;
 
-use running_process::broker::error::{DecodeError, StoreError, ValidationError};
-use running_process::broker::frame::{
-    self, encode_frame, parse_header, ENVELOPE_VERSION, HEADER_LEN, MAX_FRAME_BODY, MAX_HELLO_BODY,
-};
-use running_process::broker::probe::{
-    self, ProbeError, ProbeRequest, MAX_PROBE_RESPONSE, NONCE_LEN,
-};
-use running_process::broker::proto::{payload_protocol, FrameKind, FrameMsg, PayloadEncoding};
-use running_process::broker::service::{MAX_ALLOW_LIST, MAX_LABELS, MAX_SERVICEDEF_BYTES};
 use running_process::fuzzing::decode_pool_manifest;
+use running_process::wire::{
+    self as frame, encode_frame, parse_header, ENVELOPE_VERSION, HEADER_LEN, MAX_FRAME_BODY,
+    MAX_HELLO_BODY,
+};
+use running_process::wire::{
+    self as probe, ProbeError, ProbeRequest, MAX_PROBE_RESPONSE, NONCE_LEN,
+};
+use running_process::wire::{payload_protocol, FrameKind, FrameMsg, PayloadEncoding};
 use running_process::{
     BackendKey, BrokerInstanceKey, DaemonProcess, Endpoint, Isolation, NameKind, ServiceDefinition,
     TraceContext,
 };
+use running_process::{DecodeError, StoreError, ValidationError};
+use running_process::{MAX_ALLOW_LIST, MAX_LABELS, MAX_SERVICEDEF_BYTES};
 
 // ---------------------------------------------------------------------------
 // Allocation accounting

@@ -20,18 +20,18 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use running_process::broker::env::{
+use running_process::env::{
     ENV_BACKEND_NAMESPACE, ENV_BACKEND_PIPE, ENV_IDLE_TIMEOUT_SECS, ENV_INSTANCE, ENV_SERVICE_NAME,
     ENV_SERVICE_VERSION, ENV_TRACEPARENT, ENV_TRACESTATE,
 };
-use running_process::broker::error::FsError;
-use running_process::broker::frame::{self, MAX_FRAME_BODY};
-use running_process::broker::probe::{self, ProbeError, ProbeRequest, MAX_PROBE_RESPONSE};
-use running_process::broker::server::{
-    BackendServer, ServerConfig, ServerError, ShutdownReason, DEFAULT_CLASSIFY_WINDOW,
-};
+use running_process::wire::{self as probe, ProbeError, ProbeRequest, MAX_PROBE_RESPONSE};
+use running_process::wire::{self as frame, MAX_FRAME_BODY};
+use running_process::FsError;
 use running_process::{
     boot_id, sha256_file, BackendKey, BrokerInstanceKey, DaemonProcess, Endpoint, TraceContext,
+};
+use running_process::{
+    BackendServer, ServerConfig, ServerError, ShutdownReason, DEFAULT_CLASSIFY_WINDOW,
 };
 
 /// Long enough that only a hang reaches it.

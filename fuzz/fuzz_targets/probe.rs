@@ -5,9 +5,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use running_process::broker::frame::{self, MAX_FRAME_BODY};
-use running_process::broker::probe::{self, ProbeRequest, NONCE_LEN};
-use running_process::broker::proto::{payload_protocol, FrameKind, PayloadEncoding};
+use running_process::wire::{self as frame, MAX_FRAME_BODY};
+use running_process::wire::{self as probe, ProbeRequest, NONCE_LEN};
+use running_process::wire::{payload_protocol, FrameKind, PayloadEncoding};
 use running_process::{DaemonProcess, TraceContext};
 
 #[global_allocator]

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use running_process::broker::error::VersionRule;
+use running_process::VersionRule;
 use running_process::{BackendKey, BrokerInstanceKey, ServiceDefinition, ValidationError, Version};
 
 #[global_allocator]

@@ -5,7 +5,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Write;
 
-use running_process::broker::identity::{DaemonProcess, Endpoint};
+use running_process::{DaemonProcess, Endpoint};
 
 /// Largest single allocation any decoder may make for an input of at most
 /// `-max_len` bytes (scripts/fuzz.sh keeps that at 64 KiB or less). A body

@@ -26,10 +26,8 @@ use std::process::ExitCode;
 use std::thread;
 use std::time::Duration;
 
-use running_process::broker::probe::{self, NONCE_LEN};
-use running_process::broker::server::{
-    BackendServer, ServerConfig, ServerError, MAX_PROBE_REQUEST,
-};
+use running_process::wire::{self as probe, NONCE_LEN};
+use running_process::{BackendServer, ServerConfig, ServerError, MAX_PROBE_REQUEST};
 
 const MODE_VAR: &str = "RP_ECHO_MODE";
 const LOG_VAR: &str = "RP_ECHO_LOG";

@@ -7,7 +7,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use super::values::{pyrepr, PyEndpoint};
-use crate::broker::allocator::BackendEndpointAllocator;
+use crate::launch::endpoint::BackendEndpointAllocator;
 
 /// Hands out unguessable backend socket paths in one namespace. Thread-safe.
 #[pyclass(

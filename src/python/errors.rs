@@ -9,14 +9,14 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
 use pyo3::IntoPyObjectExt;
 
-use crate::broker::binary::BinaryError;
-use crate::broker::error::{
+use crate::contract::error::{
     AllocError, DecodeError, FsError, HostError, StoreError, ValidationError,
 };
-use crate::broker::launcher::LaunchError;
-use crate::broker::reaper::Exit;
-use crate::broker::router::ErrorCode;
-use crate::broker::server::ServerError;
+use crate::launch::LaunchError;
+use crate::reuse::router::ErrorCode;
+use crate::sdk::ServerError;
+use crate::sys::exe::BinaryError;
+use crate::sys::reaper::Exit;
 
 static ERRORS_MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::broker::{host, identity, names, service};
+use crate::contract::names;
+use crate::store;
+use crate::sys::{digest, host};
 
 /// The per-user hash: 16 lowercase hex digits of BLAKE3 over
 /// ``"{uid}:{machine_id}"``.
@@ -29,13 +31,13 @@ pub fn socket_dir() -> String {
 /// The default service definition directory (not created by this call).
 #[pyfunction]
 pub fn service_def_dir() -> PyResult<String> {
-    Ok(service::service_def_dir()?.to_string_lossy().into_owned())
+    Ok(store::service_def_dir()?.to_string_lossy().into_owned())
 }
 
 /// SHA-256 of a file, streamed in fixed-size chunks with the GIL released.
 #[pyfunction]
 pub fn sha256_file<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyBytes>> {
-    let digest = py.detach(|| identity::sha256_file(&path))?;
+    let digest = py.detach(|| digest::sha256_file(&path))?;
     Ok(PyBytes::new(py, &digest))
 }
 

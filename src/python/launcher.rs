@@ -14,10 +14,11 @@ use super::errors::returncode;
 use super::values::{
     pyrepr, PyBackendKey, PyDaemonProcess, PyEndpoint, PyServiceDefinition, PyTraceContext,
 };
-use crate::broker::host;
-use crate::broker::launcher::{
+use crate::contract::clock;
+use crate::launch::{
     BackendHandle, BackendLauncher, CommandBackendLauncher, LaunchOptions, DEFAULT_ENV_SCRUB,
 };
+use crate::sys::host;
 
 /// How long a wait runs without the GIL before checking for signals.
 const WAIT_SLICE: Duration = Duration::from_millis(100);
@@ -297,7 +298,7 @@ impl PyBackendHandle {
     #[pyo3(signature = (timeout = None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<i32>> {
         let deadline = match timeout {
-            Some(t) => Some(crate::broker::host::deadline_after(duration("timeout", t)?)),
+            Some(t) => Some(clock::deadline_after(duration("timeout", t)?)),
             None => None,
         };
         // In slices, so that Ctrl-C (and other signals) reach Python.

@@ -16,7 +16,7 @@ mod values;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use crate::broker::env;
+use crate::contract::env;
 
 /// Calls `running_process.aio.<name>(*args)`, returning its coroutine.
 pub(crate) fn aio_call<'py>(
@@ -83,6 +83,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ENV_SERVICE_DEF_DIR", env::ENV_SERVICE_DEF_DIR)?;
     m.add("ENV_EXE_DIGEST", env::ENV_EXE_DIGEST)?;
     m.add("V1_ENV_NAMES", PyTuple::new(py, env::V1_ENV_NAMES)?)?;
-    m.add("SUN_PATH_MAX", crate::broker::allocator::SUN_PATH_MAX)?;
+    m.add("SUN_PATH_MAX", crate::contract::names::SUN_PATH_MAX)?;
     Ok(())
 }

@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 
 use super::launcher::{PyBackendHandle, PyCommandBackendLauncher};
 use super::values::{pyrepr, PyBackendKey, PyDaemonProcess, PyServiceDefinition, PyTraceContext};
-use crate::broker::pool::{BackendPool, PoolEntry, PoolError};
+use crate::reuse::pool::{BackendPool, PoolEntry, PoolError};
 
 impl From<PoolError> for PyErr {
     fn from(err: PoolError) -> PyErr {

@@ -14,14 +14,14 @@ use super::launcher::{PyBackendHandle, PyCommandBackendLauncher};
 use super::values::{
     pyrepr, reduce_by_name, ByName, PyBackendKey, PyEndpoint, PyServiceDefinition, PyTraceContext,
 };
-use crate::broker::keys::BackendKey;
-use crate::broker::launcher::{BackendHandle, BackendLauncher, LaunchError};
-use crate::broker::registry::BackendRegistry;
-use crate::broker::router::{
+use crate::contract::keys::BackendKey;
+use crate::contract::service::ServiceDefinition;
+use crate::contract::trace::TraceContext;
+use crate::launch::{BackendHandle, BackendLauncher, LaunchError};
+use crate::reuse::registry::BackendRegistry;
+use crate::reuse::router::{
     Catalog, ErrorCode, HelloRouter, ReverifyPolicy, RouteOutcome, RouterOptions,
 };
-use crate::broker::service::ServiceDefinition;
-use crate::broker::trace::TraceContext;
 
 /// A launcher implemented in Python (any object with a ``launch(key,
 /// service_definition, trace_context)`` method returning a ``BackendHandle``).

@@ -8,7 +8,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use super::values::{pyrepr, PyDaemonProcess, PyEndpoint, PyTraceContext};
-use crate::broker::server::{BackendServer, Connection, ServerConfig, ServerError, ShutdownReason};
+use crate::sdk::{BackendServer, Connection, ServerConfig, ServerError, ShutdownReason};
 
 /// The backend side of the contract: binds the endpoint from the
 /// environment, answers identity probes on its own thread, and hands every

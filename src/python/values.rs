@@ -8,11 +8,11 @@ use std::path::PathBuf;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyMapping, PyString, PyType};
 
-use crate::broker::error::{DecodeError, ValidationError};
-use crate::broker::identity::{hash_from_slice, DaemonProcess, Endpoint};
-use crate::broker::keys::{BackendKey, BrokerInstanceKey};
-use crate::broker::service::{Isolation, ServiceDefinition};
-use crate::broker::trace::TraceContext;
+use crate::contract::error::{DecodeError, ValidationError};
+use crate::contract::identity::{hash_from_slice, DaemonProcess, Endpoint};
+use crate::contract::keys::{BackendKey, BrokerInstanceKey};
+use crate::contract::service::{Isolation, ServiceDefinition};
+use crate::contract::trace::TraceContext;
 
 /// Python's `repr()` of a string (falls back to Rust quoting if Python fails).
 pub(crate) fn pyrepr(py: Python<'_>, s: &str) -> String {
@@ -452,7 +452,7 @@ impl PyBrokerInstanceKey {
     /// fit ``sun_path``.
     #[pyo3(signature = (user_sid_hash, socket_dir = None))]
     fn socket_path(&self, user_sid_hash: &str, socket_dir: Option<PathBuf>) -> PyResult<String> {
-        let dir = socket_dir.unwrap_or_else(crate::broker::host::socket_dir);
+        let dir = socket_dir.unwrap_or_else(crate::sys::host::socket_dir);
         let path = self.inner.socket_path(user_sid_hash, &dir)?;
         Ok(path.to_string_lossy().into_owned())
     }

@@ -7,10 +7,10 @@
 //!
 //! 1. policy before side effects: the key and definition are valid and agree,
 //!    the version is admitted, the binary lies inside its allow-list root and
-//!    is a regular executable nobody else can write ([`super::binary`]);
+//!    is a regular executable nobody else can write ([`crate::sys::exe`]);
 //! 2. an endpoint from the allocator of the key's instance namespace;
 //! 3. the binary is hashed once and that same descriptor is executed;
-//! 4. detached spawn ([`super::spawn`]) with the v1 environment, loader
+//! 4. detached spawn ([`crate::sys::spawn`]) with the v1 environment, loader
 //!    variables scrubbed, output to a private log file;
 //! 5. readiness: connect attempts paced by the time elapsed (about 100 µs
 //!    apart for a native backend, 1 ms for an interpreter; see
@@ -22,6 +22,9 @@
 //!
 //! What this module does not do: reuse backends (registry, pool) or decide
 //! which version to run (router).
+
+pub mod endpoint;
+pub mod verify;
 
 use std::collections::HashMap;
 use std::ffi::{CString, OsStr, OsString};
@@ -36,21 +39,24 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::allocator::{BackendEndpointAllocator, DEFAULT_MAX_ATTEMPTS};
-use super::binary::{
-    open_backend, open_backend_recorded, remember_digest, BackendBinary, BinaryError, FileStamp,
-};
-use super::env;
-use super::error::{AllocError, FsError, HostError, ValidationError};
-use super::fs::ensure_private_dir;
-use super::host;
-use super::identity::{DaemonProcess, Endpoint};
-use super::keys::{BackendKey, BrokerInstanceKey};
-use super::probe::{compare_identity, connect_until, probe_stream, ProbeError};
-use super::reaper::{ChildWatch, Exit};
-use super::service::ServiceDefinition;
-use super::spawn::{self, SpawnError, SpawnRequest};
-use super::trace::TraceContext;
+use crate::contract::clock;
+use crate::contract::env;
+use crate::contract::error::{AllocError, FsError, HostError, ValidationError};
+use crate::contract::identity::{DaemonProcess, Endpoint};
+use crate::contract::keys::{BackendKey, BrokerInstanceKey};
+use crate::contract::service::ServiceDefinition;
+use crate::contract::stamp::FileStamp;
+use crate::contract::trace::TraceContext;
+use crate::launch::endpoint::{BackendEndpointAllocator, DEFAULT_MAX_ATTEMPTS};
+use crate::launch::verify::{compare_identity, probe_stream, ProbeError};
+use crate::sys::digest::remember_digest;
+use crate::sys::exe::{open_backend, open_backend_recorded, BackendBinary, BinaryError};
+use crate::sys::fs::ensure_private_dir;
+use crate::sys::host;
+use crate::sys::net::connect_until;
+use crate::sys::proc;
+use crate::sys::reaper::{ChildWatch, Exit};
+use crate::sys::spawn::{self, SpawnError, SpawnRequest};
 
 /// Default seconds a backend may sit without clients before it exits.
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u32 = 30;
@@ -275,7 +281,7 @@ impl CommandBackendLauncher {
 
     /// A launcher with an explicit per-user hash.
     pub fn new(user_sid_hash: &str, options: LaunchOptions) -> Result<Self, LaunchError> {
-        super::names::validate_user_sid_hash(user_sid_hash)?;
+        crate::contract::names::validate_user_sid_hash(user_sid_hash)?;
         let (socket_dir, socket_base) = match &options.socket_dir {
             Some(dir) => (dir.clone(), None),
             None => {
@@ -645,7 +651,7 @@ impl BackendLauncher for CommandBackendLauncher {
             exe_sha256: binary.sha256,
             boot_id: self.boot_id.clone(),
             ipc_endpoint: endpoint.clone(),
-            started_at_unix_ms: host::unix_time_ms(),
+            started_at_unix_ms: clock::unix_time_ms(),
             idle_timeout_secs: self.options.idle_timeout_secs.map(NonZeroU32::get),
         };
         let proof = ExeProof::of(&binary);
@@ -777,18 +783,15 @@ impl ExeProof {
 
     /// Checks `/proc/<pid>` against the launched executable.
     fn check(&self, pid: u32) -> Result<(), LaunchError> {
-        let exe_link = format!("/proc/{pid}/exe");
-        let actual = std::fs::read_link(&exe_link)
+        // A binary renamed over or removed after the exec still runs the
+        // hashed inode, which the stamp check below proves.
+        let actual = proc::exe_path(pid)
             .map_err(|e| mismatch("exe_path", self.exe.display(), format!("unreadable: {e}")))?;
-        // A binary renamed over or removed after the exec shows as
-        // "<path> (deleted)"; the process still runs the hashed inode, which
-        // the stamp check below proves, so the suffix is not a mismatch.
-        let actual = strip_deleted(actual);
         if actual != self.exe {
             return Err(mismatch("exe_path", self.exe.display(), actual.display()));
         }
         let hashed_file = match &self.script {
-            None => PathBuf::from(exe_link),
+            None => proc::exe_link(pid),
             Some((script, index)) => script_fd_of(pid, script, *index)?,
         };
         let meta = std::fs::metadata(&hashed_file)
@@ -805,28 +808,20 @@ impl ExeProof {
     }
 }
 
-fn strip_deleted(path: PathBuf) -> PathBuf {
-    let bytes = path.as_os_str().as_bytes();
-    match bytes.strip_suffix(b" (deleted)") {
-        Some(stripped) => PathBuf::from(OsStr::from_bytes(stripped)),
-        None => path,
-    }
-}
-
 /// The `/proc/<pid>/fd/N` of the script the kernel was asked to run: the
 /// command line is the interpreter's, with `/dev/fd/N` exactly where the
 /// kernel puts it (argument `index`), and that descriptor is the script. A
 /// process that merely holds the script open and names it elsewhere on its
 /// command line (`python -c CODE /dev/fd/N`) runs other code.
 fn script_fd_of(pid: u32, script: &Path, index: usize) -> Result<PathBuf, LaunchError> {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).map_err(|e| {
+    let cmdline = proc::command_line(pid).map_err(|e| {
         mismatch(
             "script",
             script.display(),
             format!("cmdline unreadable: {e}"),
         )
     })?;
-    let arg = cmdline.split(|&b| b == 0).nth(index).unwrap_or_default();
+    let arg = cmdline.get(index).map(Vec::as_slice).unwrap_or_default();
     let Some(n) = arg.strip_prefix(b"/dev/fd/") else {
         return Err(mismatch(
             "script",
@@ -838,7 +833,7 @@ fn script_fd_of(pid: u32, script: &Path, index: usize) -> Result<PathBuf, Launch
             ),
         ));
     };
-    let fd_link = PathBuf::from(format!("/proc/{pid}/fd/{}", String::from_utf8_lossy(n)));
+    let fd_link = proc::fd_link(pid, &String::from_utf8_lossy(n));
     let target = std::fs::read_link(&fd_link).map_err(|e| {
         mismatch(
             "script",
@@ -921,7 +916,7 @@ fn connect_and_verify(
 ) -> Result<DaemonProcess, LaunchError> {
     let stream = connect_until(
         Path::new(&expected.ipc_endpoint.path),
-        host::deadline_after(timeout),
+        clock::deadline_after(timeout),
     )
     .map_err(|source| {
         LaunchError::Probe(ProbeError::Io {
@@ -968,7 +963,7 @@ fn wait_ready_and_verify(
     log_path: &Path,
 ) -> Result<DaemonProcess, LaunchError> {
     let started = Instant::now();
-    let deadline = host::deadline_after(ready_timeout);
+    let deadline = clock::deadline_after(ready_timeout);
     let path = Path::new(&expected.ipc_endpoint.path);
     loop {
         match connect_until(path, deadline) {

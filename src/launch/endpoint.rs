@@ -12,34 +12,21 @@
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::num::NonZeroU32;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use super::error::{AllocError, ValidationError};
-use super::fs::ensure_private_dir;
-use super::host;
-use super::identity::{validate_namespace_id, Endpoint};
-use super::names::{backend_socket_name, validate_user_sid_hash, BACKEND_SOCKET_NAME_LEN};
+use crate::contract::clock;
+use crate::contract::error::{AllocError, ValidationError};
+use crate::contract::identity::{validate_namespace_id, Endpoint};
+pub use crate::contract::names::check_sun_path;
+use crate::contract::names::{
+    backend_socket_name, validate_user_sid_hash, BACKEND_SOCKET_NAME_LEN,
+};
+use crate::sys::fs::ensure_private_dir;
+use crate::sys::host;
 
-/// Longest Unix socket path in bytes: `sun_path` is 108 bytes and the last one
-/// holds the terminating NUL.
-pub const SUN_PATH_MAX: usize = 107;
 /// Attempts `allocate` makes by default before giving up.
 pub const DEFAULT_MAX_ATTEMPTS: NonZeroU32 = NonZeroU32::new(16).unwrap();
-
-/// Refuses a path that would not fit `sun_path`.
-pub fn check_sun_path(path: &Path) -> Result<(), AllocError> {
-    let length = path.as_os_str().as_bytes().len();
-    if length > SUN_PATH_MAX {
-        return Err(AllocError::PathTooLong {
-            path: path.to_path_buf(),
-            length,
-            limit: SUN_PATH_MAX,
-        });
-    }
-    Ok(())
-}
 
 fn path_to_string(path: &Path) -> Result<String, ValidationError> {
     path.to_str()
@@ -160,7 +147,7 @@ impl BackendEndpointAllocator {
     pub fn allocate(&self) -> Result<Endpoint, AllocError> {
         self.allocate_with(|| {
             let mut token = [0u8; 16];
-            host::fill_random(&mut token)?;
+            clock::fill_random(&mut token)?;
             Ok::<_, AllocError>(token)
         })
     }
@@ -248,6 +235,7 @@ impl BackendEndpointAllocator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::names::SUN_PATH_MAX;
     use std::os::unix::fs::PermissionsExt;
 
     const HASH: &str = "0123456789abcdef";

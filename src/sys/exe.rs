@@ -18,7 +18,6 @@
 //! the interpreter as the kernel resolves it, or for `/usr/bin/env NAME` the
 //! first `NAME` on the launch `PATH`.
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
@@ -26,37 +25,13 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
 
-use super::identity::sha256_reader;
-use super::spawn::fd_path;
-
-/// Identity of a file's content as far as the kernel tells: if none of these
-/// changed, neither did the bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub struct FileStamp {
-    pub dev: u64,
-    pub ino: u64,
-    pub size: u64,
-    pub mtime: (i64, i64),
-    pub ctime: (i64, i64),
-}
+use crate::contract::stamp::FileStamp;
+use crate::sys::digest::cached_sha256;
+use crate::sys::proc::own_fd_path as fd_path;
 
 impl FileStamp {
-    /// Whether this stamp can vouch for the content hashed from
-    /// `hashing_started` on: its ctime must be at least a second older.
-    /// Timestamps have a coarse granule, so a write in the same granule as
-    /// the hash could leave the stamp equal while the bytes differ; such a
-    /// file is simply hashed again next time (the rule git uses for its
-    /// index).
-    pub fn settled_before(&self, hashing_started: std::time::SystemTime) -> bool {
-        let started = hashing_started
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        self.ctime.0.saturating_add(1) < started
-    }
-
+    /// The stamp of a file as `stat` reports it.
     pub fn of(meta: &Metadata) -> Self {
         FileStamp {
             dev: meta.dev(),
@@ -127,7 +102,6 @@ pub struct ScriptInterpreter {
 pub struct BackendBinary {
     pub file: File,
     pub canonical: PathBuf,
-    pub root: PathBuf,
     pub stamp: FileStamp,
     pub sha256: [u8; 32],
     /// Whether `stamp` vouches for `sha256` (see [`cached_sha256`]).
@@ -155,58 +129,6 @@ fn io_error<'a>(
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// Digests by (device, inode), with the stamp they were computed for.
-type DigestCache = Mutex<HashMap<(u64, u64), (FileStamp, [u8; 32])>>;
-
-fn digest_cache() -> &'static DigestCache {
-    static CACHE: OnceLock<DigestCache> = OnceLock::new();
-    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
-}
-
-/// Seeds the digest cache with a digest proven otherwise: a file whose stamp
-/// is still `stamp` is not hashed again by anything in this process. Only for
-/// a digest that has been verified (a pool manifest's digest is, once the
-/// backend it records has reported the same digest of that very inode in a
-/// verified probe); a digest merely read from a file must never get here, or
-/// a wrong one would make every later launch of the binary fail.
-pub fn remember_digest(stamp: FileStamp, digest: [u8; 32]) {
-    digest_cache()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert((stamp.dev, stamp.ino), (stamp, digest));
-}
-
-/// SHA-256 of an open file, from the cache when its stamp is unchanged.
-/// Returns the digest and whether the stamp vouches for it (so it may be
-/// cached and recorded): always for a cached digest, and for a fresh one
-/// when the file settled before hashing began and did not change during it.
-pub fn cached_sha256(file: &File, stamp: FileStamp) -> io::Result<([u8; 32], bool)> {
-    let key = (stamp.dev, stamp.ino);
-    if let Some((cached, digest)) = digest_cache()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&key)
-    {
-        if *cached == stamp {
-            return Ok((*digest, true));
-        }
-    }
-    let started = std::time::SystemTime::now();
-    let mut reader = file;
-    reader.seek(SeekFrom::Start(0))?;
-    let digest = sha256_reader(reader)?;
-    // A write during hashing would move ctime; a write just before it might
-    // not have (coarse timestamps): cache only a settled, stable result.
-    let settled = FileStamp::of(&file.metadata()?) == stamp && stamp.settled_before(started);
-    if settled {
-        digest_cache()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, (stamp, digest));
-    }
-    Ok((digest, settled))
 }
 
 /// Applies the allow-list rule, opens, checks and hashes the backend binary.
@@ -306,7 +228,6 @@ pub fn open_backend_recorded(
     Ok(BackendBinary {
         file,
         canonical,
-        root,
         stamp,
         sha256,
         stamp_vouches,
@@ -321,7 +242,7 @@ pub fn open_backend_recorded(
 /// Otherwise another local user could put their own code in the path of a
 /// verified binary.
 pub fn check_trusted_path(file: &Path) -> Result<(), BinaryError> {
-    let euid = super::host::effective_uid();
+    let euid = crate::sys::host::effective_uid();
     let owner_ok = |uid: u32| uid == euid || uid == 0;
     let meta = std::fs::metadata(file).map_err(io_error("stat", file))?;
     if !owner_ok(meta.uid()) {
@@ -464,7 +385,7 @@ mod tests {
         let file = File::open(&path).unwrap();
         let stamp = FileStamp::of(&file.metadata().unwrap());
         let (digest, vouches) = cached_sha256(&file, stamp).unwrap();
-        assert_eq!(digest, crate::broker::identity::sha256_file(&path).unwrap());
+        assert_eq!(digest, crate::sys::digest::sha256_file(&path).unwrap());
         assert!(
             !vouches,
             "a file changed within the second may still change unseen"

@@ -16,8 +16,9 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use super::error::FsError;
-use super::host;
+use crate::contract::clock;
+use crate::contract::error::FsError;
+use crate::sys::host;
 
 /// Permission bits of a private directory.
 pub const PRIVATE_DIR_MODE: u32 = 0o700;
@@ -156,7 +157,7 @@ pub fn ensure_private_dir(path: &Path, base: Option<&Path>) -> Result<(), FsErro
 pub fn write_atomic(dir: &Path, file_name: &str, bytes: &[u8]) -> Result<PathBuf, FsError> {
     let target = dir.join(file_name);
     let mut token = [0u8; 8];
-    host::fill_random(&mut token).map_err(|e| {
+    clock::fill_random(&mut token).map_err(|e| {
         FsError::io(
             "create temporary file in",
             dir,
@@ -224,6 +225,85 @@ pub fn read_bounded(path: &Path, limit: u64) -> Result<Bounded, io::Error> {
         return Ok(Bounded::TooLarge(buf.len() as u64));
     }
     Ok(Bounded::Read(buf))
+}
+
+/// A lock file, opened (created 0600 if missing, symlinks refused) and
+/// locked with `flock`: advisory, released when the file is closed, so a
+/// holder that dies releases it.
+#[derive(Debug)]
+pub struct LockFile {
+    file: File,
+}
+
+/// How [`LockFile::lock`] locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// Wait for the exclusive lock.
+    Exclusive,
+    /// The exclusive lock if free now, else [`Locked::WouldBlock`].
+    TryExclusive,
+    /// Wait for a shared lock.
+    Shared,
+}
+
+/// What [`LockFile::lock`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Locked {
+    Yes,
+    WouldBlock,
+}
+
+impl LockFile {
+    /// Opens (or creates) the lock file at `path`, without locking it.
+    pub fn open(path: &Path) -> io::Result<LockFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(PRIVATE_FILE_MODE)
+            .custom_flags(
+                (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC).bits() as i32,
+            )
+            .open(path)?;
+        Ok(LockFile { file })
+    }
+
+    /// Locks the file; a signal during the wait does not end it.
+    pub fn lock(&self, mode: LockMode) -> io::Result<Locked> {
+        use rustix::fs::FlockOperation as Op;
+        let op = match mode {
+            LockMode::Exclusive => Op::LockExclusive,
+            LockMode::TryExclusive => Op::NonBlockingLockExclusive,
+            LockMode::Shared => Op::LockShared,
+        };
+        loop {
+            match rustix::fs::flock(&self.file, op) {
+                Ok(()) => return Ok(Locked::Yes),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::WOULDBLOCK) if mode == LockMode::TryExclusive => {
+                    return Ok(Locked::WouldBlock)
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Releases the lock (closing the file releases it too).
+    pub fn unlock(&self) {
+        let _ = rustix::fs::flock(&self.file, rustix::fs::FlockOperation::Unlock);
+    }
+
+    /// Whether the file at `path` is still this file (same device and
+    /// inode): a lock on a file that was removed or replaced meanwhile
+    /// guards nothing.
+    pub fn is_at(&self, path: &Path) -> io::Result<bool> {
+        let held = self.file.metadata()?;
+        Ok(match fs::symlink_metadata(path) {
+            Ok(now) => now.dev() == held.dev() && now.ino() == held.ino(),
+            Err(_) => false,
+        })
+    }
 }
 
 #[cfg(test)]

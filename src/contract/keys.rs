@@ -8,13 +8,13 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::allocator::check_sun_path;
-use super::error::{AllocError, NameKind, ValidationError};
-use super::names::{
+use crate::contract::error::{AllocError, NameKind, ValidationError};
+use crate::contract::names::check_sun_path;
+use crate::contract::names::{
     instance_broker_socket_name, service_broker_socket_name, shared_broker_socket_name,
     validate_instance_name, validate_service_name, validate_version,
 };
-use super::service::{Isolation, ServiceDefinition};
+use crate::contract::service::{Isolation, ServiceDefinition};
 
 /// A broker instance: the shared one, a service's private one, or a named one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

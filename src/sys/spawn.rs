@@ -34,7 +34,6 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
 
 /// What to start and how.
 pub struct SpawnRequest<'a> {
@@ -365,9 +364,4 @@ fn kill_and_reap(pid: libc::pid_t) {
 /// `argv[0]` for a binary: its canonical path.
 pub fn arg0(path: &std::path::Path) -> Option<CString> {
     CString::new(path.as_os_str().as_bytes()).ok()
-}
-
-/// The canonical path of a descriptor's file, as the kernel names it.
-pub fn fd_path(fd: RawFd) -> io::Result<PathBuf> {
-    std::fs::read_link(format!("/proc/self/fd/{fd}"))
 }

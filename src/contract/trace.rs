@@ -6,9 +6,9 @@
 //! characters, nothing oversized. An empty `traceparent` means "no trace";
 //! a `tracestate` without a `traceparent` is meaningless and refused.
 
-use super::env::{ENV_TRACEPARENT, ENV_TRACESTATE};
-use super::error::ValidationError;
-use super::host;
+use crate::contract::clock;
+use crate::contract::env::{ENV_TRACEPARENT, ENV_TRACESTATE};
+use crate::contract::error::ValidationError;
 
 /// Most list members a `tracestate` may carry.
 pub const MAX_TRACESTATE_MEMBERS: usize = 32;
@@ -226,10 +226,10 @@ impl TraceContext {
     }
 
     /// A fresh root context: random non-zero trace and parent ids, sampled.
-    pub fn new_root(request_id: u64) -> Result<Self, super::error::HostError> {
+    pub fn new_root(request_id: u64) -> Result<Self, crate::contract::error::HostError> {
         let mut ids = [0u8; 24];
         loop {
-            host::fill_random(&mut ids)?;
+            clock::fill_random(&mut ids)?;
             if ids[..16].iter().any(|&b| b != 0) && ids[16..].iter().any(|&b| b != 0) {
                 break;
             }

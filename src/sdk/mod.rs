@@ -66,22 +66,26 @@ use std::time::{Duration, Instant};
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::net::RecvFlags;
 
-use super::binary::FileStamp;
-use super::env::{
+use crate::contract::clock;
+use crate::contract::env::{
     parse_exe_digest, ENV_BACKEND_NAMESPACE, ENV_BACKEND_PIPE, ENV_EXE_DIGEST,
     ENV_IDLE_TIMEOUT_SECS, ENV_INSTANCE, ENV_SERVICE_NAME, ENV_SERVICE_VERSION, ENV_TRACEPARENT,
     ENV_TRACESTATE,
 };
-use super::error::{FsError, HostError, ValidationError};
-use super::frame::{self, FRAMING_VERSION, HEADER_LEN};
-use super::fs::{check_private_dir, PRIVATE_FILE_MODE};
-use super::host;
-use super::identity::{sha256_file, validate_namespace_id, DaemonProcess, Endpoint};
-use super::keys::{BackendKey, BrokerInstanceKey};
-use super::names::{validate_service_name, validate_version};
-use super::probe::{self, NONCE_LEN};
-use super::proto::FrameMsg;
-use super::trace::TraceContext;
+use crate::contract::error::{FsError, HostError, ValidationError};
+use crate::contract::frame::{self, FRAMING_VERSION, HEADER_LEN};
+use crate::contract::identity::{validate_namespace_id, DaemonProcess, Endpoint};
+use crate::contract::keys::{BackendKey, BrokerInstanceKey};
+use crate::contract::names::{validate_service_name, validate_version};
+use crate::contract::probe;
+use crate::contract::probe::NONCE_LEN;
+use crate::contract::proto::FrameMsg;
+use crate::contract::stamp::FileStamp;
+use crate::contract::trace::TraceContext;
+use crate::sys::digest::sha256_file;
+use crate::sys::fs::{check_private_dir, PRIVATE_FILE_MODE};
+use crate::sys::host;
+use crate::sys::proc;
 
 /// How long a new connection may take to show a complete probe request
 /// before it is handed to the application. A prober writes its request in
@@ -466,7 +470,7 @@ impl ServerConfig {
                     .map_err(|e| ServerError::io("canonicalize", path, e))?;
                 (exe.clone(), exe)
             }
-            None => (running_exe_path()?, PathBuf::from(PROC_SELF_EXE)),
+            None => (running_exe_path()?, PathBuf::from(proc::SELF_EXE_LINK)),
         };
         let exe_path = exe.to_str().ok_or_else(|| ValidationError::Identity {
             field: "exe_path",
@@ -479,7 +483,7 @@ impl ServerConfig {
             exe_sha256: self.exe_digest(&hashed)?,
             boot_id: host::boot_id()?,
             ipc_endpoint: self.endpoint.clone(),
-            started_at_unix_ms: host::unix_time_ms(),
+            started_at_unix_ms: clock::unix_time_ms(),
             idle_timeout_secs: self.idle_timeout_secs.map(NonZeroU32::get),
         };
         identity.validate()?;
@@ -500,27 +504,9 @@ impl ServerConfig {
     }
 }
 
-const PROC_SELF_EXE: &str = "/proc/self/exe";
-/// What Linux appends to `/proc/self/exe` once the file has been unlinked
-/// (deleted, or replaced by a rename).
-const DELETED_SUFFIX: &str = " (deleted)";
-
-/// The path this process's executable was started from. The kernel's answer
-/// is already absolute and free of symbolic links. If the file has since
-/// been deleted or renamed over, the kernel appends `" (deleted)"`; the path
-/// it was started from is still the one a launcher expects, so the suffix is
-/// dropped (the hash, taken from the running image, tells the versions
-/// apart).
 fn running_exe_path() -> Result<PathBuf, ServerError> {
-    let link = std::fs::read_link(PROC_SELF_EXE)
-        .map_err(|e| ServerError::io("read link", Path::new(PROC_SELF_EXE), e))?;
-    if link.exists() {
-        return Ok(link);
-    }
-    match link.to_str().and_then(|s| s.strip_suffix(DELETED_SUFFIX)) {
-        Some(original) => Ok(PathBuf::from(original)),
-        None => Ok(link),
-    }
+    proc::self_exe_path()
+        .map_err(|e| ServerError::io("read link", Path::new(proc::SELF_EXE_LINK), e))
 }
 
 /// The socket file this server created. An `O_PATH` descriptor pins its
@@ -871,7 +857,8 @@ fn judge(seen: &[u8]) -> Peeked {
             nonce,
         },
         None => {
-            if request.payload_protocol == super::proto::payload_protocol::IDENTITY_PROBE {
+            if request.payload_protocol == crate::contract::proto::payload_protocol::IDENTITY_PROBE
+            {
                 log::warn!(
                     "malformed identity probe (request_id {}, {} payload bytes); \
                      handing the connection to the application",
@@ -1391,7 +1378,7 @@ impl BackendServer {
     /// Like [`accept`](Self::accept), but gives up after `timeout` with
     /// `Ok(None)`.
     pub fn accept_timeout(&self, timeout: Duration) -> Result<Option<Connection>, ServerError> {
-        let deadline = super::host::deadline_after(timeout);
+        let deadline = clock::deadline_after(timeout);
         let mut st = self.shared.lock();
         loop {
             if let Some(stream) = self.take_queued(&mut st) {
@@ -1483,7 +1470,7 @@ impl BackendServer {
     /// Like [`wait_for_shutdown`](Self::wait_for_shutdown), giving up after
     /// `timeout` with `None`.
     pub fn wait_for_shutdown_timeout(&self, timeout: Duration) -> Option<ShutdownReason> {
-        let deadline = super::host::deadline_after(timeout);
+        let deadline = clock::deadline_after(timeout);
         let mut st = self.shared.lock();
         loop {
             if st.stopped {
@@ -1728,9 +1715,9 @@ mod signals {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::env::format_exe_digest;
-    use crate::broker::frame::MAX_FRAME_BODY;
-    use crate::broker::probe::ProbeRequest;
+    use crate::contract::env::format_exe_digest;
+    use crate::contract::frame::MAX_FRAME_BODY;
+    use crate::launch::verify::ProbeRequest;
 
     #[test]
     fn judge_recognises_a_probe_only_when_complete() {
@@ -1786,7 +1773,7 @@ mod tests {
 
     #[test]
     fn the_launchers_digest_is_used_only_while_the_stamp_holds() {
-        let exe = Path::new(PROC_SELF_EXE);
+        let exe = Path::new(proc::SELF_EXE_LINK);
         let stamp = FileStamp::of(&std::fs::metadata(exe).unwrap());
         let real = sha256_file(exe).unwrap();
         // A digest that is not ours shows which source was used.

@@ -4,7 +4,7 @@
 //! them. Names of this project's own carry the same prefix and are ignored by
 //! backends that do not know them.
 
-use super::binary::FileStamp;
+use crate::contract::stamp::FileStamp;
 
 /// Service name of the backend key.
 pub const ENV_SERVICE_NAME: &str = "RUNNING_PROCESS_BROKER_V1_SERVICE_NAME";

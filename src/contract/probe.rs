@@ -1,6 +1,5 @@
-//! The identity probe of the v1 contract (payload protocol `0xB232`), both
-//! sides: the prober that asks a backend who it is, and the answer a backend
-//! gives.
+//! The identity probe of the v1 contract (payload protocol `0xB232`) as
+//! messages: the request a prober sends and the answer a backend gives.
 //!
 //! Prober: a fresh 32-byte nonce per probe, `request_id` = the nonce's first
 //! 8 bytes as a little-endian u64, one REQUEST frame, one RESPONSE frame whose
@@ -8,22 +7,22 @@
 //! then compared field by field (pid, exe_path, exe_sha256, boot_id,
 //! ipc_endpoint); `started_at_unix_ms` and `idle_timeout_secs` are informative.
 //!
-//! This module does not decide whom to trust: the launcher ties the answer to
-//! the socket's peer credentials and to the process it spawned.
+//! This module builds and checks bytes only. Sending them is
+//! [`crate::launch::verify`]'s job (prober) and [`crate::sdk`]'s (backend);
+//! deciding whom to trust is the launcher's, which ties the answer to the
+//! socket's peer credentials and to the process it spawned.
 
-use std::io::{self, Read, Write};
-use std::os::unix::net::UnixStream;
-use std::time::{Duration, Instant};
+use std::io;
+use std::time::Duration;
 
-use super::error::{DecodeError, HostError};
-use super::frame::{self, ENVELOPE_VERSION, HEADER_LEN, MAX_FRAME_BODY};
-use super::host;
-use super::identity::DaemonProcess;
-use super::proto::{payload_protocol::IDENTITY_PROBE, FrameKind, FrameMsg, PayloadEncoding};
-use super::trace::TraceContext;
-
-/// Shortest timeout a probe uses: the socket API cannot express zero.
-pub const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+use crate::contract::clock;
+use crate::contract::error::{DecodeError, HostError};
+use crate::contract::frame::{self, ENVELOPE_VERSION, MAX_FRAME_BODY};
+use crate::contract::identity::DaemonProcess;
+use crate::contract::proto::{
+    payload_protocol::IDENTITY_PROBE, FrameKind, FrameMsg, PayloadEncoding,
+};
+use crate::contract::trace::TraceContext;
 
 /// Bytes of a probe nonce.
 pub const NONCE_LEN: usize = 32;
@@ -79,7 +78,7 @@ impl ProbeRequest {
     /// A fresh probe with a nonce from the OS and the given trace fields.
     pub fn new(trace: &TraceContext) -> Result<Self, ProbeError> {
         let mut nonce = [0u8; NONCE_LEN];
-        host::fill_random(&mut nonce)?;
+        clock::fill_random(&mut nonce)?;
         Ok(Self::with_nonce(nonce, trace))
     }
 
@@ -271,123 +270,10 @@ pub fn compare_identity(
     Ok(())
 }
 
-fn io_err(operation: &'static str, source: io::Error, timeout: Duration) -> ProbeError {
-    match source.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ProbeError::Timeout { timeout },
-        _ => ProbeError::Io { operation, source },
-    }
-}
-
-fn read_exact_until(
-    stream: &mut UnixStream,
-    buf: &mut [u8],
-    deadline: Instant,
-    timeout: Duration,
-) -> Result<(), ProbeError> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(ProbeError::Timeout { timeout });
-        }
-        stream
-            .set_read_timeout(Some(left))
-            .map_err(|e| io_err("set timeout", e, timeout))?;
-        match stream.read(&mut buf[filled..]) {
-            Ok(0) => {
-                return Err(ProbeError::Closed {
-                    received: filled,
-                    expected: buf.len(),
-                })
-            }
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io_err("read", e, timeout)),
-        }
-    }
-    Ok(())
-}
-
-/// Reads one frame from `stream` with a body cap of `limit`, giving up when
-/// `timeout` has passed since the call (a peer that trickles bytes cannot
-/// stretch it).
-pub fn read_frame(
-    stream: &mut UnixStream,
-    limit: u32,
-    timeout: Duration,
-) -> Result<FrameMsg, ProbeError> {
-    let deadline = super::host::deadline_after(timeout);
-    let mut header = [0u8; HEADER_LEN];
-    read_exact_until(stream, &mut header, deadline, timeout)?;
-    let length = frame::parse_header(&header, limit)? as usize;
-    let mut body = vec![0u8; length];
-    read_exact_until(stream, &mut body, deadline, timeout)?;
-    Ok(frame::decode_body(&body)?)
-}
-
-/// Connects to a Unix socket, giving up at `deadline`. A listener whose
-/// backlog is full makes a blocking `connect` wait indefinitely; here the
-/// attempt is non-blocking and retried until the deadline, so a wedged or
-/// hostile listener cannot stall the caller. `NotFound` and
-/// `ConnectionRefused` are returned at once (nobody listens).
-pub fn connect_until(path: &std::path::Path, deadline: Instant) -> io::Result<UnixStream> {
-    use rustix::net::{
-        connect, socket_with, AddressFamily, SocketAddrUnix, SocketFlags, SocketType,
-    };
-    let addr = SocketAddrUnix::new(path)?;
-    let mut pause = Duration::from_micros(50);
-    loop {
-        let fd = socket_with(
-            AddressFamily::UNIX,
-            SocketType::STREAM,
-            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-            None,
-        )?;
-        match connect(&fd, &addr) {
-            Ok(()) => {
-                let stream = UnixStream::from(fd);
-                stream.set_nonblocking(false)?;
-                return Ok(stream);
-            }
-            Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "the listener's backlog stayed full until the deadline",
-                    ));
-                }
-                std::thread::sleep(pause.min(left));
-                pause = (pause * 2).min(Duration::from_millis(5));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// Runs one probe over a connected stream and returns the identity the peer
-/// claims (checked against the probe, not yet compared).
-pub fn probe_stream(
-    stream: &mut UnixStream,
-    trace: &TraceContext,
-    timeout: Duration,
-) -> Result<DaemonProcess, ProbeError> {
-    let timeout = timeout.max(MIN_TIMEOUT);
-    let request = ProbeRequest::new(trace)?;
-    stream
-        .set_write_timeout(Some(timeout))
-        .map_err(|e| io_err("set timeout", e, timeout))?;
-    stream
-        .write_all(&request.bytes)
-        .map_err(|e| io_err("write", e, timeout))?;
-    let response = read_frame(stream, MAX_PROBE_RESPONSE, timeout)?;
-    request.check_response(&response)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::identity::Endpoint;
+    use crate::contract::identity::Endpoint;
 
     fn identity() -> DaemonProcess {
         DaemonProcess {
@@ -454,25 +340,5 @@ mod tests {
             err.contains("pid") && err.contains("77") && err.contains("78"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn read_frame_refuses_huge_declared_length_and_times_out() {
-        let (mut a, mut b) = UnixStream::pair().unwrap();
-        b.write_all(&[1, 0xff, 0xff, 0xff, 0xff]).unwrap();
-        assert!(matches!(
-            read_frame(&mut a, MAX_PROBE_RESPONSE, Duration::from_secs(5)),
-            Err(ProbeError::Decode(DecodeError::FrameTooLarge { .. }))
-        ));
-        b.write_all(&[1, 10, 0]).unwrap();
-        assert!(matches!(
-            read_frame(&mut a, MAX_PROBE_RESPONSE, Duration::from_millis(50)),
-            Err(ProbeError::Timeout { .. })
-        ));
-        drop(b);
-        assert!(matches!(
-            read_frame(&mut a, MAX_PROBE_RESPONSE, Duration::from_secs(5)),
-            Err(ProbeError::Closed { .. })
-        ));
     }
 }

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use super::keys::BackendKey;
-use super::launcher::BackendHandle;
+use crate::contract::keys::BackendKey;
+use crate::launch::BackendHandle;
 
 /// One registered backend.
 #[derive(Debug, Clone)]

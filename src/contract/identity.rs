@@ -6,17 +6,12 @@
 //! 0, a relative path or a missing endpoint is refused, so a value that exists
 //! can be compared field by field with the one a launcher expects.
 
-use std::fs::File;
-use std::io::{self, Read};
-use std::path::Path;
-
 use prost::Message;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use super::allocator::SUN_PATH_MAX;
-use super::error::{DecodeError, FsError, ValidationError};
-use super::proto::{DaemonProcessMsg, EndpointMsg};
+use crate::contract::error::{DecodeError, ValidationError};
+use crate::contract::names::SUN_PATH_MAX;
+use crate::contract::proto::{DaemonProcessMsg, EndpointMsg};
 
 /// Longest namespace id, in bytes.
 pub const MAX_NAMESPACE_LEN: usize = 256;
@@ -283,31 +278,6 @@ pub fn hash_from_slice(bytes: &[u8]) -> Result<[u8; 32], ValidationError> {
     })
 }
 
-/// Size of the read buffer used for hashing.
-const HASH_CHUNK: usize = 256 * 1024;
-
-/// SHA-256 of everything readable from `reader`, streamed in fixed-size
-/// chunks (memory use does not depend on the input size).
-pub fn sha256_reader(mut reader: impl Read) -> io::Result<[u8; 32]> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; HASH_CHUNK];
-    loop {
-        match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => hasher.update(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(hasher.finalize().into())
-}
-
-/// SHA-256 of the file at `path`, streamed.
-pub fn sha256_file(path: &Path) -> Result<[u8; 32], FsError> {
-    let file = File::open(path).map_err(|e| FsError::io("open", path, e))?;
-    sha256_reader(file).map_err(|e| FsError::io("read", path, e))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,18 +321,5 @@ mod tests {
         let mut msg = sample().to_message();
         msg.pid = 0;
         assert!(DaemonProcess::from_bytes(&msg.encode_to_vec()).is_err());
-    }
-
-    #[test]
-    fn hashes_files_in_chunks() {
-        let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("f");
-        let data: Vec<u8> = (0..(HASH_CHUNK * 2 + 17))
-            .map(|i| (i % 251) as u8)
-            .collect();
-        std::fs::write(&path, &data).unwrap();
-        let expected: [u8; 32] = Sha256::digest(&data).into();
-        assert_eq!(sha256_file(&path).unwrap(), expected);
-        assert!(sha256_file(&tmp.path().join("missing")).is_err());
     }
 }

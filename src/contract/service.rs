@@ -1,5 +1,6 @@
 //! Service definitions: what a backend is, where its binaries may come from,
-//! which versions it may run, and the on-disk `.servicedef` store.
+//! and which versions it may run. The on-disk `.servicedef` store is
+//! [`crate::store`].
 //!
 //! A [`ServiceDefinition`] is plain data (its fields mirror the v1 protobuf
 //! message); [`ServiceDefinition::validate`] applies every rule of the
@@ -9,15 +10,12 @@
 //! it needs the file system as it is at launch.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use prost::Message;
 
-use super::env::ENV_SERVICE_DEF_DIR;
-use super::error::{DecodeError, StoreError, ValidationError, VersionRule};
-use super::fs::{self as pfs, Bounded};
-use super::names::{validate_instance_name, validate_service_name, Version};
-use super::proto::{BrokerIsolation, ServiceDefinitionMsg};
+use crate::contract::error::{DecodeError, ValidationError, VersionRule};
+use crate::contract::names::{validate_instance_name, validate_service_name, Version};
+use crate::contract::proto::{BrokerIsolation, ServiceDefinitionMsg};
 
 /// Extension of a service definition file.
 pub const SERVICEDEF_EXTENSION: &str = "servicedef";
@@ -297,137 +295,13 @@ impl ServiceDefinition {
         })?;
         Self::from_message(msg)
     }
-
-    /// Saves this definition as `{service_name}.servicedef` in `dir` (default:
-    /// [`service_def_dir`]), creating the directory 0700 if missing and
-    /// refusing one that group or other can access. The write is atomic.
-    pub fn save(&self, dir: Option<&Path>) -> Result<PathBuf, StoreError> {
-        self.validate()?;
-        let dir = resolve_dir(dir)?;
-        pfs::ensure_private_dir(&dir, None)?;
-        let path = pfs::write_atomic(&dir, &file_name(&self.service_name), &self.to_bytes())?;
-        log::debug!(
-            "saved service definition {} to {}",
-            self.service_name,
-            path.display()
-        );
-        Ok(path)
-    }
-
-    /// Loads `{service_name}.servicedef` from `dir` (default:
-    /// [`service_def_dir`]). The directory must be private; the name inside
-    /// the file must equal `service_name`.
-    pub fn load(service_name: &str, dir: Option<&Path>) -> Result<Self, StoreError> {
-        validate_service_name(service_name)?;
-        let dir = resolve_dir(dir)?;
-        Self::load_file(&dir.join(file_name(service_name)))
-    }
-
-    /// Loads a definition from a `.servicedef` file path. Its directory must be
-    /// private and the file stem must equal the service name inside it.
-    pub fn load_file(path: &Path) -> Result<Self, StoreError> {
-        let absolute = absolute(path)?;
-        let path = absolute.as_path();
-        let stem = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default()
-            .to_owned();
-        let dir = path.parent().unwrap_or_else(|| Path::new("/"));
-        match pfs::check_private_dir(dir) {
-            Err(super::error::FsError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                return Err(StoreError::NotFound {
-                    service_name: stem,
-                    path: path.to_path_buf(),
-                })
-            }
-            other => other?,
-        }
-        let bytes = match pfs::read_bounded(path, MAX_SERVICEDEF_BYTES) {
-            Ok(Bounded::Read(bytes)) => bytes,
-            Ok(Bounded::TooLarge(length)) => {
-                return Err(StoreError::TooLarge {
-                    path: path.to_path_buf(),
-                    length,
-                    limit: MAX_SERVICEDEF_BYTES,
-                })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StoreError::NotFound {
-                    service_name: stem,
-                    path: path.to_path_buf(),
-                })
-            }
-            Err(e) => return Err(super::error::FsError::io("read", path, e).into()),
-        };
-        let sd = Self::from_bytes(&bytes).map_err(|source| match source {
-            DecodeError::Invalid(v) => StoreError::Invalid(v),
-            source => StoreError::Decode {
-                path: path.to_path_buf(),
-                source,
-            },
-        })?;
-        if sd.service_name != stem {
-            return Err(StoreError::StemMismatch {
-                path: path.to_path_buf(),
-                stem,
-                service_name: sd.service_name,
-            });
-        }
-        Ok(sd)
-    }
-}
-
-fn file_name(service_name: &str) -> String {
-    format!("{service_name}.{SERVICEDEF_EXTENSION}")
-}
-
-/// `path` made absolute against the working directory (without resolving
-/// symlinks), so that its parent is always a real directory to check.
-fn absolute(path: &Path) -> Result<PathBuf, StoreError> {
-    std::path::absolute(path).map_err(|e| super::error::FsError::io("resolve", path, e).into())
-}
-
-fn resolve_dir(dir: Option<&Path>) -> Result<PathBuf, StoreError> {
-    match dir {
-        Some(dir) => absolute(dir),
-        None => absolute(&service_def_dir()?),
-    }
-}
-
-/// The service definition directory: `$RUNNING_PROCESS_SERVICE_DEF_DIR`, else
-/// `$XDG_CONFIG_HOME/running-process/services`, else
-/// `~/.config/running-process/services`.
-pub fn service_def_dir() -> Result<PathBuf, StoreError> {
-    let non_empty = |name| std::env::var_os(name).filter(|v| !v.is_empty());
-    if let Some(dir) = non_empty(ENV_SERVICE_DEF_DIR) {
-        return Ok(PathBuf::from(dir));
-    }
-    if let Some(config) = non_empty("XDG_CONFIG_HOME").filter(|v| Path::new(v).is_absolute()) {
-        return Ok(PathBuf::from(config)
-            .join("running-process")
-            .join("services"));
-    }
-    let home = non_empty("HOME").ok_or_else(|| {
-        StoreError::Fs(super::error::FsError::io(
-            "locate service definition directory",
-            PathBuf::from("~"),
-            std::io::Error::new(std::io::ErrorKind::NotFound, "HOME is not set"),
-        ))
-    })?;
-    Ok(PathBuf::from(home)
-        .join(".config")
-        .join("running-process")
-        .join("services"))
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn sample() -> ServiceDefinition {
+    pub(crate) fn sample() -> ServiceDefinition {
         ServiceDefinition {
             service_name: "zccache".into(),
             binary_path: "/opt/zccache/1.11.20/zccache-backend".into(),
@@ -488,24 +362,5 @@ mod tests {
         let mut msg = sd.to_message();
         msg.isolation = 9;
         assert!(ServiceDefinition::from_bytes(&msg.encode_to_vec()).is_err());
-    }
-
-    #[test]
-    fn save_and_load() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("defs");
-        let sd = sample();
-        let path = sd.save(Some(&dir)).unwrap();
-        assert_eq!(path, dir.join("zccache.servicedef"));
-        assert_eq!(ServiceDefinition::load("zccache", Some(&dir)).unwrap(), sd);
-        assert!(matches!(
-            ServiceDefinition::load("other", Some(&dir)),
-            Err(StoreError::NotFound { .. })
-        ));
-        std::fs::rename(&path, dir.join("renamed.servicedef")).unwrap();
-        assert!(matches!(
-            ServiceDefinition::load("renamed", Some(&dir)),
-            Err(StoreError::StemMismatch { .. })
-        ));
     }
 }

@@ -8,8 +8,8 @@
 
 use prost::Message;
 
-use super::error::DecodeError;
-use super::proto::FrameMsg;
+use crate::contract::error::DecodeError;
+use crate::contract::proto::FrameMsg;
 
 /// The only framing version of the contract.
 pub const FRAMING_VERSION: u8 = 1;
@@ -98,7 +98,7 @@ pub fn decode_frame(bytes: &[u8], limit: u32) -> Result<FrameMsg, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::proto::{FrameKind, PayloadEncoding};
+    use crate::contract::proto::{FrameKind, PayloadEncoding};
 
     fn sample() -> FrameMsg {
         FrameMsg {

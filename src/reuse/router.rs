@@ -26,14 +26,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::error::{ValidationError, VersionRule};
-use super::identity::Endpoint;
-use super::keys::BackendKey;
-use super::launcher::{BackendHandle, BackendLauncher, LaunchError};
-use super::names::{validate_service_name, Version};
-use super::registry::BackendRegistry;
-use super::service::ServiceDefinition;
-use super::trace::TraceContext;
+use crate::contract::error::{ValidationError, VersionRule};
+use crate::contract::identity::Endpoint;
+use crate::contract::keys::BackendKey;
+use crate::contract::names::{validate_service_name, Version};
+use crate::contract::service::ServiceDefinition;
+use crate::contract::trace::TraceContext;
+use crate::launch::{BackendHandle, BackendLauncher, LaunchError};
+use crate::reuse::registry::BackendRegistry;
 
 /// Error codes of the v1 `Refused` reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -95,7 +95,7 @@ impl Catalog {
             Catalog::Map(map) => Ok(map.get(service_name).cloned()),
             Catalog::Dir(dir) => match ServiceDefinition::load(service_name, Some(dir)) {
                 Ok(sd) => Ok(Some(sd)),
-                Err(super::error::StoreError::NotFound { .. }) => Ok(None),
+                Err(crate::contract::error::StoreError::NotFound { .. }) => Ok(None),
                 Err(e) => Err(e.to_string()),
             },
         }

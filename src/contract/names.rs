@@ -9,7 +9,9 @@
 use std::cmp::Ordering;
 use std::fmt;
 
-use super::error::{NameKind, ValidationError};
+use std::path::Path;
+
+use crate::contract::error::{AllocError, NameKind, ValidationError};
 
 /// Longest service or instance name, in bytes.
 pub const MAX_NAME_LEN: usize = 64;
@@ -96,7 +98,7 @@ pub fn validate_user_sid_hash(hash: &str) -> Result<(), ValidationError> {
 ///
 /// Ordering compares the numeric triple only, then the pre-release text, so
 /// that it is total; the version *policy* of the contract (see
-/// [`crate::broker::service::ServiceDefinition::check_version`]) looks at the
+/// [`crate::contract::service::ServiceDefinition::check_version`]) looks at the
 /// numeric triple alone.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Version {
@@ -276,6 +278,23 @@ pub fn instance_broker_socket_name(
 /// Length of every backend socket file name (the random part is fixed size).
 pub const BACKEND_SOCKET_NAME_LEN: usize =
     PREFIX.len() + USER_SID_HASH_LEN + "-be-".len() + ENDPOINT_TOKEN_LEN + ".sock".len();
+
+/// Longest Unix socket path in bytes: `sun_path` is 108 bytes and the last one
+/// holds the terminating NUL.
+pub const SUN_PATH_MAX: usize = 107;
+
+/// Refuses a path that would not fit `sun_path`.
+pub fn check_sun_path(path: &Path) -> Result<(), AllocError> {
+    let length = path.as_os_str().len();
+    if length > SUN_PATH_MAX {
+        return Err(AllocError::PathTooLong {
+            path: path.to_path_buf(),
+            length,
+            limit: SUN_PATH_MAX,
+        });
+    }
+    Ok(())
+}
 
 #[cfg(test)]
 mod tests {

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{pidfd_send_signal, waitid, Signal, WaitId, WaitIdOptions};
 
-use super::spawn::Spawned;
+use crate::sys::spawn::Spawned;
 
 /// How a backend ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,28 +144,9 @@ impl ChildWatch {
         })
     }
 
-    /// Whether this process spawned (and reaps) the child.
-    pub fn is_own_child(&self) -> bool {
-        self.state.own_child
-    }
-
     /// Polls the pidfd for the process's end, up to `timeout` (None: forever).
     fn pidfd_ended(&self, timeout: Option<Duration>) -> bool {
-        let timespec = timeout.map(|t| rustix::event::Timespec {
-            tv_sec: t.as_secs().min(i64::MAX as u64) as _,
-            tv_nsec: t.subsec_nanos() as _,
-        });
-        loop {
-            let mut fds = [rustix::event::PollFd::new(
-                &self.state.pidfd,
-                rustix::event::PollFlags::IN,
-            )];
-            match rustix::event::poll(&mut fds, timespec.as_ref()) {
-                Ok(n) => return n > 0,
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(_) => return false,
-            }
-        }
+        crate::sys::proc::pidfd_ended(self.state.pidfd.as_fd(), timeout)
     }
 
     /// For an adopted process: records and returns its end if it has ended.
@@ -175,10 +156,6 @@ impl ChildWatch {
             return Some(Exit::Unknown);
         }
         None
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.state.pid
     }
 
     /// The child's pidfd (readable once it has exited).

@@ -8,7 +8,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::error::HostError;
+use crate::contract::error::HostError;
 
 /// Where the machine id is looked for, in order.
 pub const MACHINE_ID_PATHS: [&str; 2] = ["/etc/machine-id", "/var/lib/dbus/machine-id"];
@@ -101,30 +101,6 @@ pub fn socket_dir() -> PathBuf {
 /// The socket directory and the trusted base directory it lives under.
 pub fn socket_dir_with_base() -> (PathBuf, PathBuf) {
     socket_dir_for(std::env::var_os("XDG_RUNTIME_DIR").as_deref(), real_uid())
-}
-
-/// Fills `buf` from the operating system's random source.
-pub fn fill_random(buf: &mut [u8]) -> Result<(), HostError> {
-    getrandom::fill(buf).map_err(|e| HostError::Entropy {
-        reason: e.to_string(),
-    })
-}
-
-/// `timeout` from now, saturating: a timeout too large to represent means
-/// "no deadline" in practice (a century) instead of an overflow panic.
-pub fn deadline_after(timeout: std::time::Duration) -> std::time::Instant {
-    let now = std::time::Instant::now();
-    now.checked_add(timeout)
-        .or_else(|| now.checked_add(std::time::Duration::from_secs(100 * 365 * 24 * 3600)))
-        .unwrap_or(now)
-}
-
-/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
-pub fn unix_time_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

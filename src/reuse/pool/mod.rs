@@ -1,0 +1,531 @@
+//! The cross-process pool: one verified backend per key for every process of
+//! the user, however many ask at once.
+//!
+//! Each key has, in the pool's private state directory, a lock file and a
+//! manifest (the verified `DaemonProcess` plus the key, as JSON).
+//!
+//! - **Hit, no lock.** Read the manifest and adopt the backend it names,
+//!   verifying it as a launch would (see [`CommandBackendLauncher::adopt`]):
+//!   same boot, pid alive, `/proc/<pid>/exe` the allow-listed binary whose
+//!   digest (cached while its stamp is unchanged) is the recorded one, peer
+//!   credentials, nonce probe. One connect and one probe round trip.
+//! - **Miss.** Take the key's lock (`flock`, then check that the locked file
+//!   is still the one at the path, so a lock file removed and recreated
+//!   meanwhile is not trusted), read the manifest again (another process may
+//!   just have launched), and only then launch and write the manifest
+//!   atomically (temporary file, fsync, rename; mode 0600). A holder that
+//!   crashes releases the lock by dying.
+//! - A manifest that fails (garbage, another boot, dead pid, a pid reused by
+//!   another program, a changed binary, a backend that does not answer) is
+//!   replaced by a fresh launch.
+//! - The process a failed manifest names is killed only when the failure is
+//!   the backend's (no answer, a wrong answer, not at its endpoint, not the
+//!   recorded binary) and the process is provably the recorded backend of
+//!   this key (see [`ProcessMark`]): the manifest records, with the pid and
+//!   boot id, the process's start time, owner and executable stamp; a pidfd
+//!   is opened first, those facts are read again for that pid and compared,
+//!   the environment the process was started with must name this key and
+//!   the recorded endpoint, and the SIGKILL goes through the pidfd, so a pid
+//!   reused by another process can never receive it. A manifest without
+//!   that record (older format), from another boot, or whose process
+//!   differs in any of them never leads to a signal (so a manifest rewritten
+//!   to name another process of the user cannot direct a signal at it);
+//!   neither does a failure on our side (an invalid definition, a refused
+//!   binary, running out of descriptors).
+//!
+//! Backends end themselves after their idle timeout; the pool then sees a
+//! dead pid, which is an ordinary miss.
+
+mod lock;
+mod manifest;
+mod mark;
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::contract::error::FsError;
+use crate::sys::fs::ensure_private_dir;
+use crate::sys::host;
+use lock::{Acquired, KeyLock};
+use manifest::Recorded;
+use mark::{prove_recorded, recorded_alive, recorded_process_gone, NotProven};
+
+use crate::contract::identity::DaemonProcess;
+use crate::contract::keys::{BackendKey, BrokerInstanceKey};
+use crate::contract::service::ServiceDefinition;
+use crate::contract::trace::TraceContext;
+use crate::launch::verify::ProbeError;
+use crate::launch::{BackendHandle, BackendLauncher, CommandBackendLauncher, LaunchError};
+pub use manifest::ManifestError;
+
+/// How long a killed backend is given to be gone before its socket file is
+/// removed anyway.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// Why a pool operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    #[error(transparent)]
+    Fs(#[from] FsError),
+}
+
+/// One backend recorded in the pool.
+#[derive(Debug, Clone)]
+pub struct PoolEntry {
+    pub key: BackendKey,
+    pub daemon: DaemonProcess,
+    /// Whether the recorded process is still running: a pidfd on the pid
+    /// shows a running process whose start time, uid and executable are
+    /// the ones the manifest recorded (a pid reused by another process is
+    /// not alive; neither is one the manifest records no such mark for, nor
+    /// one recorded on another boot). No probe is made.
+    pub alive: bool,
+}
+
+/// Backends shared between processes through manifests in a state directory.
+pub struct BackendPool {
+    launcher: Arc<CommandBackendLauncher>,
+    state_dir: PathBuf,
+    state_base: Option<PathBuf>,
+    verify_timeout: Duration,
+}
+
+impl BackendPool {
+    /// A pool over `state_dir` (default: `state` beside the socket directory,
+    /// created 0700).
+    pub fn new(launcher: Arc<CommandBackendLauncher>, state_dir: Option<PathBuf>) -> Self {
+        let (state_dir, state_base) = match state_dir {
+            Some(dir) => (dir, None),
+            None => {
+                let (socket_dir, base) = host::socket_dir_with_base();
+                let parent = socket_dir.parent().unwrap_or(Path::new("/")).to_path_buf();
+                (parent.join("state"), Some(base))
+            }
+        };
+        BackendPool {
+            launcher,
+            state_dir,
+            state_base,
+            verify_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// How long the verification of a recorded backend may take (default
+    /// 5 s); a backend that does not answer within it is replaced.
+    pub fn with_verify_timeout(mut self, timeout: Duration) -> Self {
+        self.verify_timeout = timeout;
+        self
+    }
+
+    pub fn verify_timeout(&self) -> Duration {
+        self.verify_timeout
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    fn ensure_dir(&self) -> Result<(), FsError> {
+        ensure_private_dir(&self.state_dir, self.state_base.as_deref())
+    }
+
+    /// File stem of a key: readable, and unambiguous through a hash of the
+    /// whole key.
+    fn stem(key: &BackendKey) -> String {
+        let digest = blake3::hash(key.to_string().as_bytes());
+        format!(
+            "{}-{}-{}",
+            key.service_name(),
+            key.service_version(),
+            hex::encode(&digest.as_bytes()[..8])
+        )
+    }
+
+    fn manifest_path(&self, key: &BackendKey) -> PathBuf {
+        self.state_dir.join(format!("{}.json", Self::stem(key)))
+    }
+
+    fn lock_path(&self, key: &BackendKey) -> PathBuf {
+        self.state_dir.join(format!("{}.lock", Self::stem(key)))
+    }
+
+    /// Blocks until the key's exclusive lock is ours (see [`lock`]).
+    fn lock(&self, key: &BackendKey) -> Result<KeyLock, FsError> {
+        lock::lock(&self.lock_path(key))
+    }
+
+    /// One attempt at the key's exclusive lock (see [`lock::acquire`]).
+    fn acquire(&self, key: &BackendKey, wait_shared: bool) -> Result<Acquired, FsError> {
+        lock::acquire(&self.lock_path(key), wait_shared)
+    }
+
+    /// Removes the key's lock file while holding its lock, when no manifest
+    /// is left for the key (a refused or failed request), so that nothing of
+    /// a request that recorded nothing stays behind. Safe although others
+    /// may be blocked on this very file: whoever then locks it sees it is no
+    /// longer the one at the path and starts over (see [`lock`]).
+    fn remove_lock_file_if_unused(&self, key: &BackendKey, _lock: &KeyLock) {
+        if fs::symlink_metadata(self.manifest_path(key)).is_ok() {
+            return;
+        }
+        let path = self.lock_path(key);
+        if let Err(e) = fs::remove_file(&path) {
+            if e.kind() != io::ErrorKind::NotFound {
+                log::warn!("cannot remove lock file {}: {e}", path.display());
+            }
+        }
+    }
+
+    fn read_manifest(&self, key: &BackendKey) -> Option<Recorded> {
+        manifest::read(&self.manifest_path(key), key)
+    }
+
+    fn write_manifest(&self, key: &BackendKey, handle: &BackendHandle) -> Result<(), FsError> {
+        let name = format!("{}.json", Self::stem(key));
+        manifest::write(&self.state_dir, &name, key, handle)
+    }
+
+    fn adopt(
+        &self,
+        key: &BackendKey,
+        sd: &ServiceDefinition,
+        recorded: &Recorded,
+        trace: &TraceContext,
+    ) -> Result<BackendHandle, LaunchError> {
+        let daemon = &recorded.daemon;
+        self.launcher
+            .adopt_recorded(
+                key,
+                sd,
+                daemon,
+                recorded.binary_stamp,
+                trace,
+                self.verify_timeout,
+            )
+            .inspect_err(|e| {
+                log::info!(
+                    "manifest of {key} names pid {} which fails verification: {e}",
+                    daemon.pid
+                );
+            })
+    }
+
+    /// After `recorded` failed verification with `err` (under the key's
+    /// lock): kills its process if the failure is the backend's (see
+    /// [`backend_at_fault`]) and the process is provably the recorded one
+    /// (see [`BackendPool::kill_recorded`]). Returns whether it was killed.
+    fn retire(&self, key: &BackendKey, recorded: &Recorded, err: &LaunchError) -> bool {
+        let pid = recorded.daemon.pid;
+        if !backend_at_fault(err) {
+            self.remove_dead_endpoint(recorded);
+            return false;
+        }
+        match self.kill_recorded(key, recorded) {
+            Ok(()) => {
+                log::warn!(
+                    "killed pid {pid}, the recorded backend of {key}: it failed verification ({err})"
+                );
+                true
+            }
+            Err(why) => {
+                log::info!("not signalling pid {pid} named by the manifest of {key}: {why}");
+                self.remove_dead_endpoint(recorded);
+                false
+            }
+        }
+    }
+
+    /// Removes the socket file a recorded backend left behind, once it is
+    /// provably gone (see [`recorded_process_gone`]) and nobody reaps it
+    /// with the launcher's reaper (its launching process has exited, or it
+    /// was killed elsewhere): only a socket (never a symlink, never any
+    /// other file) directly inside the launcher's socket directory, and only
+    /// if a connect to it is refused (nothing listens there). Called under
+    /// the key's lock.
+    fn remove_dead_endpoint(&self, recorded: &Recorded) {
+        let daemon = &recorded.daemon;
+        if !recorded_process_gone(daemon, recorded.mark.as_ref()) {
+            return;
+        }
+        let socket = Path::new(&daemon.ipc_endpoint.path);
+        if socket.parent() != Some(self.launcher.socket_dir()) {
+            return;
+        }
+        match fs::symlink_metadata(socket) {
+            Ok(meta) if meta.file_type().is_socket() => {}
+            _ => return,
+        }
+        match UnixStream::connect(socket) {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                match fs::remove_file(socket) {
+                    Ok(()) => log::info!(
+                        "removed the socket file {} of pid {}, which is gone",
+                        socket.display(),
+                        daemon.pid
+                    ),
+                    Err(e) => log::warn!("cannot remove {}: {e}", socket.display()),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// SIGKILL to the recorded process, only once it is proven to be that
+    /// process: same boot; then, through a pidfd opened first, the start
+    /// time, uid and executable stamp read again for the pid, and the
+    /// environment it was started with naming this key and the recorded
+    /// endpoint; then the pidfd shows the process still running, so the
+    /// reads described it; then the signal goes through the pidfd. Waits (up
+    /// to [`KILL_WAIT`]) for it to end and removes the socket file it could
+    /// not remove itself.
+    fn kill_recorded(&self, key: &BackendKey, recorded: &Recorded) -> Result<(), NotProven> {
+        let daemon = &recorded.daemon;
+        let pidfd = prove_recorded(key, daemon, recorded.mark.as_ref())?;
+        if let Err(e) = pidfd.kill() {
+            log::warn!("SIGKILL to pid {} failed: {e}", daemon.pid);
+            return Ok(());
+        }
+        if !pidfd.ended_within(KILL_WAIT) {
+            log::warn!(
+                "pid {} has not ended {KILL_WAIT:?} after SIGKILL",
+                daemon.pid
+            );
+        }
+        let socket = Path::new(&daemon.ipc_endpoint.path);
+        if socket.parent() == Some(self.launcher.socket_dir()) {
+            if let Ok(meta) = fs::symlink_metadata(socket) {
+                if meta.file_type().is_socket() {
+                    let _ = fs::remove_file(socket);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The verified backend of `key`: the one recorded if it still verifies,
+    /// else a new one launched under the key's lock.
+    ///
+    /// The request is checked (definition, key, version rules) before
+    /// anything touches the disk. A process that finds no usable manifest
+    /// tries the key's lock without blocking; if another process holds it
+    /// (most likely launching), it waits for it in shared mode, together with
+    /// every other waiter, then reads and verifies the manifest the holder
+    /// wrote without any lock; only if there is still no usable backend does
+    /// it try for the exclusive lock again. Under the exclusive lock, a
+    /// recorded backend that still fails is retired (see
+    /// [`BackendPool::retire`]), the socket file of one that is provably gone
+    /// is removed, and a new backend is launched and recorded. A launch that
+    /// fails, and leaves no manifest, takes the key's lock file with it.
+    pub fn get_or_launch(
+        &self,
+        key: &BackendKey,
+        sd: &ServiceDefinition,
+        trace: &TraceContext,
+    ) -> Result<BackendHandle, PoolError> {
+        self.launcher.check_request(key, sd)?;
+        self.ensure_dir()?;
+        let mut seen = self.read_manifest(key);
+        if let Some(recorded) = &seen {
+            if let Ok(handle) = self.adopt(key, sd, recorded, trace) {
+                return Ok(handle);
+            }
+        }
+        let news = |seen: &Option<Recorded>, fresh: &Recorded| {
+            seen.as_ref().is_none_or(|s| s.daemon != fresh.daemon)
+        };
+        let (lock, recorded) = loop {
+            match self.acquire(key, true)? {
+                Acquired::Waited => {
+                    // The holder is done: what it recorded is verified
+                    // without any lock, by every waiter at once.
+                    let fresh = self.read_manifest(key);
+                    if let Some(recorded) = fresh.as_ref().filter(|f| news(&seen, f)) {
+                        if let Ok(handle) = self.adopt(key, sd, recorded, trace) {
+                            return Ok(handle);
+                        }
+                    }
+                    seen = fresh;
+                }
+                Acquired::Locked(lock) => {
+                    let fresh = self.read_manifest(key);
+                    match fresh {
+                        Some(recorded) if news(&seen, &recorded) => {
+                            // Recorded since we looked: verify it without the
+                            // lock, which others may be waiting for.
+                            drop(lock);
+                            if let Ok(handle) = self.adopt(key, sd, &recorded, trace) {
+                                return Ok(handle);
+                            }
+                            seen = Some(recorded);
+                        }
+                        fresh => break (lock, fresh),
+                    }
+                }
+            }
+        };
+        // Under the lock, a backend that still fails is the one to replace.
+        if let Some(recorded) = recorded {
+            match self.adopt(key, sd, &recorded, trace) {
+                Ok(handle) => return Ok(handle),
+                Err(e) => {
+                    self.retire(key, &recorded, &e);
+                }
+            }
+        }
+        let handle = match self.launcher.launch(key, sd, trace) {
+            Ok(handle) => handle,
+            Err(e) => {
+                self.remove_lock_file_if_unused(key, &lock);
+                return Err(e.into());
+            }
+        };
+        if let Err(e) = self.write_manifest(key, &handle) {
+            handle.kill();
+            self.remove_lock_file_if_unused(key, &lock);
+            return Err(e.into());
+        }
+        drop(lock);
+        Ok(handle)
+    }
+
+    /// Every backend recorded in the pool (manifests that do not parse are
+    /// skipped).
+    pub fn list(&self) -> Result<Vec<PoolEntry>, PoolError> {
+        let mut entries = Vec::new();
+        let dir = match fs::read_dir(&self.state_dir) {
+            Ok(dir) => dir,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(entries),
+            Err(e) => return Err(FsError::io("list", &self.state_dir, e).into()),
+        };
+        for item in dir.flatten() {
+            let path = item.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let Some(bytes) = manifest::read_bytes(&path) else {
+                continue;
+            };
+            let Ok(parts) = manifest::parse_parts(&bytes) else {
+                continue;
+            };
+            let alive = recorded_alive(&parts.daemon, parts.mark.as_ref());
+            entries.push(PoolEntry {
+                key: parts.key,
+                daemon: parts.daemon,
+                alive,
+            });
+        }
+        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(entries)
+    }
+
+    /// Stops the backend of `key` if its manifest still verifies (SIGTERM,
+    /// `grace`, SIGKILL) and removes the manifest. Returns whether a backend
+    /// was stopped. A recorded backend that fails verification is killed only
+    /// if it is provably the recorded process; any other process is never
+    /// signalled.
+    pub fn stop(&self, key: &BackendKey, grace: Duration) -> Result<bool, PoolError> {
+        self.ensure_dir()?;
+        let _lock = self.lock(key)?;
+        let stopped = match self.read_manifest(key) {
+            Some(recorded) => {
+                let sd = recorded_definition(key, &recorded.daemon);
+                match self.adopt(key, &sd, &recorded, &TraceContext::default()) {
+                    Ok(handle) => {
+                        handle.shutdown(grace);
+                        true
+                    }
+                    Err(e) => self.retire(key, &recorded, &e),
+                }
+            }
+            None => false,
+        };
+        for path in [self.manifest_path(key), self.lock_path(key)] {
+            // Removing the lock file while holding it is safe: a process that
+            // locked the old file sees it is no longer the one at the path
+            // and locks the new one (see `acquire`).
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(FsError::io("remove", path, e).into()),
+            }
+        }
+        Ok(stopped)
+    }
+}
+
+impl BackendPool {
+    /// The recorded backend of `key` if it verifies (fully: boot, pidfd,
+    /// executable and digest, peer credentials, nonce probe), without ever
+    /// launching one. Verified against the definition the manifest implies.
+    /// A backend that fails is left alone (it is replaced, and killed if
+    /// provably the recorded one, by the next `get_or_launch`).
+    pub fn get(&self, key: &BackendKey, trace: &TraceContext) -> Option<BackendHandle> {
+        let recorded = self.read_manifest(key)?;
+        let sd = recorded_definition(key, &recorded.daemon);
+        self.adopt(key, &sd, &recorded, trace).ok()
+    }
+
+    /// Stops every backend of the pool; returns how many were running.
+    pub fn stop_all(&self, grace: Duration) -> Result<usize, PoolError> {
+        let mut stopped = 0;
+        for entry in self.list()? {
+            if self.stop(&entry.key, grace)? {
+                stopped += 1;
+            }
+        }
+        Ok(stopped)
+    }
+}
+
+/// The definition a manifest implies: its binary as recorded, allow-listed
+/// in the binary's own directory. Enough to verify the backend before
+/// stopping it, when the caller has only the key.
+fn recorded_definition(key: &BackendKey, daemon: &DaemonProcess) -> ServiceDefinition {
+    let root = Path::new(&daemon.exe_path)
+        .parent()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    ServiceDefinition {
+        service_name: key.service_name().to_owned(),
+        binary_path: daemon.exe_path.clone(),
+        per_version_binary_dir: root,
+        isolation: key.instance().isolation(),
+        explicit_instance: match key.instance() {
+            BrokerInstanceKey::Explicit(name) => name.clone(),
+            _ => String::new(),
+        },
+        ..ServiceDefinition::default()
+    }
+}
+
+/// Whether a failed verification is the backend's doing: it does not
+/// answer, answers wrongly, is not at its endpoint, or is not (or no longer)
+/// what was recorded. A failure on our side (the caller's definition, the
+/// binary policy, running out of descriptors, the random source) is not, and
+/// never leads to a signal. Which process may then be signalled is decided
+/// by [`BackendPool::kill_recorded`], not here.
+fn backend_at_fault(err: &LaunchError) -> bool {
+    match err {
+        LaunchError::Mismatch { .. } => true,
+        LaunchError::Probe(ProbeError::Io { source, .. }) => !matches!(
+            source.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS)
+        ),
+        LaunchError::Probe(ProbeError::Host(_)) => false,
+        LaunchError::Probe(_) => true,
+        _ => false,
+    }
+}
+
+/// The manifest decoder on its own (for `crate::fuzzing`).
+pub fn decode_manifest(bytes: &[u8]) -> Result<(BackendKey, DaemonProcess), ManifestError> {
+    manifest::decode(bytes)
+}

@@ -1,0 +1,46 @@
+//! Sockets: connecting under a deadline, and the kernel's word on who is at
+//! the other end of a connected socket.
+
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+/// Connects to a Unix socket, giving up at `deadline`. A listener whose
+/// backlog is full makes a blocking `connect` wait indefinitely; here the
+/// attempt is non-blocking and retried until the deadline, so a wedged or
+/// hostile listener cannot stall the caller. `NotFound` and
+/// `ConnectionRefused` are returned at once (nobody listens).
+pub fn connect_until(path: &std::path::Path, deadline: Instant) -> io::Result<UnixStream> {
+    use rustix::net::{
+        connect, socket_with, AddressFamily, SocketAddrUnix, SocketFlags, SocketType,
+    };
+    let addr = SocketAddrUnix::new(path)?;
+    let mut pause = Duration::from_micros(50);
+    loop {
+        let fd = socket_with(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )?;
+        match connect(&fd, &addr) {
+            Ok(()) => {
+                let stream = UnixStream::from(fd);
+                stream.set_nonblocking(false)?;
+                return Ok(stream);
+            }
+            Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the listener's backlog stayed full until the deadline",
+                    ));
+                }
+                std::thread::sleep(pause.min(left));
+                pause = (pause * 2).min(Duration::from_millis(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
