@@ -13,8 +13,16 @@ use crate::contract::clock;
 use crate::contract::frame::{self, HEADER_LEN};
 use crate::contract::identity::DaemonProcess;
 pub use crate::contract::probe::*;
+use std::path::{Path, PathBuf};
+
 use crate::contract::proto::FrameMsg;
+use crate::contract::stamp::FileStamp;
 use crate::contract::trace::TraceContext;
+use crate::launch::error::{mismatch, LaunchError};
+use crate::sys::exe::BackendBinary;
+use crate::sys::net::peer_credentials;
+use crate::sys::proc;
+use crate::sys::reaper::ChildWatch;
 
 /// Shortest timeout a probe uses: the socket API cannot express zero.
 pub const MIN_TIMEOUT: Duration = Duration::from_millis(1);
@@ -90,6 +98,137 @@ pub fn probe_stream(
         .map_err(|e| io_err("write", e, timeout))?;
     let response = read_frame(stream, MAX_PROBE_RESPONSE, timeout)?;
     request.check_response(&response)
+}
+
+// The launch's own checks, around the probe.
+
+/// What `/proc/<pid>` must show for the process to be the one launched.
+#[derive(Debug, Clone)]
+pub(crate) struct ExeProof {
+    /// The canonical executable (`/proc/<pid>/exe`).
+    pub(crate) exe: PathBuf,
+    /// For a script: the script path and where its `/dev/fd/N` stands on the
+    /// interpreter's command line; the script's stamp must match.
+    pub(crate) script: Option<(PathBuf, usize)>,
+    /// Stamp of the hashed file.
+    pub(crate) stamp: FileStamp,
+    /// Whether the stamp vouches for the digest (it may be recorded).
+    pub(crate) stamp_vouches: bool,
+}
+
+impl ExeProof {
+    pub(crate) fn of(binary: &BackendBinary) -> Self {
+        ExeProof {
+            exe: binary.expected_exe().to_path_buf(),
+            script: binary
+                .interpreter
+                .as_ref()
+                .map(|i| (binary.canonical.clone(), i.script_arg_index)),
+            stamp: binary.stamp,
+            stamp_vouches: binary.stamp_vouches,
+        }
+    }
+
+    /// Checks `/proc/<pid>` against the launched executable.
+    pub(crate) fn check(&self, pid: u32) -> Result<(), LaunchError> {
+        // A binary renamed over or removed after the exec still runs the
+        // hashed inode, which the stamp check below proves.
+        let actual = proc::exe_path(pid)
+            .map_err(|e| mismatch("exe_path", self.exe.display(), format!("unreadable: {e}")))?;
+        if actual != self.exe {
+            return Err(mismatch("exe_path", self.exe.display(), actual.display()));
+        }
+        let hashed_file = match &self.script {
+            None => proc::exe_link(pid),
+            Some((script, index)) => script_fd_of(pid, script, *index)?,
+        };
+        let meta = std::fs::metadata(&hashed_file)
+            .map_err(|e| mismatch("exe_sha256", "the hashed file", format!("unreadable: {e}")))?;
+        let stamp = FileStamp::of(&meta);
+        if stamp != self.stamp {
+            return Err(mismatch(
+                "exe_sha256",
+                format!("content of inode {} as hashed", self.stamp.ino),
+                format!("inode {} changed since it was hashed", stamp.ino),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The `/proc/<pid>/fd/N` of the script the kernel was asked to run: the
+/// command line is the interpreter's, with `/dev/fd/N` exactly where the
+/// kernel puts it (argument `index`), and that descriptor is the script. A
+/// process that merely holds the script open and names it elsewhere on its
+/// command line (`python -c CODE /dev/fd/N`) runs other code.
+pub(crate) fn script_fd_of(pid: u32, script: &Path, index: usize) -> Result<PathBuf, LaunchError> {
+    let cmdline = proc::command_line(pid).map_err(|e| {
+        mismatch(
+            "script",
+            script.display(),
+            format!("cmdline unreadable: {e}"),
+        )
+    })?;
+    let arg = cmdline.get(index).map(Vec::as_slice).unwrap_or_default();
+    let Some(n) = arg.strip_prefix(b"/dev/fd/") else {
+        return Err(mismatch(
+            "script",
+            script.display(),
+            format!(
+                "the process was not started by its interpreter on the script's descriptor \
+                 (command line argument {index} is {:?})",
+                String::from_utf8_lossy(arg)
+            ),
+        ));
+    };
+    let fd_link = proc::fd_link(pid, &String::from_utf8_lossy(n));
+    let target = std::fs::read_link(&fd_link).map_err(|e| {
+        mismatch(
+            "script",
+            script.display(),
+            format!("descriptor unreadable: {e}"),
+        )
+    })?;
+    if target != script {
+        return Err(mismatch("script", script.display(), target.display()));
+    }
+    Ok(fd_link)
+}
+
+/// Checks the connected socket and `/proc` and probes; returns the identity
+/// the backend reported.
+pub(crate) fn verify_connected(
+    mut stream: UnixStream,
+    watch: &ChildWatch,
+    expected: &DaemonProcess,
+    proof: &ExeProof,
+    euid: u32,
+    trace: &TraceContext,
+    timeout: Duration,
+) -> Result<DaemonProcess, LaunchError> {
+    let (peer_pid, peer_uid) = peer_credentials(&stream).map_err(|source| {
+        LaunchError::Probe(ProbeError::Io {
+            operation: "read peer credentials",
+            source,
+        })
+    })?;
+    if peer_pid != expected.pid {
+        return Err(mismatch("peer pid", expected.pid, peer_pid));
+    }
+    if peer_uid != euid {
+        return Err(mismatch("peer uid", euid, peer_uid));
+    }
+    proof.check(expected.pid)?;
+    let actual = probe_stream(&mut stream, trace, timeout)?;
+    compare_identity(expected, &actual)?;
+    if !watch.is_alive() {
+        return Err(mismatch(
+            "pid alive",
+            expected.pid,
+            "exited during verification",
+        ));
+    }
+    Ok(actual)
 }
 
 #[cfg(test)]

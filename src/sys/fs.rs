@@ -227,6 +227,17 @@ pub fn read_bounded(path: &Path, limit: u64) -> Result<Bounded, io::Error> {
     Ok(Bounded::Read(buf))
 }
 
+/// Creates a new file (never an existing one, never through a symlink),
+/// mode 0600, for appending; not inherited by children.
+pub fn create_private_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .mode(PRIVATE_FILE_MODE)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC).bits() as i32)
+        .open(path)
+}
+
 /// A lock file, opened (created 0600 if missing, symlinks refused) and
 /// locked with `flock`: advisory, released when the file is closed, so a
 /// holder that dies releases it.

@@ -44,3 +44,11 @@ pub fn connect_until(path: &std::path::Path, deadline: Instant) -> io::Result<Un
         }
     }
 }
+
+/// Who is at the other end of a connected Unix socket, as the kernel
+/// recorded it when the peer created its end: `(pid, effective uid)`.
+pub fn peer_credentials(stream: &UnixStream) -> io::Result<(u32, u32)> {
+    use std::os::fd::AsFd;
+    let cred = rustix::net::sockopt::socket_peercred(stream.as_fd())?;
+    Ok((cred.pid.as_raw_nonzero().get() as u32, cred.uid.as_raw()))
+}

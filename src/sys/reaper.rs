@@ -74,7 +74,9 @@ pub struct ChildWatch {
 impl ChildWatch {
     /// Starts watching `child`. `on_reaped` runs on the watching thread
     /// right after the child is reaped, before its exit is recorded, so
-    /// whoever sees the exit also sees what `on_reaped` did.
+    /// whoever sees the exit also sees what `on_reaped` did. If the watching
+    /// thread cannot be started, the child is killed and reaped here (nobody
+    /// else would reap it) and the error returned.
     pub fn start(
         child: Spawned,
         on_reaped: impl FnOnce() + Send + 'static,
@@ -87,7 +89,7 @@ impl ChildWatch {
             exited: Condvar::new(),
         });
         let watched = Arc::clone(&state);
-        std::thread::Builder::new()
+        let started = std::thread::Builder::new()
             .name(format!("rp-reap-{}", child.pid))
             .stack_size(64 * 1024)
             .spawn(move || {
@@ -123,7 +125,15 @@ impl ChildWatch {
                 on_reaped();
                 *watched.exit() = Some(exit);
                 watched.exited.notify_all();
-            })?;
+            });
+        if let Err(e) = started {
+            let pidfd = state.pidfd.as_fd();
+            let _ = pidfd_send_signal(pidfd, Signal::KILL);
+            while let Err(rustix::io::Errno::INTR) | Ok(None) =
+                waitid(WaitId::PidFd(pidfd), WaitIdOptions::EXITED)
+            {}
+            return Err(e);
+        }
         Ok(ChildWatch { state })
     }
 
@@ -156,6 +166,10 @@ impl ChildWatch {
             return Some(Exit::Unknown);
         }
         None
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.state.pid
     }
 
     /// The child's pidfd (readable once it has exited).

@@ -1,0 +1,140 @@
+//! Adoption: verifying a backend some other process launched (its identity
+//! read from a pool manifest) as a launch would, and handing out a handle.
+
+use std::time::Duration;
+
+use super::error::{mismatch, LaunchError};
+use super::handle::BackendHandle;
+use super::policy::check_policy;
+use super::ready::connect_and_verify;
+use super::start::log_file_name;
+use super::verify::ExeProof;
+use super::CommandBackendLauncher;
+use crate::contract::identity::DaemonProcess;
+use crate::contract::keys::BackendKey;
+use crate::contract::service::ServiceDefinition;
+use crate::contract::stamp::FileStamp;
+use crate::contract::trace::TraceContext;
+use crate::sys::digest::remember_digest;
+use crate::sys::exe::open_backend_recorded;
+use crate::sys::reaper::ChildWatch;
+
+impl CommandBackendLauncher {
+    /// A handle on a backend that some process launched earlier (its identity
+    /// read from a pool manifest), after verifying it as a launch would: the
+    /// key and definition agree and the version is admitted (a version the
+    /// definition refuses now is not handed out because it was admitted
+    /// once), the binary passes the allow-list rules and still hashes to the recorded
+    /// digest (no rehash while its stamp is unchanged), the process runs that
+    /// very file, its boot is ours, and the socket's peer credentials and the
+    /// nonce probe prove the identity. The backend is not our child: it is
+    /// watched through a pidfd and never reaped here.
+    pub fn adopt(
+        &self,
+        key: &BackendKey,
+        sd: &ServiceDefinition,
+        daemon: &DaemonProcess,
+        trace: &TraceContext,
+        timeout: Duration,
+    ) -> Result<BackendHandle, LaunchError> {
+        self.adopt_recorded(key, sd, daemon, None, trace, timeout)
+    }
+
+    /// [`CommandBackendLauncher::adopt`], with the stamp the binary had when
+    /// the launching process hashed it (recorded in the pool manifest next to
+    /// the digest). While the binary's stamp is still `recorded_stamp`, the
+    /// recorded digest stands in for hashing it again, for this verification
+    /// only; the process-wide digest cache learns it only once the backend
+    /// has fully verified (the digest it reports in the probe, its own hash
+    /// of its executable or the one its launcher computed for this very
+    /// stamp, agrees). A wrong recorded digest thus fails this adoption and
+    /// nothing else: later launches hash the binary themselves.
+    pub fn adopt_recorded(
+        &self,
+        key: &BackendKey,
+        sd: &ServiceDefinition,
+        daemon: &DaemonProcess,
+        recorded_stamp: Option<FileStamp>,
+        trace: &TraceContext,
+        timeout: Duration,
+    ) -> Result<BackendHandle, LaunchError> {
+        check_policy(key, sd)?;
+        if daemon.boot_id != self.boot_id {
+            return Err(mismatch("boot_id", &self.boot_id, &daemon.boot_id));
+        }
+        if daemon.ipc_endpoint.namespace_id != key.instance().id() {
+            return Err(mismatch(
+                "ipc_endpoint.namespace_id",
+                key.instance().id(),
+                &daemon.ipc_endpoint.namespace_id,
+            ));
+        }
+        let path_var = std::env::var_os("PATH");
+        let recorded = recorded_stamp.map(|stamp| (stamp, daemon.exe_sha256));
+        let binary = open_backend_recorded(
+            &sd.binary_path,
+            &sd.per_version_binary_dir,
+            path_var.as_deref(),
+            recorded,
+        )?;
+        if binary.sha256 != daemon.exe_sha256 {
+            return Err(mismatch(
+                "exe_sha256",
+                hex::encode(binary.sha256),
+                daemon.exe_sha256_hex(),
+            ));
+        }
+        let exe_path = binary.canonical.to_string_lossy();
+        if daemon.exe_path != exe_path {
+            return Err(mismatch("exe_path", exe_path, &daemon.exe_path));
+        }
+        let watch = ChildWatch::adopt(daemon.pid)
+            .map_err(|e| mismatch("pid alive", daemon.pid, format!("no such process ({e})")))?;
+        let proof = ExeProof::of(&binary);
+        connect_and_verify(&watch, daemon, &proof, self.euid, trace, timeout)?;
+        if recorded_stamp == Some(binary.stamp) {
+            // The backend runs this very inode (the proof checked it) and
+            // reported the recorded digest, computed by hashing that file
+            // (by itself or by its launcher, for this stamp): it is proven.
+            remember_digest(binary.stamp, binary.sha256);
+        }
+        // The endpoint is not reserved in the allocator: its socket file is
+        // on disk while the backend lives, which `allocate` already skips,
+        // and a reservation could only be released by the process that
+        // launched the backend (the one that reaps it), so a long-lived
+        // process adopting backends that end elsewhere would accumulate them.
+        let allocator = self.allocator(key.instance())?;
+        let log_path = self.log_dir.join(log_file_name(key, &daemon.ipc_endpoint));
+        Ok(BackendHandle::adopted(
+            key,
+            daemon.clone(),
+            log_path,
+            watch,
+            allocator,
+            proof,
+            self.euid,
+        ))
+    }
+
+    /// Applies the rules a request must meet before anything is spawned or
+    /// adopted (the definition is valid and agrees with the key, the version
+    /// is admitted), without touching the binary or the disk.
+    pub fn check_request(
+        &self,
+        key: &BackendKey,
+        sd: &ServiceDefinition,
+    ) -> Result<(), LaunchError> {
+        check_policy(key, sd)
+    }
+
+    /// How many endpoint paths this launcher's allocators hold reserved
+    /// (one per launched backend not yet seen to end).
+    pub fn reserved_endpoints(&self) -> usize {
+        self.allocators
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|a| a.reserved_count())
+            .sum()
+    }
+}

@@ -1,0 +1,239 @@
+//! Steps 2 to 4 of a launch: the endpoint and log file reserved for the
+//! backend ([`Reservation`], which gives both back unless the launch
+//! succeeds), its environment (the v1 contract on top of the caller's,
+//! scrubbed), and the detached spawn of exactly the hashed descriptor,
+//! watched from then on.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::error::{shortage, LaunchError};
+use super::handle::remove_socket_file;
+use super::CommandBackendLauncher;
+use crate::contract::env;
+use crate::contract::error::FsError;
+use crate::contract::identity::Endpoint;
+use crate::contract::keys::BackendKey;
+use crate::contract::trace::TraceContext;
+use crate::launch::endpoint::BackendEndpointAllocator;
+use crate::sys::exe::BackendBinary;
+use crate::sys::fs::{create_private_file, ensure_private_dir};
+use crate::sys::reaper::ChildWatch;
+use crate::sys::spawn::{self, SpawnError, SpawnRequest};
+
+/// Environment variables removed from a backend's environment by default:
+/// every `LD_*` loader variable and the other variables glibc ignores for
+/// set-uid programs because they change what code a process loads.
+pub const DEFAULT_ENV_SCRUB: &[&str] = &[
+    "LD_*",
+    "GCONV_PATH",
+    "GETCONF_DIR",
+    "HOSTALIASES",
+    "LOCALDOMAIN",
+    "LOCPATH",
+    "MALLOC_TRACE",
+    "NIS_PATH",
+    "NLSPATH",
+    "RESOLV_HOST_CONF",
+    "RES_OPTIONS",
+];
+
+/// An endpoint allocated for a backend and, once opened, its log file. Until
+/// [`Reservation::keep`] is called, dropping it removes whatever the launch
+/// left at the endpoint path, gives the path back to the allocator and
+/// removes the log: a failed launch leaves nothing behind.
+pub(super) struct Reservation {
+    pub(super) allocator: Arc<BackendEndpointAllocator>,
+    pub(super) endpoint: Endpoint,
+    log: Option<(File, PathBuf)>,
+    kept: bool,
+}
+
+impl Reservation {
+    pub(super) fn log_path(&self) -> &Path {
+        self.log.as_ref().map_or(Path::new(""), |(_, path)| path)
+    }
+
+    /// The launch succeeded: the allocator and log path now belong to the
+    /// backend's handle.
+    pub(super) fn keep(mut self) -> (Arc<BackendEndpointAllocator>, PathBuf) {
+        self.kept = true;
+        let log_path = self.log.take().map(|(_, path)| path).unwrap_or_default();
+        (Arc::clone(&self.allocator), log_path)
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        let path = Path::new(&self.endpoint.path);
+        remove_socket_file(path);
+        self.allocator.release(path);
+        if let Some((_, log)) = &self.log {
+            let _ = std::fs::remove_file(log);
+        }
+    }
+}
+
+impl CommandBackendLauncher {
+    /// Step 2: an endpoint in the key's instance namespace and a fresh log
+    /// file for the backend.
+    pub(super) fn reserve(
+        &self,
+        key: &BackendKey,
+        binary: &BackendBinary,
+    ) -> Result<Reservation, LaunchError> {
+        let allocator = self
+            .allocator(key.instance())
+            .map_err(|e| e.or_shortage(&binary.canonical))?;
+        let endpoint = allocator
+            .allocate()
+            .map_err(|e| LaunchError::Endpoint(e).or_shortage(&binary.canonical))?;
+        let mut reservation = Reservation {
+            allocator,
+            endpoint,
+            log: None,
+            kept: false,
+        };
+        let log = self
+            .open_log(key, &reservation.endpoint)
+            .map_err(|e| e.or_shortage(&binary.canonical))?;
+        reservation.log = Some(log);
+        Ok(reservation)
+    }
+
+    /// Steps 3 and 4: starts exactly the hashed descriptor, detached, with
+    /// the backend's environment and its output in the log, and watches it.
+    /// Once the child is reaped its socket file goes and its endpoint is
+    /// released, whoever holds its handle.
+    pub(super) fn start(
+        &self,
+        key: &BackendKey,
+        trace: &TraceContext,
+        binary: &BackendBinary,
+        reservation: &Reservation,
+    ) -> Result<ChildWatch, LaunchError> {
+        let env: Vec<CString> = self
+            .environment(key, &reservation.endpoint, trace, binary)
+            .iter()
+            .filter_map(|(k, v)| spawn::env_entry(k, v))
+            .collect();
+        let argv0 = spawn::arg0(&binary.canonical).unwrap_or_default();
+        let Some((log, _)) = &reservation.log else {
+            return Err(LaunchError::LogFile(FsError::io(
+                "open",
+                reservation.log_path(),
+                io::Error::from(io::ErrorKind::NotFound),
+            )));
+        };
+        let request = SpawnRequest {
+            executable: &binary.file,
+            is_script: binary.interpreter.is_some(),
+            argv: vec![argv0],
+            env,
+            log,
+        };
+        let spawned = spawn::spawn(&request).map_err(|e| {
+            let (errno, source) = match e {
+                SpawnError::Exec { errno, source } => (Some(errno), source),
+                SpawnError::Setup { operation, source } => (
+                    source.raw_os_error(),
+                    io::Error::new(source.kind(), format!("{operation}: {source}")),
+                ),
+            };
+            LaunchError::Spawn {
+                path: binary.canonical.clone(),
+                errno,
+                source,
+            }
+        })?;
+        let reaped_endpoint = PathBuf::from(&reservation.endpoint.path);
+        let reaped_allocator = Arc::clone(&reservation.allocator);
+        ChildWatch::start(spawned, move || {
+            remove_socket_file(&reaped_endpoint);
+            reaped_allocator.release(&reaped_endpoint);
+        })
+        .map_err(|source| shortage(&binary.canonical, "start the reaper thread", &source))
+    }
+
+    /// The environment the backend starts with.
+    fn environment(
+        &self,
+        key: &BackendKey,
+        endpoint: &Endpoint,
+        trace: &TraceContext,
+        binary: &BackendBinary,
+    ) -> Vec<(OsString, OsString)> {
+        let scrubbed = |name: &OsStr| {
+            let name = name.as_bytes();
+            name.starts_with(b"RUNNING_PROCESS_BROKER_V1_")
+                || name == env::ENV_EXE_DIGEST.as_bytes()
+                || self
+                    .options
+                    .env_scrub
+                    .iter()
+                    .any(|rule| match rule.strip_suffix('*') {
+                        Some(prefix) => name.starts_with(prefix.as_bytes()),
+                        None => name == rule.as_bytes(),
+                    })
+        };
+        let mut vars: Vec<(OsString, OsString)> =
+            std::env::vars_os().filter(|(k, _)| !scrubbed(k)).collect();
+        let mut set = |k: &str, v: &str| vars.push((k.into(), v.into()));
+        set(env::ENV_SERVICE_NAME, key.service_name());
+        set(env::ENV_SERVICE_VERSION, key.service_version());
+        set(env::ENV_BACKEND_PIPE, &endpoint.path);
+        set(env::ENV_BACKEND_NAMESPACE, &endpoint.namespace_id);
+        set(env::ENV_INSTANCE, &key.instance().id());
+        if !trace.traceparent().is_empty() {
+            set(env::ENV_TRACEPARENT, trace.traceparent());
+        }
+        if !trace.tracestate().is_empty() {
+            set(env::ENV_TRACESTATE, trace.tracestate());
+        }
+        if let Some(secs) = self.options.idle_timeout_secs {
+            set(env::ENV_IDLE_TIMEOUT_SECS, &secs.to_string());
+        }
+        if binary.stamp_vouches {
+            set(
+                env::ENV_EXE_DIGEST,
+                &env::format_exe_digest(&binary.sha256, &binary.stamp),
+            );
+        }
+        vars
+    }
+
+    fn open_log(
+        &self,
+        key: &BackendKey,
+        endpoint: &Endpoint,
+    ) -> Result<(File, PathBuf), LaunchError> {
+        ensure_private_dir(&self.log_dir, self.log_base.as_deref())
+            .map_err(LaunchError::LogFile)?;
+        let path = self.log_dir.join(log_file_name(key, endpoint));
+        let file = create_private_file(&path)
+            .map_err(|e| LaunchError::LogFile(FsError::io("create", &path, e)))?;
+        Ok((file, path))
+    }
+}
+
+/// `{service}-{version}-{endpoint token}.log`: one log per backend.
+pub(super) fn log_file_name(key: &BackendKey, endpoint: &Endpoint) -> String {
+    let token = endpoint
+        .path
+        .rsplit("-be-")
+        .next()
+        .and_then(|t| t.strip_suffix(".sock"))
+        .unwrap_or("backend");
+    format!(
+        "{}-{}-{token}.log",
+        key.service_name(),
+        key.service_version()
+    )
+}
