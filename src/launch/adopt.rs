@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::error::{mismatch, LaunchError};
-use super::handle::BackendHandle;
+use super::handle::{BackendHandle, Verified};
 use super::policy::check_policy;
 use super::ready::connect_and_verify;
 use super::start::log_file_name;
@@ -98,21 +98,27 @@ impl CommandBackendLauncher {
             // (by itself or by its launcher, for this stamp): it is proven.
             remember_digest(binary.stamp, binary.sha256);
         }
-        // The endpoint is not reserved in the allocator: its socket file is
-        // on disk while the backend lives, which `allocate` already skips,
-        // and a reservation could only be released by the process that
-        // launched the backend (the one that reaps it), so a long-lived
-        // process adopting backends that end elsewhere would accumulate them.
-        let allocator = self.allocator(key.instance())?;
+        // The instance's socket directory must pass the same checks as for a
+        // launch. The endpoint is not reserved in the allocator, though: its
+        // socket file is on disk while the backend lives, which `allocate`
+        // already skips, and a reservation could only be released by the
+        // process that launched the backend (the one that reaps it), so a
+        // long-lived process adopting backends that end elsewhere would
+        // accumulate them.
+        self.allocator(key.instance())?;
         let log_path = self.log_dir.join(log_file_name(key, &daemon.ipc_endpoint));
-        Ok(BackendHandle::adopted(
+        let binary_stamp = proof.stamp_vouches.then_some(proof.stamp);
+        Ok(BackendHandle::new(
             key,
             daemon.clone(),
             log_path,
-            watch,
-            allocator,
-            proof,
-            self.euid,
+            Box::new(Verified {
+                watch,
+                proof,
+                euid: self.euid,
+            }),
+            binary_stamp,
+            None,
         ))
     }
 

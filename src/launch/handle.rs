@@ -20,26 +20,90 @@ use crate::contract::trace::TraceContext;
 use crate::launch::endpoint::BackendEndpointAllocator;
 use crate::sys::reaper::{ChildWatch, Exit};
 
-/// A verified, running backend started by a [`CommandBackendLauncher`].
+/// What a handle needs from the process behind it. The real one
+/// ([`Verified`]) watches a launched or adopted process through its pidfd
+/// and re-verifies it over its socket; the unit tests of the reuse layer
+/// (router admission, budgets, eviction) substitute a double, so that logic
+/// is tested without starting processes.
+pub(crate) trait Process: Send + Sync {
+    /// Whether the process is still running.
+    fn is_alive(&self) -> bool;
+    /// Waits for the process to end (it is reaped if it is our child).
+    fn wait(&self) -> Exit;
+    /// Waits up to `timeout` for the process to end.
+    fn wait_timeout(&self, timeout: Duration) -> Option<Exit>;
+    /// SIGTERM, up to `grace`, then SIGKILL; returns once it has ended.
+    fn terminate(&self, grace: Duration) -> Exit;
+    /// SIGKILL; returns once it has ended.
+    fn kill(&self) -> Exit;
+    /// The whole verification again: peer credentials, executable, probe,
+    /// identity.
+    fn reverify(
+        &self,
+        daemon: &DaemonProcess,
+        trace: &TraceContext,
+        timeout: Duration,
+    ) -> Result<(), LaunchError>;
+}
+
+/// A verified backend process: its pidfd watch and the proof of the
+/// executable it must keep running.
+pub(super) struct Verified {
+    pub(super) watch: ChildWatch,
+    pub(super) proof: ExeProof,
+    pub(super) euid: u32,
+}
+
+impl Process for Verified {
+    fn is_alive(&self) -> bool {
+        self.watch.is_alive()
+    }
+
+    fn wait(&self) -> Exit {
+        self.watch.wait()
+    }
+
+    fn wait_timeout(&self, timeout: Duration) -> Option<Exit> {
+        self.watch.wait_timeout(timeout)
+    }
+
+    fn terminate(&self, grace: Duration) -> Exit {
+        self.watch.terminate(grace)
+    }
+
+    fn kill(&self) -> Exit {
+        self.watch.kill()
+    }
+
+    fn reverify(
+        &self,
+        daemon: &DaemonProcess,
+        trace: &TraceContext,
+        timeout: Duration,
+    ) -> Result<(), LaunchError> {
+        connect_and_verify(&self.watch, daemon, &self.proof, self.euid, trace, timeout).map(|_| ())
+    }
+}
+
+/// A verified, running backend started by a [`CommandBackendLauncher`](super::CommandBackendLauncher).
 ///
 /// Clones share the backend: they watch the same process, and shutting it
 /// down through one is seen by all.
 #[derive(Clone)]
 pub struct BackendHandle {
-    pub(super) inner: Arc<HandleParts>,
+    inner: Arc<HandleParts>,
 }
 
-pub(super) struct HandleParts {
-    pub(super) key: BackendKey,
-    pub(super) daemon: DaemonProcess,
-    pub(super) log_path: PathBuf,
-    pub(super) watch: ChildWatch,
-    pub(super) allocator: Arc<BackendEndpointAllocator>,
-    pub(super) proof: ExeProof,
-    pub(super) euid: u32,
-    /// Whether this process launched the backend (and reserved its
-    /// endpoint); an adopted backend's endpoint is not reserved here.
-    pub(super) launched: bool,
+struct HandleParts {
+    key: BackendKey,
+    daemon: DaemonProcess,
+    log_path: PathBuf,
+    process: Box<dyn Process>,
+    /// Stamp of the hashed file, when it vouches for the digest.
+    binary_stamp: Option<FileStamp>,
+    /// The allocator that reserved the endpoint, for a backend this process
+    /// launched; an adopted backend's endpoint is not reserved here.
+    reserved_in: Option<Arc<BackendEndpointAllocator>>,
 }
 
 impl std::fmt::Debug for BackendHandle {
@@ -53,56 +117,25 @@ impl std::fmt::Debug for BackendHandle {
 }
 
 impl BackendHandle {
-    /// The handle on a backend this process launched (and reserved the
-    /// endpoint of).
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn launched(
+    /// The handle on a verified backend. `reserved_in` is the allocator
+    /// that reserved its endpoint (a backend this process launched); the
+    /// endpoint is released there once the backend is gone.
+    pub(crate) fn new(
         key: &BackendKey,
         daemon: DaemonProcess,
         log_path: PathBuf,
-        watch: ChildWatch,
-        allocator: Arc<BackendEndpointAllocator>,
-        proof: ExeProof,
-        euid: u32,
-    ) -> Self {
-        Self::new(key, daemon, log_path, watch, allocator, proof, euid, true)
-    }
-
-    /// The handle on a backend another process launched, verified here.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn adopted(
-        key: &BackendKey,
-        daemon: DaemonProcess,
-        log_path: PathBuf,
-        watch: ChildWatch,
-        allocator: Arc<BackendEndpointAllocator>,
-        proof: ExeProof,
-        euid: u32,
-    ) -> Self {
-        Self::new(key, daemon, log_path, watch, allocator, proof, euid, false)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        key: &BackendKey,
-        daemon: DaemonProcess,
-        log_path: PathBuf,
-        watch: ChildWatch,
-        allocator: Arc<BackendEndpointAllocator>,
-        proof: ExeProof,
-        euid: u32,
-        launched: bool,
+        process: Box<dyn Process>,
+        binary_stamp: Option<FileStamp>,
+        reserved_in: Option<Arc<BackendEndpointAllocator>>,
     ) -> Self {
         BackendHandle {
             inner: Arc::new(HandleParts {
                 key: key.clone(),
                 daemon,
                 log_path,
-                watch,
-                allocator,
-                proof,
-                euid,
-                launched,
+                process,
+                binary_stamp,
+                reserved_in,
             }),
         }
     }
@@ -131,25 +164,22 @@ impl BackendHandle {
     /// alongside the digest; None when the stamp cannot vouch for the digest
     /// (the file changed within a second of being hashed).
     pub fn binary_stamp(&self) -> Option<FileStamp> {
-        self.inner
-            .proof
-            .stamp_vouches
-            .then_some(self.inner.proof.stamp)
+        self.inner.binary_stamp
     }
 
     /// Whether the backend process is still running (via its pidfd).
     pub fn is_alive(&self) -> bool {
-        self.inner.watch.is_alive()
+        self.inner.process.is_alive()
     }
 
     /// How the backend ended, if it has.
     pub fn exit(&self) -> Option<Exit> {
         // Once the pidfd says the process ended, its reap is imminent: wait
         // for it, so the cleanup below never depends on winning that race.
-        let exit = if self.inner.watch.is_alive() {
+        let exit = if self.inner.process.is_alive() {
             None
         } else {
-            Some(self.inner.watch.wait())
+            Some(self.inner.process.wait())
         };
         if exit.is_some() {
             self.cleanup();
@@ -163,15 +193,9 @@ impl BackendHandle {
         if !self.is_alive() {
             return Err(mismatch("pid alive", self.inner.daemon.pid, "exited"));
         }
-        connect_and_verify(
-            &self.inner.watch,
-            &self.inner.daemon,
-            &self.inner.proof,
-            self.inner.euid,
-            trace,
-            timeout,
-        )
-        .map(|_| ())
+        self.inner
+            .process
+            .reverify(&self.inner.daemon, trace, timeout)
     }
 
     /// A new connection to the backend.
@@ -181,7 +205,7 @@ impl BackendHandle {
 
     /// Waits up to `timeout` for the backend to exit.
     pub fn wait(&self, timeout: Duration) -> Option<Exit> {
-        let exit = self.inner.watch.wait_timeout(timeout);
+        let exit = self.inner.process.wait_timeout(timeout);
         if exit.is_some() {
             self.cleanup();
         }
@@ -192,7 +216,7 @@ impl BackendHandle {
     /// end (exit 0, or the SIGTERM itself) also removes the log file; any
     /// other end keeps it for diagnosis.
     pub fn shutdown(&self, grace: Duration) -> Exit {
-        let exit = self.inner.watch.terminate(grace);
+        let exit = self.inner.process.terminate(grace);
         self.cleanup();
         if matches!(exit, Exit::Code(0) | Exit::Signal(libc::SIGTERM)) {
             let _ = std::fs::remove_file(&self.inner.log_path);
@@ -202,7 +226,7 @@ impl BackendHandle {
 
     /// SIGKILL; always reaped.
     pub fn kill(&self) -> Exit {
-        let exit = self.inner.watch.kill();
+        let exit = self.inner.process.kill();
         self.cleanup();
         exit
     }
@@ -212,8 +236,8 @@ impl BackendHandle {
     pub(super) fn cleanup(&self) {
         let path = Path::new(&self.inner.daemon.ipc_endpoint.path);
         remove_socket_file(path);
-        if self.inner.launched {
-            self.inner.allocator.release(path);
+        if let Some(allocator) = &self.inner.reserved_in {
+            allocator.release(path);
         }
     }
 }

@@ -34,6 +34,9 @@ pub mod verify;
 
 pub use error::LaunchError;
 pub use handle::BackendHandle;
+#[cfg(test)]
+pub(crate) use handle::Process;
+use handle::Verified;
 use policy::check_policy;
 use ready::wait_ready_and_verify;
 pub use start::DEFAULT_ENV_SCRUB;
@@ -246,7 +249,8 @@ impl BackendLauncher for CommandBackendLauncher {
             started.elapsed().as_secs_f64() * 1000.0
         );
         let (allocator, log_path) = reservation.keep();
-        Ok(BackendHandle::launched(
+        let binary_stamp = proof.stamp_vouches.then_some(proof.stamp);
+        Ok(BackendHandle::new(
             key,
             DaemonProcess {
                 started_at_unix_ms: actual.started_at_unix_ms,
@@ -254,10 +258,13 @@ impl BackendLauncher for CommandBackendLauncher {
                 ..expected
             },
             log_path,
-            watch,
-            allocator,
-            proof,
-            self.euid,
+            Box::new(Verified {
+                watch,
+                proof,
+                euid: self.euid,
+            }),
+            binary_stamp,
+            Some(allocator),
         ))
     }
 }

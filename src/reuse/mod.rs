@@ -10,3 +10,6 @@
 pub mod pool;
 pub mod registry;
 pub mod router;
+
+#[cfg(test)]
+mod fake;

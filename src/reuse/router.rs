@@ -486,3 +486,7 @@ impl HelloRouter {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "router_tests.rs"]
+mod tests;
