@@ -73,6 +73,7 @@ pub use sdk::{
 pub use store::service_def_dir;
 pub use sys::digest::sha256_file;
 pub use sys::exe::BinaryError;
+pub use sys::fs::inspect_private_dir;
 pub use sys::host::{boot_id, socket_dir, user_sid_hash};
 pub use sys::reaper::Exit;
 

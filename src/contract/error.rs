@@ -22,6 +22,8 @@ pub enum NameKind {
     EndpointToken,
     /// A broker instance id (`shared`, `private:<service>`, `explicit:<name>`).
     InstanceId,
+    /// A backend key as text (`instance/service@version`).
+    BackendKey,
 }
 
 impl NameKind {
@@ -34,6 +36,7 @@ impl NameKind {
             NameKind::UserSidHash => "user sid hash",
             NameKind::EndpointToken => "endpoint token",
             NameKind::InstanceId => "instance id",
+            NameKind::BackendKey => "backend key",
         }
     }
 }

@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use crate::contract::error::{AllocError, NameKind, ValidationError};
 use crate::contract::names::check_sun_path;
@@ -180,6 +181,26 @@ impl BackendKey {
     }
 }
 
+/// Parses the text [`BackendKey`] displays as: `instance/service@version`
+/// (`shared/zccache@1.11.20`, `private:zccache/zccache@1.11.20`).
+impl FromStr for BackendKey {
+    type Err = ValidationError;
+
+    fn from_str(text: &str) -> Result<Self, ValidationError> {
+        let malformed = || ValidationError::Name {
+            kind: NameKind::BackendKey,
+            value: text.to_owned(),
+            reason: "must be instance/service@version, e.g. shared/zccache@1.11.20".to_owned(),
+        };
+        let (rest, version) = text.rsplit_once('@').ok_or_else(malformed)?;
+        let (instance, service) = rest.split_once('/').ok_or_else(malformed)?;
+        if instance.is_empty() || service.is_empty() || version.is_empty() {
+            return Err(malformed());
+        }
+        BackendKey::new(BrokerInstanceKey::from_id(instance)?, service, version)
+    }
+}
+
 impl fmt::Display for BackendKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -193,6 +214,56 @@ impl fmt::Display for BackendKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backend_keys_parse_what_they_display() {
+        for key in [
+            BackendKey::new(BrokerInstanceKey::shared(), "zccache", "1.11.20").unwrap(),
+            BackendKey::new(
+                BrokerInstanceKey::private("zccache").unwrap(),
+                "zccache",
+                "2.0.0-rc.1",
+            )
+            .unwrap(),
+            BackendKey::new(BrokerInstanceKey::explicit("ci").unwrap(), "echo", "1.0.0").unwrap(),
+        ] {
+            assert_eq!(key.to_string().parse::<BackendKey>().unwrap(), key);
+        }
+        for bad in [
+            "",
+            "shared",
+            "shared/echo",
+            "echo@1.0.0",
+            "/echo@1.0.0",
+            "shared/@1.0.0",
+            "shared/echo@",
+        ] {
+            match bad.parse::<BackendKey>() {
+                Err(ValidationError::Name {
+                    kind: NameKind::BackendKey,
+                    value,
+                    ..
+                }) => {
+                    assert_eq!(value, bad)
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            "nowhere/echo@1.0.0".parse::<BackendKey>(),
+            Err(ValidationError::Name {
+                kind: NameKind::InstanceId,
+                ..
+            })
+        ));
+        assert!(matches!(
+            "shared/Echo@1.0.0".parse::<BackendKey>(),
+            Err(ValidationError::Name {
+                kind: NameKind::ServiceName,
+                ..
+            })
+        ));
+    }
 
     #[test]
     fn ids_round_trip() {

@@ -56,6 +56,7 @@ use crate::contract::trace::TraceContext;
 use crate::launch::endpoint::{BackendEndpointAllocator, DEFAULT_MAX_ATTEMPTS};
 use crate::sys::exe::{open_backend, BackendBinary};
 use crate::sys::host;
+use crate::sys::reaper::ChildWatch;
 
 /// Default seconds a backend may sit without clients before it exits.
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u32 = 30;
@@ -114,6 +115,8 @@ pub struct CommandBackendLauncher {
     log_dir: PathBuf,
     log_base: Option<PathBuf>,
     allocators: Mutex<HashMap<String, Arc<BackendEndpointAllocator>>>,
+    /// Every backend this launcher started that has not been reaped yet.
+    children: Mutex<Vec<(DaemonProcess, ChildWatch)>>,
 }
 
 impl CommandBackendLauncher {
@@ -149,7 +152,23 @@ impl CommandBackendLauncher {
             log_dir,
             log_base,
             allocators: Mutex::new(HashMap::new()),
+            children: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The backends this launcher started that are still running (not yet
+    /// reaped), whoever holds their handles: what a test harness checks
+    /// for leaks, without scanning the process table.
+    pub fn live_children(&self) -> Vec<DaemonProcess> {
+        let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
+        children.retain(|(_, watch)| watch.try_exit().is_none());
+        children.iter().map(|(daemon, _)| daemon.clone()).collect()
+    }
+
+    fn record_child(&self, daemon: &DaemonProcess, watch: &ChildWatch) {
+        let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
+        children.retain(|(_, watch)| watch.try_exit().is_none());
+        children.push((daemon.clone(), watch.clone()));
     }
 
     pub fn options(&self) -> &LaunchOptions {
@@ -249,14 +268,16 @@ impl BackendLauncher for CommandBackendLauncher {
             started.elapsed().as_secs_f64() * 1000.0
         );
         let (allocator, log_path) = reservation.keep();
+        let daemon = DaemonProcess {
+            started_at_unix_ms: actual.started_at_unix_ms,
+            idle_timeout_secs: actual.idle_timeout_secs,
+            ..expected
+        };
+        self.record_child(&daemon, &watch);
         let binary_stamp = proof.stamp_vouches.then_some(proof.stamp);
         Ok(BackendHandle::new(
             key,
-            DaemonProcess {
-                started_at_unix_ms: actual.started_at_unix_ms,
-                idle_timeout_secs: actual.idle_timeout_secs,
-                ..expected
-            },
+            daemon,
             log_path,
             Box::new(Verified {
                 watch,

@@ -9,6 +9,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
 use pyo3::IntoPyObjectExt;
 
+use super::values::returncode;
 use crate::contract::error::{
     AllocError, DecodeError, FsError, HostError, StoreError, ValidationError,
 };
@@ -16,12 +17,58 @@ use crate::launch::LaunchError;
 use crate::reuse::router::ErrorCode;
 use crate::sdk::ServerError;
 use crate::sys::exe::BinaryError;
-use crate::sys::reaper::Exit;
 
 static ERRORS_MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 
-/// One attribute of an exception.
-type Field<'py> = (&'static str, Bound<'py, PyAny>);
+/// Every exception class of `running_process.errors` that carries data, with
+/// its attributes in order: the one list of them. The Python classes take
+/// their `_fields` from it (exported as `_native.EXCEPTION_FIELDS`), and
+/// [`build`] names the values it is given from it.
+pub(crate) const EXCEPTION_FIELDS: &[(&str, &[&str])] = &[
+    ("BackendLaunchError", &["reason"]),
+    ("InvalidNameError", &["kind", "value", "reason"]),
+    ("InvalidVersionError", &["value", "reason"]),
+    (
+        "VersionRefusedError",
+        &["service_name", "version", "rule", "reason"],
+    ),
+    (
+        "InvalidServiceDefinitionError",
+        &["field", "value", "reason"],
+    ),
+    (
+        "ServiceDefinitionStemMismatchError",
+        &["field", "value", "reason", "path", "stem"],
+    ),
+    ("ServiceDefinitionNotFoundError", &["service_name", "path"]),
+    ("InvalidTraceContextError", &["field", "value", "reason"]),
+    ("InvalidIdentityError", &["field", "value", "reason"]),
+    ("DecodeError", &["what", "reason"]),
+    ("InsecureDirectoryError", &["path", "reason"]),
+    ("FilesystemError", &["path", "operation", "os_errno"]),
+    ("HostIdentityError", &["what", "path", "reason"]),
+    ("PathTooLongError", &["path", "length", "limit"]),
+    ("AllocationExhaustedError", &["attempts", "dir"]),
+    ("BinaryPolicyError", &["reason", "variant", "path"]),
+    ("EndpointError", &["reason"]),
+    ("SpawnError", &["reason", "path", "os_errno"]),
+    (
+        "BackendExitedError",
+        &["reason", "pid", "returncode", "log_tail"],
+    ),
+    ("NotReadyError", &["reason", "pid", "timeout", "log_tail"]),
+    (
+        "VerificationError",
+        &["reason", "field", "expected", "actual"],
+    ),
+    ("ProbeError", &["reason"]),
+    ("LauncherError", &["reason"]),
+    ("BackendServerError", &["variable", "reason"]),
+    ("RefusedError", &["code", "reason", "retry_after_ms"]),
+];
+
+/// The attribute values of one exception, in [`EXCEPTION_FIELDS`] order.
+type Field<'py> = Bound<'py, PyAny>;
 
 fn value<'py>(py: Python<'py>, v: impl IntoPyObject<'py>) -> Bound<'py, PyAny> {
     // Strings, integers and None never fail to convert.
@@ -33,15 +80,28 @@ fn path_value<'py>(py: Python<'py>, p: &Path) -> Bound<'py, PyAny> {
     value(py, p.to_string_lossy().into_owned())
 }
 
-/// Builds `running_process.errors.<class>(message, **fields)` as a `PyErr`.
-fn build(py: Python<'_>, class: &str, message: String, fields: Vec<Field<'_>>) -> PyErr {
+/// Builds `running_process.errors.<class>(message, **fields)` as a `PyErr`,
+/// naming `values` after the class's entry in [`EXCEPTION_FIELDS`].
+fn build(py: Python<'_>, class: &str, message: String, values: Vec<Field<'_>>) -> PyErr {
     let made = (|| -> PyResult<PyErr> {
+        let names = EXCEPTION_FIELDS
+            .iter()
+            .find(|(name, _)| *name == class)
+            .map(|(_, fields)| *fields)
+            .unwrap_or_default();
+        if names.len() != values.len() {
+            return Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
+                "{class} takes {} attributes, {} given",
+                names.len(),
+                values.len()
+            )));
+        }
         let module = ERRORS_MODULE.get_or_try_init(py, || {
             py.import("running_process.errors").map(Bound::unbind)
         })?;
         let cls = module.bind(py).getattr(class)?;
         let kwargs = PyDict::new(py);
-        for (name, v) in fields {
+        for (name, v) in names.iter().zip(values) {
             kwargs.set_item(name, v)?;
         }
         Ok(PyErr::from_value(cls.call((message,), Some(&kwargs))?))
@@ -60,17 +120,13 @@ pub(crate) fn validation_error(py: Python<'_>, err: ValidationError) -> PyErr {
             py,
             "InvalidNameError",
             message,
-            vec![
-                ("kind", value(py, kind.as_str())),
-                ("value", value(py, v)),
-                ("reason", value(py, reason)),
-            ],
+            vec![value(py, kind.as_str()), value(py, v), value(py, reason)],
         ),
         ValidationError::Version { value: v, reason } => build(
             py,
             "InvalidVersionError",
             message,
-            vec![("value", value(py, v)), ("reason", value(py, reason))],
+            vec![value(py, v), value(py, reason)],
         ),
         ValidationError::VersionRefused {
             service_name,
@@ -82,10 +138,10 @@ pub(crate) fn validation_error(py: Python<'_>, err: ValidationError) -> PyErr {
             "VersionRefusedError",
             message,
             vec![
-                ("service_name", value(py, service_name)),
-                ("version", value(py, version)),
-                ("rule", value(py, rule.field())),
-                ("reason", value(py, reason)),
+                value(py, service_name),
+                value(py, version),
+                value(py, rule.field()),
+                value(py, reason),
             ],
         ),
         ValidationError::ServiceDefinition {
@@ -125,11 +181,7 @@ fn field_error(
         py,
         class,
         message,
-        vec![
-            ("field", value(py, field)),
-            ("value", value(py, v)),
-            ("reason", value(py, reason)),
-        ],
+        vec![value(py, field), value(py, v), value(py, reason)],
     )
 }
 
@@ -140,10 +192,7 @@ pub(crate) fn fs_error(py: Python<'_>, err: FsError) -> PyErr {
             py,
             "InsecureDirectoryError",
             message,
-            vec![
-                ("path", path_value(py, &path)),
-                ("reason", value(py, reason)),
-            ],
+            vec![path_value(py, &path), value(py, reason)],
         ),
         FsError::Io {
             operation,
@@ -154,9 +203,9 @@ pub(crate) fn fs_error(py: Python<'_>, err: FsError) -> PyErr {
             "FilesystemError",
             message,
             vec![
-                ("path", path_value(py, &path)),
-                ("operation", value(py, operation)),
-                ("os_errno", value(py, source.raw_os_error())),
+                path_value(py, &path),
+                value(py, operation),
+                value(py, source.raw_os_error()),
             ],
         ),
     }
@@ -179,11 +228,7 @@ pub(crate) fn host_error(py: Python<'_>, err: HostError) -> PyErr {
         py,
         "HostIdentityError",
         message,
-        vec![
-            ("what", value(py, what)),
-            ("path", value(py, path)),
-            ("reason", value(py, reason)),
-        ],
+        vec![value(py, what), value(py, path), value(py, reason)],
     )
 }
 
@@ -199,7 +244,7 @@ pub(crate) fn decode_error(py: Python<'_>, err: DecodeError) -> PyErr {
         py,
         "DecodeError",
         message,
-        vec![("what", value(py, what)), ("reason", value(py, reason))],
+        vec![value(py, what), value(py, reason)],
     )
 }
 
@@ -214,20 +259,13 @@ pub(crate) fn alloc_error(py: Python<'_>, err: AllocError) -> PyErr {
             py,
             "PathTooLongError",
             message,
-            vec![
-                ("path", path_value(py, &path)),
-                ("length", value(py, length)),
-                ("limit", value(py, limit)),
-            ],
+            vec![path_value(py, &path), value(py, length), value(py, limit)],
         ),
         AllocError::Exhausted { attempts, dir } => build(
             py,
             "AllocationExhaustedError",
             message,
-            vec![
-                ("attempts", value(py, attempts)),
-                ("dir", path_value(py, &dir)),
-            ],
+            vec![value(py, attempts), path_value(py, &dir)],
         ),
         AllocError::Invalid(v) => validation_error(py, v),
         AllocError::Fs(e) => fs_error(py, e),
@@ -242,10 +280,7 @@ pub(crate) fn store_error(py: Python<'_>, err: StoreError) -> PyErr {
             py,
             "ServiceDefinitionNotFoundError",
             message,
-            vec![
-                ("service_name", value(py, service_name)),
-                ("path", path_value(py, &path)),
-            ],
+            vec![value(py, service_name), path_value(py, &path)],
         ),
         StoreError::StemMismatch {
             path,
@@ -256,17 +291,14 @@ pub(crate) fn store_error(py: Python<'_>, err: StoreError) -> PyErr {
             "ServiceDefinitionStemMismatchError",
             message,
             vec![
-                ("field", value(py, "service_name")),
-                ("value", value(py, service_name)),
-                (
-                    "reason",
-                    value(
-                        py,
-                        format!("the file stem is {stem:?}; it must equal the service name"),
-                    ),
+                value(py, "service_name"),
+                value(py, service_name),
+                value(
+                    py,
+                    format!("the file stem is {stem:?}; it must equal the service name"),
                 ),
-                ("path", path_value(py, &path)),
-                ("stem", value(py, stem)),
+                path_value(py, &path),
+                value(py, stem),
             ],
         ),
         StoreError::TooLarge { path, .. } => build(
@@ -274,11 +306,8 @@ pub(crate) fn store_error(py: Python<'_>, err: StoreError) -> PyErr {
             "DecodeError",
             message.clone(),
             vec![
-                (
-                    "what",
-                    value(py, format!("ServiceDefinition file {}", path.display())),
-                ),
-                ("reason", value(py, message)),
+                value(py, format!("ServiceDefinition file {}", path.display())),
+                value(py, message),
             ],
         ),
         StoreError::Invalid(v) => validation_error(py, v),
@@ -288,10 +317,7 @@ pub(crate) fn store_error(py: Python<'_>, err: StoreError) -> PyErr {
                 py,
                 "DecodeError",
                 message,
-                vec![
-                    ("what", value(py, "ServiceDefinition")),
-                    ("reason", value(py, other.to_string())),
-                ],
+                vec![value(py, "ServiceDefinition"), value(py, other.to_string())],
             ),
         },
         StoreError::Fs(e) => fs_error(py, e),
@@ -324,7 +350,7 @@ fn launch_class<'py>(
     message: String,
     mut fields: Vec<Field<'py>>,
 ) -> PyErr {
-    fields.insert(0, ("reason", value(py, message.clone())));
+    fields.insert(0, value(py, message.clone()));
     build(py, class, message, fields)
 }
 
@@ -338,7 +364,7 @@ pub(crate) fn launch_error(py: Python<'_>, err: LaunchError) -> PyErr {
                 py,
                 "BinaryPolicyError",
                 message,
-                vec![("variant", value(py, variant)), ("path", value(py, path))],
+                vec![value(py, variant), value(py, path)],
             )
         }
         LaunchError::Endpoint(alloc) => {
@@ -357,10 +383,7 @@ pub(crate) fn launch_error(py: Python<'_>, err: LaunchError) -> PyErr {
             py,
             "SpawnError",
             message,
-            vec![
-                ("path", path_value(py, &path)),
-                ("os_errno", value(py, errno)),
-            ],
+            vec![path_value(py, &path), value(py, errno)],
         ),
         LaunchError::Exited {
             pid,
@@ -371,9 +394,9 @@ pub(crate) fn launch_error(py: Python<'_>, err: LaunchError) -> PyErr {
             "BackendExitedError",
             message,
             vec![
-                ("pid", value(py, pid)),
-                ("returncode", value(py, returncode(exit).unwrap_or(-1))),
-                ("log_tail", value(py, log_tail)),
+                value(py, pid),
+                value(py, returncode(exit).unwrap_or(-1)),
+                value(py, log_tail),
             ],
         ),
         LaunchError::NotReady {
@@ -385,9 +408,9 @@ pub(crate) fn launch_error(py: Python<'_>, err: LaunchError) -> PyErr {
             "NotReadyError",
             message,
             vec![
-                ("pid", value(py, pid)),
-                ("timeout", value(py, timeout.as_secs_f64())),
-                ("log_tail", value(py, log_tail)),
+                value(py, pid),
+                value(py, timeout.as_secs_f64()),
+                value(py, log_tail),
             ],
         ),
         LaunchError::Mismatch {
@@ -398,25 +421,11 @@ pub(crate) fn launch_error(py: Python<'_>, err: LaunchError) -> PyErr {
             py,
             "VerificationError",
             message,
-            vec![
-                ("field", value(py, field)),
-                ("expected", value(py, expected)),
-                ("actual", value(py, actual)),
-            ],
+            vec![value(py, field), value(py, expected), value(py, actual)],
         ),
         LaunchError::Probe(_) => launch_class(py, "ProbeError", message, vec![]),
         LaunchError::Host(h) => host_error(py, h),
         LaunchError::Launcher { .. } => launch_class(py, "LauncherError", message, vec![]),
-    }
-}
-
-/// `subprocess`-style return code: the exit status, or minus the signal;
-/// None when the status belongs to another parent.
-pub(crate) fn returncode(exit: Exit) -> Option<i32> {
-    match exit {
-        Exit::Code(c) => Some(c),
-        Exit::Signal(s) => Some(-s),
-        Exit::Unknown => None,
     }
 }
 
@@ -451,16 +460,13 @@ pub(crate) fn server_error(py: Python<'_>, err: ServerError) -> PyErr {
             py,
             "BackendServerError",
             message.clone(),
-            vec![
-                ("variable", value(py, name)),
-                ("reason", value(py, message)),
-            ],
+            vec![value(py, name), value(py, message)],
         ),
         ServerError::InvalidEnv { name, reason, .. } => build(
             py,
             "BackendServerError",
             message,
-            vec![("variable", value(py, name)), ("reason", value(py, reason))],
+            vec![value(py, name), value(py, reason)],
         ),
         other => {
             let message = other.to_string();
@@ -468,10 +474,7 @@ pub(crate) fn server_error(py: Python<'_>, err: ServerError) -> PyErr {
                 py,
                 "BackendServerError",
                 message.clone(),
-                vec![
-                    ("variable", py.None().into_bound(py)),
-                    ("reason", value(py, message)),
-                ],
+                vec![py.None().into_bound(py), value(py, message)],
             )
         }
     }
@@ -485,7 +488,7 @@ pub(crate) fn refused_error(
     retry_after_ms: u64,
 ) -> PyErr {
     let message = format!("refused with {}: {reason}", code.name());
-    let code_obj = match pyo3::Py::new(py, super::router::PyErrorCode::from(code)) {
+    let code_obj = match pyo3::Py::new(py, super::values::PyErrorCode::from(code)) {
         Ok(c) => c.into_any().into_bound(py),
         Err(e) => return e,
     };
@@ -493,10 +496,6 @@ pub(crate) fn refused_error(
         py,
         "RefusedError",
         message,
-        vec![
-            ("code", code_obj),
-            ("reason", value(py, reason)),
-            ("retry_after_ms", value(py, retry_after_ms)),
-        ],
+        vec![code_obj, value(py, reason), value(py, retry_after_ms)],
     )
 }

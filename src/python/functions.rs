@@ -28,6 +28,36 @@ pub fn socket_dir() -> String {
     host::socket_dir().to_string_lossy().into_owned()
 }
 
+/// The directory the socket directory's private tree hangs from
+/// (``$XDG_RUNTIME_DIR``, or ``/tmp``): it must be owned by this user or
+/// root, and sticky if others can write to it.
+#[pyfunction]
+pub fn socket_dir_base() -> String {
+    host::socket_dir_with_base()
+        .1
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The check a launch makes of a private directory, without creating
+/// anything: ``base`` (default: the parent of ``path``) must be a trusted
+/// base and every existing directory below it down to ``path`` private.
+/// Returns the directories a launch would create; raises
+/// ``InsecureDirectoryError`` or ``FilesystemError`` as the launch would.
+#[pyfunction]
+#[pyo3(signature = (path, base = None))]
+pub fn check_private_dir(
+    py: Python<'_>,
+    path: PathBuf,
+    base: Option<PathBuf>,
+) -> PyResult<Vec<String>> {
+    let missing = py.detach(|| crate::sys::fs::inspect_private_dir(&path, base.as_deref()))?;
+    Ok(missing
+        .into_iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect())
+}
+
 /// The default service definition directory (not created by this call).
 #[pyfunction]
 pub fn service_def_dir() -> PyResult<String> {

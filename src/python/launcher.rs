@@ -10,9 +10,9 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::errors::returncode;
 use super::values::{
-    pyrepr, PyBackendKey, PyDaemonProcess, PyEndpoint, PyServiceDefinition, PyTraceContext,
+    pyrepr, returncode, PyBackendKey, PyDaemonProcess, PyEndpoint, PyServiceDefinition,
+    PyTraceContext,
 };
 use crate::contract::clock;
 use crate::launch::{
@@ -187,6 +187,16 @@ impl PyCommandBackendLauncher {
     #[getter]
     fn env_scrub(&self) -> Vec<String> {
         self.inner.options().env_scrub.clone()
+    }
+
+    /// The backends this launcher started that are still running (not yet
+    /// reaped), whoever holds their handles.
+    fn live_children(&self) -> Vec<PyDaemonProcess> {
+        self.inner
+            .live_children()
+            .into_iter()
+            .map(|inner| PyDaemonProcess { inner })
+            .collect()
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {

@@ -14,7 +14,7 @@ mod server;
 mod values;
 
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyDict, PyTuple};
 
 use crate::contract::env;
 
@@ -50,7 +50,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<launcher::PyCommandBackendLauncher>()?;
     m.add_class::<launcher::PyBackendHandle>()?;
     m.add_class::<server::PyBackendServer>()?;
-    m.add_class::<router::PyErrorCode>()?;
+    m.add_class::<values::PyErrorCode>()?;
     m.add_class::<router::PyNegotiated>()?;
     m.add_class::<router::PyRefused>()?;
     m.add_class::<router::PyBackendRegistry>()?;
@@ -63,6 +63,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(functions::boot_id, m)?)?;
     m.add_function(wrap_pyfunction!(functions::socket_dir, m)?)?;
     m.add_function(wrap_pyfunction!(functions::service_def_dir, m)?)?;
+    m.add_function(wrap_pyfunction!(functions::socket_dir_base, m)?)?;
+    m.add_function(wrap_pyfunction!(functions::check_private_dir, m)?)?;
     m.add_function(wrap_pyfunction!(functions::sha256_file, m)?)?;
     m.add_function(wrap_pyfunction!(functions::validate_service_name, m)?)?;
     m.add_function(wrap_pyfunction!(functions::validate_instance_name, m)?)?;
@@ -84,5 +86,15 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ENV_EXE_DIGEST", env::ENV_EXE_DIGEST)?;
     m.add("V1_ENV_NAMES", PyTuple::new(py, env::V1_ENV_NAMES)?)?;
     m.add("SUN_PATH_MAX", crate::contract::names::SUN_PATH_MAX)?;
+    m.add(
+        "BACKEND_SOCKET_NAME_LEN",
+        crate::contract::names::BACKEND_SOCKET_NAME_LEN,
+    )?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    let fields = PyDict::new(py);
+    for (class, names) in errors::EXCEPTION_FIELDS {
+        fields.set_item(class, PyTuple::new(py, *names)?)?;
+    }
+    m.add("EXCEPTION_FIELDS", fields)?;
     Ok(())
 }

@@ -1,7 +1,6 @@
 //! Python classes for the registry and the Hello router, and the adapter that
 //! lets a launcher written in Python serve the Rust router.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +11,7 @@ use pyo3::types::{PyDict, PyMapping};
 
 use super::launcher::{PyBackendHandle, PyCommandBackendLauncher};
 use super::values::{
-    pyrepr, reduce_by_name, ByName, PyBackendKey, PyEndpoint, PyServiceDefinition, PyTraceContext,
+    pyrepr, PyBackendKey, PyEndpoint, PyErrorCode, PyServiceDefinition, PyTraceContext,
 };
 use crate::contract::keys::BackendKey;
 use crate::contract::service::ServiceDefinition;
@@ -65,89 +64,6 @@ impl BackendLauncher for PythonLauncher {
                 }),
             }
         })
-    }
-}
-
-/// v1 error codes of a refusal.
-#[pyclass(
-    name = "ErrorCode",
-    module = "running_process._native",
-    eq,
-    eq_int,
-    frozen,
-    from_py_object
-)]
-#[derive(Clone, Copy, PartialEq, Eq)]
-#[allow(clippy::upper_case_acronyms, non_camel_case_types)]
-pub enum PyErrorCode {
-    UNSPECIFIED = 0,
-    VERSION_UNSUPPORTED = 1,
-    SERVICE_UNKNOWN = 2,
-    BACKEND_SPAWN_FAILED = 3,
-    RATE_LIMITED = 4,
-    SHUTTING_DOWN = 5,
-    PEER_REJECTED = 6,
-    INTERNAL = 7,
-    VERSION_BLOCKED = 8,
-    FD_PRESSURE = 9,
-}
-
-impl From<ErrorCode> for PyErrorCode {
-    fn from(code: ErrorCode) -> Self {
-        match code {
-            ErrorCode::Unspecified => PyErrorCode::UNSPECIFIED,
-            ErrorCode::VersionUnsupported => PyErrorCode::VERSION_UNSUPPORTED,
-            ErrorCode::ServiceUnknown => PyErrorCode::SERVICE_UNKNOWN,
-            ErrorCode::BackendSpawnFailed => PyErrorCode::BACKEND_SPAWN_FAILED,
-            ErrorCode::RateLimited => PyErrorCode::RATE_LIMITED,
-            ErrorCode::ShuttingDown => PyErrorCode::SHUTTING_DOWN,
-            ErrorCode::PeerRejected => PyErrorCode::PEER_REJECTED,
-            ErrorCode::Internal => PyErrorCode::INTERNAL,
-            ErrorCode::VersionBlocked => PyErrorCode::VERSION_BLOCKED,
-            ErrorCode::FdPressure => PyErrorCode::FD_PRESSURE,
-        }
-    }
-}
-
-#[pymethods]
-impl PyErrorCode {
-    /// The code's name (``"RATE_LIMITED"``, ...).
-    #[getter]
-    fn name(&self) -> &'static str {
-        ErrorCode::from(*self).name()
-    }
-
-    /// The wire value.
-    #[getter]
-    fn value(&self) -> i32 {
-        *self as i32
-    }
-
-    /// Hashes as the wire value, because members compare equal to it.
-    fn __hash__(&self) -> isize {
-        *self as isize
-    }
-
-    /// Pickles by name, like an ``enum`` member.
-    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<ByName<'py>> {
-        reduce_by_name::<PyErrorCode>(py, ErrorCode::from(*self).name())
-    }
-}
-
-impl From<PyErrorCode> for ErrorCode {
-    fn from(code: PyErrorCode) -> Self {
-        match code {
-            PyErrorCode::UNSPECIFIED => ErrorCode::Unspecified,
-            PyErrorCode::VERSION_UNSUPPORTED => ErrorCode::VersionUnsupported,
-            PyErrorCode::SERVICE_UNKNOWN => ErrorCode::ServiceUnknown,
-            PyErrorCode::BACKEND_SPAWN_FAILED => ErrorCode::BackendSpawnFailed,
-            PyErrorCode::RATE_LIMITED => ErrorCode::RateLimited,
-            PyErrorCode::SHUTTING_DOWN => ErrorCode::ShuttingDown,
-            PyErrorCode::PEER_REJECTED => ErrorCode::PeerRejected,
-            PyErrorCode::INTERNAL => ErrorCode::Internal,
-            PyErrorCode::VERSION_BLOCKED => ErrorCode::VersionBlocked,
-            PyErrorCode::FD_PRESSURE => ErrorCode::FdPressure,
-        }
     }
 }
 
@@ -315,22 +231,15 @@ fn catalog_from(value: &Bound<'_, PyAny>) -> PyResult<Catalog> {
         if !value.is_instance_of::<pyo3::types::PyString>() {
             let copy = PyDict::new(value.py());
             copy.update(mapping)?;
-            let mut map = HashMap::new();
+            let mut definitions = Vec::new();
             for (name, sd) in copy.iter() {
                 let name: String = name.extract()?;
                 let sd = sd.cast::<PyServiceDefinition>().map_err(|_| {
                     PyTypeError::new_err(format!("catalog[{name:?}] is not a ServiceDefinition"))
                 })?;
-                let sd = sd.get().inner.clone();
-                if sd.service_name != name {
-                    return Err(PyValueError::new_err(format!(
-                        "catalog key {name:?} differs from its definition's service_name {:?}",
-                        sd.service_name
-                    )));
-                }
-                map.insert(name, sd);
+                definitions.push((name, sd.get().inner.clone()));
             }
-            return Ok(Catalog::Map(map));
+            return Ok(Catalog::from_definitions(definitions)?);
         }
     }
     let dir: PathBuf = value.extract().map_err(|_| {

@@ -90,6 +90,26 @@ pub enum Catalog {
 }
 
 impl Catalog {
+    /// A catalog of definitions keyed by service name; a key that differs
+    /// from its definition's `service_name` is refused (the router would
+    /// launch a service under another service's name).
+    pub fn from_definitions(
+        definitions: impl IntoIterator<Item = (String, ServiceDefinition)>,
+    ) -> Result<Catalog, ValidationError> {
+        let mut map = HashMap::new();
+        for (name, sd) in definitions {
+            if sd.service_name != name {
+                return Err(ValidationError::ServiceDefinition {
+                    field: "service_name",
+                    value: sd.service_name,
+                    reason: format!("it is listed in the catalog under the key {name:?}"),
+                });
+            }
+            map.insert(name, sd);
+        }
+        Ok(Catalog::Map(map))
+    }
+
     fn lookup(&self, service_name: &str) -> Result<Option<ServiceDefinition>, String> {
         match self {
             Catalog::Map(map) => Ok(map.get(service_name).cloned()),

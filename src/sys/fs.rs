@@ -115,6 +115,29 @@ fn make_dir(path: &Path) -> Result<bool, FsError> {
 /// `base` must then pass the trusted-base check, and every component below it
 /// is created 0700 if missing and must pass [`check_private_dir`].
 pub fn ensure_private_dir(path: &Path, base: Option<&Path>) -> Result<(), FsError> {
+    walk_private_tree(path, base, Walk::Create).map(|_| ())
+}
+
+/// What [`ensure_private_dir`] would do, without doing it: the same checks
+/// of every directory that exists, from the base down, and the list of
+/// directories it would create. An error is the one a launch would get.
+pub fn inspect_private_dir(path: &Path, base: Option<&Path>) -> Result<Vec<PathBuf>, FsError> {
+    walk_private_tree(path, base, Walk::DryRun)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Walk {
+    Create,
+    DryRun,
+}
+
+/// The one walk behind [`ensure_private_dir`] and [`inspect_private_dir`];
+/// returns the directories that were (or would be) created.
+fn walk_private_tree(
+    path: &Path,
+    base: Option<&Path>,
+    walk: Walk,
+) -> Result<Vec<PathBuf>, FsError> {
     if !path.is_absolute() {
         return Err(insecure(path, "is not an absolute path".to_owned()));
     }
@@ -136,7 +159,16 @@ pub fn ensure_private_dir(path: &Path, base: Option<&Path>) -> Result<(), FsErro
             format!("is not inside its base directory {}", base.display()),
         )
     })?;
+    let mut created = Vec::new();
     if !base.exists() {
+        created.push(base.clone());
+        if walk == Walk::DryRun {
+            created.extend(below.components().scan(base.clone(), |dir, c| {
+                dir.push(c);
+                Some(dir.clone())
+            }));
+            return Ok(created);
+        }
         DirBuilder::new()
             .mode(PRIVATE_DIR_MODE)
             .recursive(true)
@@ -145,12 +177,23 @@ pub fn ensure_private_dir(path: &Path, base: Option<&Path>) -> Result<(), FsErro
     }
     check_trusted_base(&base)?;
     let mut current = base;
+    let mut missing = false;
     for component in below.components() {
         current.push(component);
-        make_dir(&current)?;
+        if walk == Walk::DryRun {
+            missing = missing
+                || fs::symlink_metadata(&current)
+                    .is_err_and(|e| e.kind() == io::ErrorKind::NotFound);
+            if missing {
+                created.push(current.clone());
+                continue;
+            }
+        } else if make_dir(&current)? {
+            created.push(current.clone());
+        }
         check_private_dir(&current)?;
     }
-    Ok(())
+    Ok(created)
 }
 
 /// Writes `bytes` to `dir/file_name` atomically with mode 0600.
@@ -320,6 +363,29 @@ impl LockFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dry_run_judges_like_the_real_walk_and_creates_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().join("base");
+        let leaf = base.join("a").join("b");
+        assert_eq!(
+            inspect_private_dir(&leaf, Some(&base)).unwrap(),
+            vec![base.clone(), base.join("a"), leaf.clone()]
+        );
+        assert!(!base.exists());
+        ensure_private_dir(&base.join("a"), Some(&base)).unwrap();
+        assert_eq!(
+            inspect_private_dir(&leaf, Some(&base)).unwrap(),
+            vec![leaf.clone()]
+        );
+        std::fs::set_permissions(base.join("a"), fs::Permissions::from_mode(0o755)).unwrap();
+        let dry = inspect_private_dir(&leaf, Some(&base)).unwrap_err();
+        let real = ensure_private_dir(&leaf, Some(&base)).unwrap_err();
+        assert_eq!(dry.to_string(), real.to_string());
+        assert!(matches!(dry, FsError::InsecureDirectory { .. }));
+        assert!(!leaf.exists());
+    }
 
     #[test]
     fn creates_private_tree_and_refuses_loose_one() {

@@ -1,0 +1,263 @@
+//! `Isolation` and `ServiceDefinition`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use super::{labels_from_mapping, path_text, pyrepr, reduce_by_name, ByName};
+use crate::contract::service::{Isolation, ServiceDefinition};
+
+/// Which broker instance serves a service.
+#[pyclass(
+    name = "Isolation",
+    module = "running_process._native",
+    eq,
+    eq_int,
+    frozen,
+    from_py_object
+)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum PyIsolation {
+    PRIVATE = 0,
+    SHARED = 1,
+    EXPLICIT = 2,
+}
+
+impl From<Isolation> for PyIsolation {
+    fn from(i: Isolation) -> Self {
+        match i {
+            Isolation::Private => PyIsolation::PRIVATE,
+            Isolation::Shared => PyIsolation::SHARED,
+            Isolation::Explicit => PyIsolation::EXPLICIT,
+        }
+    }
+}
+
+impl From<PyIsolation> for Isolation {
+    fn from(i: PyIsolation) -> Self {
+        match i {
+            PyIsolation::PRIVATE => Isolation::Private,
+            PyIsolation::SHARED => Isolation::Shared,
+            PyIsolation::EXPLICIT => Isolation::Explicit,
+        }
+    }
+}
+
+#[pymethods]
+impl PyIsolation {
+    /// The member with wire value ``value``.
+    #[staticmethod]
+    fn from_value(value: i32) -> PyResult<Self> {
+        Isolation::from_i32(value).map(Into::into).ok_or_else(|| {
+            pyo3::exceptions::PyValueError::new_err(format!(
+                "{value} is not an Isolation value (0, 1 or 2)"
+            ))
+        })
+    }
+
+    /// The member's name (``"PRIVATE"``, ``"SHARED"``, ``"EXPLICIT"``).
+    #[getter]
+    fn name(&self) -> &'static str {
+        Isolation::from(*self).name()
+    }
+
+    /// The wire value (0, 1, 2).
+    #[getter]
+    fn value(&self) -> i32 {
+        Isolation::from(*self) as i32
+    }
+
+    /// Hashes as the wire value, because members compare equal to it.
+    fn __hash__(&self) -> isize {
+        self.value() as isize
+    }
+
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<ByName<'py>> {
+        reduce_by_name::<PyIsolation>(py, self.name())
+    }
+}
+
+/// A backend service (the v1 ``ServiceDefinition`` message).
+#[pyclass(
+    name = "ServiceDefinition",
+    module = "running_process._native",
+    frozen,
+    eq,
+    hash
+)]
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct PyServiceDefinition {
+    pub(crate) inner: ServiceDefinition,
+}
+
+#[pymethods]
+impl PyServiceDefinition {
+    #[new]
+    #[pyo3(signature = (
+        service_name,
+        binary_path,
+        per_version_binary_dir,
+        isolation = PyIsolation::PRIVATE,
+        explicit_instance = String::new(),
+        min_version = String::new(),
+        version_allow_list = Vec::new(),
+        labels = None,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        service_name: String,
+        binary_path: PathBuf,
+        per_version_binary_dir: PathBuf,
+        isolation: PyIsolation,
+        explicit_instance: String,
+        min_version: String,
+        version_allow_list: Vec<String>,
+        labels: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let labels = match labels {
+            None => BTreeMap::new(),
+            Some(mapping) => labels_from_mapping(&mapping)?,
+        };
+        let inner = ServiceDefinition {
+            service_name,
+            binary_path: path_text("binary_path", binary_path)?,
+            per_version_binary_dir: path_text("per_version_binary_dir", per_version_binary_dir)?,
+            isolation: isolation.into(),
+            explicit_instance,
+            min_version,
+            version_allow_list,
+            labels,
+        };
+        inner.validate()?;
+        Ok(PyServiceDefinition { inner })
+    }
+
+    #[getter]
+    fn service_name(&self) -> &str {
+        &self.inner.service_name
+    }
+
+    #[getter]
+    fn binary_path(&self) -> &str {
+        &self.inner.binary_path
+    }
+
+    #[getter]
+    fn per_version_binary_dir(&self) -> &str {
+        &self.inner.per_version_binary_dir
+    }
+
+    #[getter]
+    fn isolation(&self) -> PyIsolation {
+        self.inner.isolation.into()
+    }
+
+    #[getter]
+    fn explicit_instance(&self) -> &str {
+        &self.inner.explicit_instance
+    }
+
+    #[getter]
+    fn min_version(&self) -> &str {
+        &self.inner.min_version
+    }
+
+    /// A copy of the allow-list (changing it does not change the definition).
+    #[getter]
+    fn version_allow_list(&self) -> Vec<String> {
+        self.inner.version_allow_list.clone()
+    }
+
+    /// A copy of the labels (changing it does not change the definition).
+    #[getter]
+    fn labels(&self) -> BTreeMap<String, String> {
+        self.inner.labels.clone()
+    }
+
+    /// Re-applies every rule of the contract; raises on the first broken one.
+    fn validate(&self) -> PyResult<()> {
+        Ok(self.inner.validate()?)
+    }
+
+    /// Raises ``InvalidVersionError`` or ``VersionRefusedError`` unless this
+    /// definition admits ``version``.
+    fn check_version(&self, version: &str) -> PyResult<()> {
+        Ok(self.inner.check_version(version)?)
+    }
+
+    /// Protobuf encoding.
+    fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.inner.to_bytes())
+    }
+
+    /// Decodes and validates a protobuf encoding.
+    #[staticmethod]
+    fn from_bytes(data: &[u8]) -> PyResult<Self> {
+        Ok(PyServiceDefinition {
+            inner: ServiceDefinition::from_bytes(data)?,
+        })
+    }
+
+    /// Saves as ``{service_name}.servicedef`` (atomically, mode 0600) in
+    /// ``dir`` or the default directory; returns the file path.
+    #[pyo3(signature = (dir = None))]
+    fn save(&self, py: Python<'_>, dir: Option<PathBuf>) -> PyResult<String> {
+        let path = py.detach(|| self.inner.save(dir.as_deref()))?;
+        Ok(path.to_string_lossy().into_owned())
+    }
+
+    /// Loads ``{service_name}.servicedef`` from ``dir`` or the default directory.
+    #[staticmethod]
+    #[pyo3(signature = (service_name, dir = None))]
+    fn load(py: Python<'_>, service_name: &str, dir: Option<PathBuf>) -> PyResult<Self> {
+        let inner = py.detach(|| ServiceDefinition::load(service_name, dir.as_deref()))?;
+        Ok(PyServiceDefinition { inner })
+    }
+
+    /// Loads a definition from a ``.servicedef`` file path.
+    #[staticmethod]
+    fn load_file(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        let inner = py.detach(|| ServiceDefinition::load_file(&path))?;
+        Ok(PyServiceDefinition { inner })
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let sd = &self.inner;
+        let list: Vec<String> = sd
+            .version_allow_list
+            .iter()
+            .map(|v| pyrepr(py, v))
+            .collect();
+        let labels: Vec<String> = sd
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{}: {}", pyrepr(py, k), pyrepr(py, v)))
+            .collect();
+        format!(
+            "ServiceDefinition(service_name={}, binary_path={}, per_version_binary_dir={}, \
+             isolation=Isolation.{}, explicit_instance={}, min_version={}, \
+             version_allow_list=[{}], labels={{{}}})",
+            pyrepr(py, &sd.service_name),
+            pyrepr(py, &sd.binary_path),
+            pyrepr(py, &sd.per_version_binary_dir),
+            sd.isolation.name(),
+            pyrepr(py, &sd.explicit_instance),
+            pyrepr(py, &sd.min_version),
+            list.join(", "),
+            labels.join(", "),
+        )
+    }
+
+    fn __reduce__<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<(Bound<'py, PyAny>, (Bound<'py, PyBytes>,))> {
+        Ok((
+            py.get_type::<PyServiceDefinition>().getattr("from_bytes")?,
+            (self.to_bytes(py),),
+        ))
+    }
+}
