@@ -166,7 +166,7 @@ impl Bench {
         let sd = ServiceDefinition {
             service_name: SERVICE.into(),
             binary_path: binary.into(),
-            per_version_binary_dir: parent.to_string_lossy().into_owned(),
+            per_version_binary_dir: parent.to_path_buf(),
             isolation: Isolation::Shared,
             ..ServiceDefinition::default()
         };

@@ -28,8 +28,8 @@ fn service_definition_encoding_is_pinned() {
         per_version_binary_dir: "/b".into(),
         isolation: Isolation::Shared,
         explicit_instance: String::new(),
-        min_version: "1.0.0".into(),
-        version_allow_list: vec!["1.0.0".into(), "1.1.0".into()],
+        min_version: Some("1.0.0".parse().unwrap()),
+        version_allow_list: vec!["1.0.0".parse().unwrap(), "1.1.0".parse().unwrap()],
         labels: [("k".to_owned(), "v".to_owned())].into(),
     };
     let expected = [

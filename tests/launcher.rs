@@ -71,8 +71,8 @@ impl Fixture {
     fn sd(&self) -> ServiceDefinition {
         ServiceDefinition {
             service_name: "echo".into(),
-            binary_path: self.binary.to_string_lossy().into_owned(),
-            per_version_binary_dir: self.binary.parent().unwrap().to_string_lossy().into_owned(),
+            binary_path: self.binary.clone(),
+            per_version_binary_dir: self.binary.parent().unwrap().to_path_buf(),
             isolation: Isolation::Shared,
             ..ServiceDefinition::default()
         }
@@ -208,7 +208,7 @@ fn a_backend_that_binds_late_is_waited_for() {
 fn version_policy_is_applied_before_anything_is_spawned() {
     let f = Fixture::new(None, Duration::from_secs(30));
     let mut sd = f.sd();
-    sd.min_version = "2.0.0".into();
+    sd.min_version = Some("2.0.0".parse().unwrap());
     let err = f
         .launcher
         .launch(&f.key(), &sd, &TraceContext::default())

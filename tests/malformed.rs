@@ -175,8 +175,8 @@ fn service_definition() -> ServiceDefinition {
         binary_path: "/opt/echo/1.0.0/echo".into(),
         per_version_binary_dir: "/opt/echo/1.0.0".into(),
         isolation: Isolation::Shared,
-        min_version: "1.0.0".into(),
-        version_allow_list: vec!["1.0.0".into()],
+        min_version: Some("1.0.0".parse().unwrap()),
+        version_allow_list: vec!["1.0.0".parse().unwrap()],
         labels: [("team".to_owned(), "build".to_owned())].into(),
         ..Default::default()
     }
@@ -1439,7 +1439,7 @@ fn service_definition_duplicates_and_unknown_fields_follow_protobuf() {
     .concat();
     let decoded = ServiceDefinition::from_bytes(&bytes).unwrap();
     let mut expected = service_definition();
-    expected.version_allow_list.push("1.1.0".into());
+    expected.version_allow_list.push("1.1.0".parse().unwrap());
     expected.labels.insert("team".into(), "release".into());
     expected.labels.insert("tier".into(), "1".into());
     assert_eq!(decoded, expected);
@@ -1734,8 +1734,8 @@ fn seed_corpus() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     explicit.explicit_instance = "ci".into();
     let mut private = service_definition();
     private.isolation = Isolation::Private;
-    private.min_version = String::new();
-    private.version_allow_list = vec!["1.0.0-rc.1".into(), "2.0.0".into()];
+    private.min_version = None;
+    private.version_allow_list = vec!["1.0.0-rc.1".parse().unwrap(), "2.0.0".parse().unwrap()];
     let mut fuzz_named = service_definition();
     fuzz_named.service_name = "fuzz".into();
     let mut no_idle = identity();

@@ -204,6 +204,14 @@ fn check_pre_release(pre: &str) -> Result<(), String> {
     Ok(())
 }
 
+impl std::str::FromStr for Version {
+    type Err = ValidationError;
+
+    fn from_str(value: &str) -> Result<Version, ValidationError> {
+        Version::parse(value)
+    }
+}
+
 impl fmt::Display for Version {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}.{}", self.major, self.minor, self.patch)?;

@@ -10,6 +10,7 @@
 //! it needs the file system as it is at launch.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use prost::Message;
 
@@ -68,17 +69,17 @@ impl Isolation {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct ServiceDefinition {
     pub service_name: String,
-    /// Absolute path of the backend binary.
-    pub binary_path: String,
+    /// Absolute path of the backend binary (UTF-8: the wire carries text).
+    pub binary_path: PathBuf,
     /// Absolute path of the allow-list root the binary must lie in.
-    pub per_version_binary_dir: String,
+    pub per_version_binary_dir: PathBuf,
     pub isolation: Isolation,
     /// Instance name; set exactly when `isolation` is `Explicit`.
     pub explicit_instance: String,
-    /// Lowest admitted version (numeric MAJOR.MINOR.PATCH); empty for none.
-    pub min_version: String,
+    /// Lowest admitted version (compared on MAJOR.MINOR.PATCH).
+    pub min_version: Option<Version>,
     /// Exact versions admitted; empty admits any.
-    pub version_allow_list: Vec<String>,
+    pub version_allow_list: Vec<Version>,
     pub labels: BTreeMap<String, String>,
 }
 
@@ -90,7 +91,14 @@ fn sd_error(field: &'static str, value: &str, reason: impl Into<String>) -> Vali
     }
 }
 
-fn check_abs_path(field: &'static str, value: &str) -> Result<(), ValidationError> {
+fn check_abs_path(field: &'static str, path: &Path) -> Result<(), ValidationError> {
+    let Some(value) = path.to_str() else {
+        return Err(sd_error(
+            field,
+            &path.to_string_lossy(),
+            "must be UTF-8 (the wire format carries it as text)",
+        ));
+    };
     if value.is_empty() {
         return Err(sd_error(field, value, "must not be empty"));
     }
@@ -109,6 +117,17 @@ fn check_abs_path(field: &'static str, value: &str) -> Result<(), ValidationErro
     }
     if !value.starts_with('/') {
         return Err(sd_error(field, value, "must be an absolute path"));
+    }
+    Ok(())
+}
+
+fn check_allow_list_len(len: usize) -> Result<(), ValidationError> {
+    if len > MAX_ALLOW_LIST {
+        return Err(sd_error(
+            "version_allow_list",
+            "",
+            format!("has {len} entries; at most {MAX_ALLOW_LIST} are allowed"),
+        ));
     }
     Ok(())
 }
@@ -181,22 +200,7 @@ impl ServiceDefinition {
                 }
             }
         }
-        if !self.min_version.is_empty() {
-            Version::parse(&self.min_version)?;
-        }
-        if self.version_allow_list.len() > MAX_ALLOW_LIST {
-            return Err(sd_error(
-                "version_allow_list",
-                "",
-                format!(
-                    "has {} entries; at most {MAX_ALLOW_LIST} are allowed",
-                    self.version_allow_list.len()
-                ),
-            ));
-        }
-        for version in &self.version_allow_list {
-            Version::parse(version)?;
-        }
+        check_allow_list_len(self.version_allow_list.len())?;
         if self.labels.len() > MAX_LABELS {
             return Err(sd_error(
                 "labels",
@@ -224,24 +228,23 @@ impl ServiceDefinition {
             rule,
             reason,
         };
-        if !self.min_version.is_empty() {
-            let floor = Version::parse(&self.min_version)?;
+        if let Some(floor) = &self.min_version {
             if wanted.triple() < floor.triple() {
                 return Err(refused(
                     VersionRule::MinVersion,
-                    format!("below min_version {}", self.min_version),
+                    format!("below min_version {floor}"),
                 ));
             }
         }
-        if !self.version_allow_list.is_empty()
-            && !self.version_allow_list.iter().any(|v| v == version)
-        {
+        if !self.version_allow_list.is_empty() && !self.version_allow_list.contains(&wanted) {
+            let listed: Vec<String> = self
+                .version_allow_list
+                .iter()
+                .map(Version::to_string)
+                .collect();
             return Err(refused(
                 VersionRule::AllowList,
-                format!(
-                    "not in version_allow_list [{}]",
-                    self.version_allow_list.join(", ")
-                ),
+                format!("not in version_allow_list [{}]", listed.join(", ")),
             ));
         }
         Ok(())
@@ -251,12 +254,20 @@ impl ServiceDefinition {
     pub fn to_message(&self) -> ServiceDefinitionMsg {
         ServiceDefinitionMsg {
             service_name: self.service_name.clone(),
-            binary_path: self.binary_path.clone(),
+            binary_path: self.binary_path.to_string_lossy().into_owned(),
             isolation: self.isolation as i32,
             explicit_instance: self.explicit_instance.clone(),
-            per_version_binary_dir: self.per_version_binary_dir.clone(),
-            min_version: self.min_version.clone(),
-            version_allow_list: self.version_allow_list.clone(),
+            per_version_binary_dir: self.per_version_binary_dir.to_string_lossy().into_owned(),
+            min_version: self
+                .min_version
+                .as_ref()
+                .map(Version::to_string)
+                .unwrap_or_default(),
+            version_allow_list: self
+                .version_allow_list
+                .iter()
+                .map(Version::to_string)
+                .collect(),
             labels: self.labels.clone(),
         }
     }
@@ -268,16 +279,54 @@ impl ServiceDefinition {
                 what: "ServiceDefinition",
                 reason: format!("isolation {} is not a BrokerIsolation value", msg.isolation),
             })?;
-        let sd = ServiceDefinition {
-            service_name: msg.service_name,
-            binary_path: msg.binary_path,
-            per_version_binary_dir: msg.per_version_binary_dir,
+        Ok(Self::from_text(
+            msg.service_name,
+            msg.binary_path,
+            msg.per_version_binary_dir,
             isolation,
-            explicit_instance: msg.explicit_instance,
-            min_version: msg.min_version,
-            version_allow_list: msg.version_allow_list,
-            labels: msg.labels,
+            msg.explicit_instance,
+            &msg.min_version,
+            &msg.version_allow_list,
+            msg.labels,
+        )?)
+    }
+
+    /// A validated definition from its fields as text (an empty
+    /// `min_version` for none), as the wire and the Python constructor give
+    /// them. Rules are applied in the order of the fields, so the first
+    /// problem reported is the same whichever way a definition comes in.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_text(
+        service_name: String,
+        binary_path: impl Into<PathBuf>,
+        per_version_binary_dir: impl Into<PathBuf>,
+        isolation: Isolation,
+        explicit_instance: String,
+        min_version: &str,
+        version_allow_list: &[String],
+        labels: BTreeMap<String, String>,
+    ) -> Result<Self, ValidationError> {
+        let mut sd = ServiceDefinition {
+            service_name,
+            binary_path: binary_path.into(),
+            per_version_binary_dir: per_version_binary_dir.into(),
+            isolation,
+            explicit_instance,
+            min_version: None,
+            version_allow_list: Vec::new(),
+            labels: BTreeMap::new(),
         };
+        // Name, paths and isolation first, as `validate` orders them.
+        sd.validate()?;
+        if !min_version.is_empty() {
+            sd.min_version = Some(Version::parse(min_version)?);
+        }
+        check_allow_list_len(version_allow_list.len())?;
+        sd.version_allow_list = version_allow_list
+            .iter()
+            .map(|v| Version::parse(v))
+            .collect::<Result<_, _>>()?;
+        sd.labels = labels;
         sd.validate()?;
         Ok(sd)
     }
@@ -307,8 +356,8 @@ pub(crate) mod tests {
             binary_path: "/opt/zccache/1.11.20/zccache-backend".into(),
             per_version_binary_dir: "/opt/zccache/1.11.20".into(),
             isolation: Isolation::Shared,
-            min_version: "1.10.0".into(),
-            version_allow_list: vec!["1.11.20".into()],
+            min_version: Some("1.10.0".parse().unwrap()),
+            version_allow_list: vec!["1.11.20".parse().unwrap()],
             labels: [("team".to_owned(), "build".to_owned())].into(),
             ..Default::default()
         }

@@ -306,6 +306,6 @@ impl CommandBackendLauncher {
             &sd.per_version_binary_dir,
             path_var.as_deref(),
         )
-        .map_err(|e| LaunchError::from(e).or_shortage(Path::new(&sd.binary_path)))
+        .map_err(|e| LaunchError::from(e).or_shortage(&sd.binary_path))
     }
 }

@@ -11,14 +11,18 @@ use crate::contract::service::Isolation;
 use crate::reuse::fake::FakeLauncher;
 use crate::sys::reaper::Exit;
 
+fn version(text: &str) -> Version {
+    Version::parse(text).unwrap()
+}
+
 fn definition(name: &str) -> ServiceDefinition {
     ServiceDefinition {
         service_name: name.into(),
-        binary_path: format!("/opt/{name}/1.0.0/backend"),
-        per_version_binary_dir: format!("/opt/{name}/1.0.0"),
+        binary_path: format!("/opt/{name}/1.0.0/backend").into(),
+        per_version_binary_dir: format!("/opt/{name}/1.0.0").into(),
         isolation: Isolation::Shared,
-        min_version: "1.0.0".into(),
-        version_allow_list: vec!["1.0.0".into(), "1.1.0".into(), "2.0.0".into()],
+        min_version: Some(version("1.0.0")),
+        version_allow_list: ["1.0.0", "1.1.0", "2.0.0"].map(version).to_vec(),
         ..ServiceDefinition::default()
     }
 }

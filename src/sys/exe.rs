@@ -134,8 +134,8 @@ fn io_error<'a>(
 /// Applies the allow-list rule, opens, checks and hashes the backend binary.
 /// `path_var` is the `PATH` of the launch environment (for `#!/usr/bin/env`).
 pub fn open_backend(
-    binary_path: &str,
-    root: &str,
+    binary_path: &Path,
+    root: &Path,
     path_var: Option<&OsStr>,
 ) -> Result<BackendBinary, BinaryError> {
     open_backend_recorded(binary_path, root, path_var, None)
@@ -146,25 +146,25 @@ pub fn open_backend(
 /// taken instead of hashing (it is not put in the digest cache; the caller
 /// must prove it before calling [`remember_digest`]).
 pub fn open_backend_recorded(
-    binary_path: &str,
-    root: &str,
+    binary_path: &Path,
+    root: &Path,
     path_var: Option<&OsStr>,
     recorded: Option<(FileStamp, [u8; 32])>,
 ) -> Result<BackendBinary, BinaryError> {
-    if binary_path.is_empty() {
+    if binary_path.as_os_str().is_empty() {
         return Err(BinaryError::EmptyBinaryPath);
     }
-    if root.is_empty() {
+    if root.as_os_str().is_empty() {
         return Err(BinaryError::EmptyPerVersionBinaryDir);
     }
-    let root_path = Path::new(root);
+    let root_path = root;
     let root = root_path
         .canonicalize()
         .map_err(|source| BinaryError::CanonicalizeBinaryRoot {
             path: root_path.to_path_buf(),
             source,
         })?;
-    let given = Path::new(binary_path);
+    let given = binary_path;
     let canonical = given
         .canonicalize()
         .map_err(|source| BinaryError::CanonicalizeBinary {

@@ -121,17 +121,16 @@ impl PyServiceDefinition {
             None => BTreeMap::new(),
             Some(mapping) => labels_from_mapping(&mapping)?,
         };
-        let inner = ServiceDefinition {
+        let inner = ServiceDefinition::from_text(
             service_name,
-            binary_path: path_text("binary_path", binary_path)?,
-            per_version_binary_dir: path_text("per_version_binary_dir", per_version_binary_dir)?,
-            isolation: isolation.into(),
+            path_text("binary_path", binary_path)?,
+            path_text("per_version_binary_dir", per_version_binary_dir)?,
+            isolation.into(),
             explicit_instance,
-            min_version,
-            version_allow_list,
+            &min_version,
+            &version_allow_list,
             labels,
-        };
-        inner.validate()?;
+        )?;
         Ok(PyServiceDefinition { inner })
     }
 
@@ -142,12 +141,16 @@ impl PyServiceDefinition {
 
     #[getter]
     fn binary_path(&self) -> &str {
-        &self.inner.binary_path
+        // Validated as UTF-8 on the way in.
+        self.inner.binary_path.to_str().unwrap_or_default()
     }
 
     #[getter]
     fn per_version_binary_dir(&self) -> &str {
-        &self.inner.per_version_binary_dir
+        self.inner
+            .per_version_binary_dir
+            .to_str()
+            .unwrap_or_default()
     }
 
     #[getter]
@@ -161,14 +164,22 @@ impl PyServiceDefinition {
     }
 
     #[getter]
-    fn min_version(&self) -> &str {
-        &self.inner.min_version
+    fn min_version(&self) -> String {
+        self.inner
+            .min_version
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default()
     }
 
     /// A copy of the allow-list (changing it does not change the definition).
     #[getter]
     fn version_allow_list(&self) -> Vec<String> {
-        self.inner.version_allow_list.clone()
+        self.inner
+            .version_allow_list
+            .iter()
+            .map(ToString::to_string)
+            .collect()
     }
 
     /// A copy of the labels (changing it does not change the definition).
@@ -229,7 +240,7 @@ impl PyServiceDefinition {
         let list: Vec<String> = sd
             .version_allow_list
             .iter()
-            .map(|v| pyrepr(py, v))
+            .map(|v| pyrepr(py, &v.to_string()))
             .collect();
         let labels: Vec<String> = sd
             .labels
@@ -241,11 +252,11 @@ impl PyServiceDefinition {
              isolation=Isolation.{}, explicit_instance={}, min_version={}, \
              version_allow_list=[{}], labels={{{}}})",
             pyrepr(py, &sd.service_name),
-            pyrepr(py, &sd.binary_path),
-            pyrepr(py, &sd.per_version_binary_dir),
+            pyrepr(py, self.binary_path()),
+            pyrepr(py, self.per_version_binary_dir()),
             sd.isolation.name(),
             pyrepr(py, &sd.explicit_instance),
-            pyrepr(py, &sd.min_version),
+            pyrepr(py, &self.min_version()),
             list.join(", "),
             labels.join(", "),
         )

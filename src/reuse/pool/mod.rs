@@ -491,11 +491,11 @@ impl BackendPool {
 fn recorded_definition(key: &BackendKey, daemon: &DaemonProcess) -> ServiceDefinition {
     let root = Path::new(&daemon.exe_path)
         .parent()
-        .map(|p| p.to_string_lossy().into_owned())
+        .map(Path::to_path_buf)
         .unwrap_or_default();
     ServiceDefinition {
         service_name: key.service_name().to_owned(),
-        binary_path: daemon.exe_path.clone(),
+        binary_path: daemon.exe_path.clone().into(),
         per_version_binary_dir: root,
         isolation: key.instance().isolation(),
         explicit_instance: match key.instance() {
