@@ -29,7 +29,8 @@ fuzz_target!(|data: &[u8]| {
     );
     assert_eq!(instance.isolation(), sd.isolation);
 
-    for version in &sd.version_allow_list {
+    for listed in &sd.version_allow_list {
+        let version = &listed.to_string();
         let key = BackendKey::for_service(&sd, version).expect("key for an allow-listed version");
         assert_eq!(key.service_version(), version);
         match sd.check_version(version) {
@@ -38,9 +39,8 @@ fuzz_target!(|data: &[u8]| {
                 rule: VersionRule::MinVersion,
                 ..
             }) => {
-                let floor = Version::parse(&sd.min_version).expect("valid floor");
-                let wanted = Version::parse(version).expect("valid entry");
-                assert!(wanted.triple() < floor.triple());
+                let floor = sd.min_version.as_ref().expect("a floor refused it");
+                assert!(listed.triple() < floor.triple());
             }
             Err(other) => panic!("allow-listed {version:?} refused: {other:?}"),
         }
