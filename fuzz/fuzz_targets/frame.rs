@@ -5,10 +5,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use running_process::wire::FrameMsg;
 use running_process::wire::{
     self as frame, FRAMING_VERSION, HEADER_LEN, MAX_FRAME_BODY, MAX_HELLO_BODY,
 };
-use running_process::wire::FrameMsg;
 use running_process::DecodeError;
 
 #[global_allocator]

@@ -5,8 +5,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use running_process::wire::{self as frame, MAX_FRAME_BODY};
 use running_process::wire::{self as probe, ProbeRequest, NONCE_LEN};
+use running_process::wire::{self as frame, MAX_FRAME_BODY};
 use running_process::wire::{payload_protocol, FrameKind, PayloadEncoding};
 use running_process::{DaemonProcess, TraceContext};
 

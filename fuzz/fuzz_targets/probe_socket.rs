@@ -9,8 +9,8 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use running_process::wire::{self as frame, HEADER_LEN};
 use running_process::wire::{self as probe, ProbeError, ProbeRequest, MAX_PROBE_RESPONSE};
+use running_process::wire::{self as frame, HEADER_LEN};
 use running_process::TraceContext;
 
 #[global_allocator]

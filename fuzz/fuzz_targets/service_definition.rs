@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use running_process::VersionRule;
-use running_process::{BackendKey, BrokerInstanceKey, ServiceDefinition, ValidationError, Version};
+use running_process::{BackendKey, BrokerInstanceKey, ServiceDefinition, ValidationError};
 
 #[global_allocator]
 static ALLOC: rp_fuzz::CappedAlloc = rp_fuzz::CappedAlloc;
