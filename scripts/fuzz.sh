@@ -4,12 +4,13 @@
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 #
-# New corpus entries go to fuzz/target/corpus/<target> (kept between runs,
+# New corpus entries go to $FUZZ_TARGET_DIR/corpus/<target> (kept between runs,
 # never committed); a crash, an outsized allocation, a leak of descriptors or
 # a timeout leaves its input in fuzz/artifacts/<target>/ and makes the script
 # exit 1 after the remaining targets have run. Prints one line of figures per
 # target. Environment: FUZZ_JOBS_NICE (niceness, default 0), FUZZ_RSS_MB
-# (default 2048).
+# (default 2048), FUZZ_TARGET_DIR (where the instrumented build, the grown
+# corpus and the logs go; default fuzz/target).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,15 +34,17 @@ max_len() {
 HOST=$(rustc -vV | sed -n 's/^host: //p')
 # Coverage instrumentation with stable flags (what cargo-fuzz passes), so
 # neither nightly nor cargo-fuzz is needed. Built for an explicit --target
-# so build scripts and proc macros are not instrumented, into fuzz/target so
-# the main target/ directory is left alone.
+# so build scripts and proc macros are not instrumented, into a target
+# directory of its own so the main target/ directory is left alone.
 export RUSTFLAGS="-Cpasses=sancov-module \
 -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
 -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares \
 --cfg fuzzing"
-export CARGO_TARGET_DIR="$PWD/fuzz/target"
+TARGET_DIR=${FUZZ_TARGET_DIR:-$PWD/fuzz/target}
+mkdir -p "$TARGET_DIR"
+export CARGO_TARGET_DIR="$TARGET_DIR"
 unset CARGO_BUILD_TARGET
 
 printf '==> building fuzz targets (%s)\n' "$HOST"
@@ -51,15 +54,15 @@ build_started=$(date +%s)
 (cd fuzz && cargo build --release --target "$HOST" --bins -q)
 printf 'built in %ss\n' "$(( $(date +%s) - build_started ))"
 
-BIN_DIR=fuzz/target/$HOST/release
+BIN_DIR=$TARGET_DIR/$HOST/release
 failed=()
 printf '\n%-20s %10s %9s %6s %7s %7s %8s %7s %s\n' \
     target execs exec/s secs cov ft corpus rss_mb result
 for target in "${TARGETS[@]}"; do
-    work=fuzz/target/corpus/$target
+    work=$TARGET_DIR/corpus/$target
     artifacts=fuzz/artifacts/$target
     mkdir -p "$work" "$artifacts" "fuzz/corpus/$target"
-    log=fuzz/target/$target.log
+    log=$TARGET_DIR/$target.log
     status=0
     nice -n "$NICE" "$BIN_DIR/$target" \
         -max_total_time="$SECONDS_PER_TARGET" \
@@ -91,9 +94,9 @@ done
 if [ ${#failed[@]} -gt 0 ]; then
     printf '\nfuzzing found failures in: %s\n' "${failed[*]}" >&2
     for target in "${failed[@]}"; do
-        printf '\n--- %s (from fuzz/target/%s.log)\n' "$target" "$target" >&2
-        grep -m 6 -A 1 -E 'panicked at|^fuzz: |ERROR: libFuzzer' "fuzz/target/$target.log" >&2 || true
-        tail -n 6 "fuzz/target/$target.log" >&2
+        printf '\n--- %s (from %s/%s.log)\n' "$target" "$TARGET_DIR" "$target" >&2
+        grep -m 6 -A 1 -E 'panicked at|^fuzz: |ERROR: libFuzzer' "$TARGET_DIR/$target.log" >&2 || true
+        tail -n 6 "$TARGET_DIR/$target.log" >&2
     done
     exit 1
 fi
