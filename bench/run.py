@@ -32,7 +32,7 @@ import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import running_process as rp
 
@@ -196,7 +196,9 @@ def peer_pid(sock: socket.socket) -> int:
     return int(pid)
 
 
-def baseline_launch(binary: Path, path: str, timeout: float = HANG_GUARD) -> tuple[float, subprocess.Popen[bytes]]:
+def baseline_launch(
+    binary: Path, path: str, timeout: float = HANG_GUARD
+) -> tuple[float, subprocess.Popen[bytes]]:
     """What users write today: Popen in a new session, a polling connect loop
     (1 ms between attempts), and a check that the peer is the child."""
     env = dict(os.environ)
@@ -226,7 +228,7 @@ def baseline_launch(binary: Path, path: str, timeout: float = HANG_GUARD) -> tup
         except (FileNotFoundError, ConnectionRefusedError):
             sock.close()
             if proc.poll() is not None or time.perf_counter() > deadline:
-                raise RuntimeError("baseline backend never accepted")
+                raise RuntimeError("baseline backend never accepted") from None
             time.sleep(0.001)
             continue
         try:
@@ -283,7 +285,9 @@ def python_round(binary: Path, root: Path, n: int) -> dict[str, list[float]]:
     return {"launch": ours, "baseline": theirs}
 
 
-def cold_launches(release: Path, tree: Tree, binary: Path, label: str, rounds: int, per_round: int) -> ColdLaunch:
+def cold_launches(
+    release: Path, tree: Tree, binary: Path, label: str, rounds: int, per_round: int
+) -> ColdLaunch:
     """Alternating rounds of: the Rust floor and the Rust-side verified
     launch (interleaved within one rp-bench process), then the verified
     launch from Python and the Python baseline (within one Python process,
@@ -294,7 +298,7 @@ def cold_launches(release: Path, tree: Tree, binary: Path, label: str, rounds: i
     baseline: list[float] = []
     rust_dir = workdir(tree, f"rust-{label}")
     py_dir = workdir(tree, f"py-{label}")
-    for r in range(rounds):
+    for _round in range(rounds):
         data = rp_bench(release, "cold", binary, rust_dir, per_round)
         floor += [ns / 1e9 for ns in data["floor_ns"]]
         rust += [ns / 1e9 for ns in data["launch_ns"]]
@@ -373,7 +377,15 @@ def pool_hits(tree: Tree, n: int) -> tuple[Series, Series, int]:
     rest: list[float] = []
     for _ in range(5):
         out = subprocess.run(
-            [sys.executable, "-c", POOL_CLIENT, str(root), str(tree.rust_backend), str(tree.version_dir), str(n)],
+            [
+                sys.executable,
+                "-c",
+                POOL_CLIENT,
+                str(root),
+                str(tree.rust_backend),
+                str(tree.version_dir),
+                str(n),
+            ],
             check=True,
             capture_output=True,
             text=True,
@@ -385,7 +397,11 @@ def pool_hits(tree: Tree, n: int) -> tuple[Series, Series, int]:
         rest += data["samples"][1:]
     pool.stop_all()
     owner.shutdown(5.0)
-    return Series("pool hit, first in a fresh process", firsts), Series("pool hit from another process", rest), owner.pid
+    return (
+        Series("pool hit, first in a fresh process", firsts),
+        Series("pool hit from another process", rest),
+        owner.pid,
+    )
 
 
 def python_verifies(tree: Tree, n: int) -> Series:
@@ -561,7 +577,16 @@ MEMORY = textwrap.dedent(
 def memory(tree: Tree, warm: int, n: int) -> dict[str, int]:
     root = workdir(tree, "memory")
     out = subprocess.run(
-        [sys.executable, "-c", MEMORY, str(root), str(tree.rust_backend), str(tree.version_dir), str(warm), str(n)],
+        [
+            sys.executable,
+            "-c",
+            MEMORY,
+            str(root),
+            str(tree.rust_backend),
+            str(tree.version_dir),
+            str(warm),
+            str(n),
+        ],
         check=True,
         capture_output=True,
         text=True,
@@ -640,85 +665,184 @@ def run(quick: bool) -> tuple[dict[str, Any], list[Row]]:
             keep(cold.floor, cold.rust, cold.python, cold.baseline)
             if label == "Rust backend":
                 rust_cold = cold
-                rows.append(ratio_row("verified cold launch, Rust backend, from Rust", cold.rust, cold.floor, 1.25,
-                                      "≤ 1.25 × floor"))
-                rows.append(ratio_row("the same, from Python", cold.python, cold.rust, 1.05,
-                                      "≤ 1.05 × the Rust-side launch"))
-            rows.append(ratio_row(f"verified cold launch vs Popen + connect loop, {label}", cold.python,
-                                  cold.baseline, 1.0, "< 1 (faster, with full verification)"))
+                rows.append(
+                    ratio_row(
+                        "verified cold launch, Rust backend, from Rust",
+                        cold.rust,
+                        cold.floor,
+                        1.25,
+                        "≤ 1.25 × floor",
+                    )
+                )
+                rows.append(
+                    ratio_row(
+                        "the same, from Python", cold.python, cold.rust, 1.05, "≤ 1.05 × the Rust-side launch"
+                    )
+                )
+            rows.append(
+                ratio_row(
+                    f"verified cold launch vs Popen + connect loop, {label}",
+                    cold.python,
+                    cold.baseline,
+                    1.0,
+                    "< 1 (faster, with full verification)",
+                )
+            )
 
         print("reuse ...", file=sys.stderr)
         n_hits = 1000 if quick else 20000
-        rust_hits = rust_series("router hit from Rust", rp_bench(release, "hit", tree.rust_backend,
-                                                                  workdir(tree, "hit"), n_hits))
+        rust_hits = rust_series(
+            "router hit from Rust", rp_bench(release, "hit", tree.rust_backend, workdir(tree, "hit"), n_hits)
+        )
         py_hits = python_router_hits(tree, n_hits)
         keep(rust_hits, py_hits)
-        rows.append(Row("registry hit in one process (no re-probe), Rust", f"p50 {fmt_time(rust_hits.p50)}, "
-                        f"p90 {fmt_time(rust_hits.p90)}", "", None, "p50 ≤ 5 µs", rust_hits.p50 <= 5e-6))
-        rows.append(Row("registry hit in one process (no re-probe), Python", f"p50 {fmt_time(py_hits.p50)}, "
-                        f"p90 {fmt_time(py_hits.p90)}", "", None, "p50 ≤ 20 µs", py_hits.p50 <= 20e-6))
+        rows.append(
+            Row(
+                "registry hit in one process (no re-probe), Rust",
+                f"p50 {fmt_time(rust_hits.p50)}, p90 {fmt_time(rust_hits.p90)}",
+                "",
+                None,
+                "p50 ≤ 5 µs",
+                rust_hits.p50 <= 5e-6,
+            )
+        )
+        rows.append(
+            Row(
+                "registry hit in one process (no re-probe), Python",
+                f"p50 {fmt_time(py_hits.p50)}, p90 {fmt_time(py_hits.p90)}",
+                "",
+                None,
+                "p50 ≤ 20 µs",
+                py_hits.p50 <= 20e-6,
+            )
+        )
 
         first, hits, _ = pool_hits(tree, 50 if quick else 400)
         keep(first, hits)
-        rows.append(Row("pool hit from another process (manifest, pidfd, peer creds, probe), Python",
-                        f"p50 {fmt_time(hits.p50)}, p90 {fmt_time(hits.p90)}; first hit in a fresh process "
-                        f"p50 {fmt_time(first.p50)}", "", None, "p50 ≤ 300 µs", hits.p50 <= 300e-6))
+        rows.append(
+            Row(
+                "pool hit from another process (manifest, pidfd, peer creds, probe), Python",
+                f"p50 {fmt_time(hits.p50)}, p90 {fmt_time(hits.p90)}; first hit in a fresh process "
+                f"p50 {fmt_time(first.p50)}",
+                "",
+                None,
+                "p50 ≤ 300 µs",
+                hits.p50 <= 300e-6,
+            )
+        )
 
         n_probe = 200 if quick else 5000
         probe_dir = workdir(tree, "probe")
-        probe_rust = rust_series("probe round trip, Rust backend",
-                                 rp_bench(release, "probe", tree.rust_backend, probe_dir, n_probe))
-        probe_py = rust_series("probe round trip, Python backend",
-                               rp_bench(release, "probe", tree.python_backend, probe_dir, n_probe))
-        verify_rust = rust_series("BackendHandle::verify, Rust backend",
-                                  rp_bench(release, "verify", tree.rust_backend, probe_dir, n_probe))
+        probe_rust = rust_series(
+            "probe round trip, Rust backend",
+            rp_bench(release, "probe", tree.rust_backend, probe_dir, n_probe),
+        )
+        probe_py = rust_series(
+            "probe round trip, Python backend",
+            rp_bench(release, "probe", tree.python_backend, probe_dir, n_probe),
+        )
+        verify_rust = rust_series(
+            "BackendHandle::verify, Rust backend",
+            rp_bench(release, "verify", tree.rust_backend, probe_dir, n_probe),
+        )
         verify_py = python_verifies(tree, n_probe)
         keep(probe_rust, probe_py, verify_rust, verify_py)
         for s in (probe_rust, probe_py):
-            rows.append(Row(s.name, f"p50 {fmt_time(s.p50)}, p90 {fmt_time(s.p90)}", "", None, "p50 ≤ 60 µs",
-                            s.p50 <= 60e-6))
-        rows.append(Row("full verification (peer creds, /proc, probe), Rust / Python",
-                        f"p50 {fmt_time(verify_rust.p50)} / {fmt_time(verify_py.p50)}", "", None, "(reported)",
-                        None))
+            rows.append(
+                Row(
+                    s.name,
+                    f"p50 {fmt_time(s.p50)}, p90 {fmt_time(s.p90)}",
+                    "",
+                    None,
+                    "p50 ≤ 60 µs",
+                    s.p50 <= 60e-6,
+                )
+            )
+        rows.append(
+            Row(
+                "full verification (peer creds, /proc, probe), Rust / Python",
+                f"p50 {fmt_time(verify_rust.p50)} / {fmt_time(verify_py.p50)}",
+                "",
+                None,
+                "(reported)",
+                None,
+            )
+        )
 
         print("hashing ...", file=sys.stderr)
         mib = 32 if quick else 256
         ours, coreutils, py_hash, cache = hashing(release, tree, mib, 2 if quick else 3)
         keep(ours, coreutils, py_hash, cache)
         throughput = coreutils.p50 / ours.p50
-        rows.append(Row(f"SHA-256 of a {mib} MiB file", f"{fmt_time(ours.p50)} ({mib / ours.p50:.0f} MiB/s); "
-                        f"from Python {fmt_time(py_hash.p50)}", f"sha256sum: {fmt_time(coreutils.p50)} "
-                        f"({mib / coreutils.p50:.0f} MiB/s)", throughput, "≥ 0.90 × sha256sum throughput",
-                        throughput >= 0.9))
+        rows.append(
+            Row(
+                f"SHA-256 of a {mib} MiB file",
+                f"{fmt_time(ours.p50)} ({mib / ours.p50:.0f} MiB/s); from Python {fmt_time(py_hash.p50)}",
+                f"sha256sum: {fmt_time(coreutils.p50)} ({mib / coreutils.p50:.0f} MiB/s)",
+                throughput,
+                "≥ 0.90 × sha256sum throughput",
+                throughput >= 0.9,
+            )
+        )
         cached = Series("digest lookup, unchanged file", cache.samples[1:])
-        rows.append(Row("unchanged binary not rehashed", f"p50 {fmt_time(cached.p50)} after a first hash of "
-                        f"{fmt_time(cache.samples[0])}", "", None, "no rehash", cached.p50 < cache.samples[0] / 100))
+        rows.append(
+            Row(
+                "unchanged binary not rehashed",
+                f"p50 {fmt_time(cached.p50)} after a first hash of {fmt_time(cache.samples[0])}",
+                "",
+                None,
+                "no rehash",
+                cached.p50 < cache.samples[0] / 100,
+            )
+        )
 
         print("racing processes ...", file=sys.stderr)
         racers = 8 if quick else 32
         for racer_release, one in ((release, rust_cold.rust), (None, rust_cold.python)):
             walls, spawns = race(tree, racers, 1 if quick else 5, racer_release)
             keep(walls)
-            rows.append(Row(walls.name, f"spawns per round {spawns}; wall p50 {fmt_time(walls.p50)}",
-                            f"{one.name}: {fmt_time(one.p50)}", walls.p50 / one.p50,
-                            "exactly 1 spawn; wall ≤ 2 × one cold launch",
-                            all(s == 1 for s in spawns) and walls.p50 <= 2 * one.p50))
+            rows.append(
+                Row(
+                    walls.name,
+                    f"spawns per round {spawns}; wall p50 {fmt_time(walls.p50)}",
+                    f"{one.name}: {fmt_time(one.p50)}",
+                    walls.p50 / one.p50,
+                    "exactly 1 spawn; wall ≤ 2 × one cold launch",
+                    all(s == 1 for s in spawns) and walls.p50 <= 2 * one.p50,
+                )
+            )
 
         print("import time ...", file=sys.stderr)
         bare, imported = import_times(5 if quick else 40)
         keep(bare, imported)
         over = imported.p50 - bare.p50
-        rows.append(Row("import running_process", f"+{fmt_time(over)} over bare start (p50 {fmt_time(imported.p50)})",
-                        f"bare interpreter: {fmt_time(bare.p50)}", None, "≤ 15 ms over bare start", over <= 15e-3))
+        rows.append(
+            Row(
+                "import running_process",
+                f"+{fmt_time(over)} over bare start (p50 {fmt_time(imported.p50)})",
+                f"bare interpreter: {fmt_time(bare.p50)}",
+                None,
+                "≤ 15 ms over bare start",
+                over <= 15e-3,
+            )
+        )
 
         print("memory ...", file=sys.stderr)
         warm, n = (20, 100) if quick else (50, 1000)
         mem = memory(tree, warm, n)
         growth = mem["after_kib"] - mem["before_kib"]
         series["rss"] = mem
-        rows.append(Row(f"launcher RSS over {n} launches", f"{growth:+d} KiB ({mem['before_kib']} → "
-                        f"{mem['after_kib']} KiB, after {warm} warm-up launches)", "", None, "growth < 1 MiB",
-                        growth < 1024))
+        rows.append(
+            Row(
+                f"launcher RSS over {n} launches",
+                f"{growth:+d} KiB ({mem['before_kib']} → "
+                f"{mem['after_kib']} KiB, after {warm} warm-up launches)",
+                "",
+                None,
+                "growth < 1 MiB",
+                growth < 1024,
+            )
+        )
     finally:
         shutil.rmtree(tree.root, ignore_errors=True)
     info = machine()
@@ -731,7 +855,9 @@ def markdown(result: dict[str, Any], rows: list[Row]) -> str:
     lines = [
         "# Benchmark results",
         "",
-        "Written by `python bench/run.py`" + (" --quick" if result["quick"] else "") + "; do not edit by hand.",
+        "Written by `python bench/run.py`"
+        + (" --quick" if result["quick"] else "")
+        + "; do not edit by hand.",
         "",
         f"- machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}",
         f"- Python {m['python']}, {m['rustc']}, commit {m['commit']}",
@@ -748,18 +874,25 @@ def markdown(result: dict[str, Any], rows: list[Row]) -> str:
     lines += ["", "## All series", "", "| series | n | p50 | p90 | min |", "|---|---|---|---|---|"]
     for name, s in result["series"].items():
         if "p50_s" in s:
-            lines.append(f"| {name} | {s['n']} | {fmt_time(s['p50_s'])} | {fmt_time(s['p90_s'])} | "
-                         f"{fmt_time(s['min_s'])} |")
+            lines.append(
+                f"| {name} | {s['n']} | {fmt_time(s['p50_s'])} | {fmt_time(s['p90_s'])} | "
+                f"{fmt_time(s['min_s'])} |"
+            )
     return "\n".join(lines) + "\n"
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run with few iterations")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="where results.json and RESULTS.md go (default: bench/, or a temp dir with --quick)")
-    parser.add_argument("--python-round", nargs=3, metavar=("BINARY", "WORKDIR", "N"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where results.json and RESULTS.md go (default: bench/, or a temp dir with --quick)",
+    )
+    parser.add_argument("--python-round", nargs=3, metavar=("BINARY", "WORKDIR", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.python_round:
         binary, root, n = args.python_round
@@ -769,8 +902,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     out = args.out or (Path(tempfile.mkdtemp(prefix="rp-bench-")) if args.quick else BENCH)
     out.mkdir(parents=True, exist_ok=True)
     result["rows"] = [
-        {"figure": r.figure, "measured": r.measured, "baseline": r.baseline, "ratio": r.ratio,
-         "target": r.target, "met": r.met, **r.data}
+        {
+            "figure": r.figure,
+            "measured": r.measured,
+            "baseline": r.baseline,
+            "ratio": r.ratio,
+            "target": r.target,
+            "met": r.met,
+            **r.data,
+        }
         for r in rows
     ]
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -423,7 +423,7 @@ def test_doctor_insecure_dir_exits_4(c: Cli) -> None:
     os.chmod(c.state_dir, 0o700)
     link.symlink_to(c.state_dir)
     code, report = c.json("doctor", "--state-dir", str(link), *c.sd())
-    assert code == 4 and report["directories"]["state_dir"]["problem"] == "is a symlink"
+    assert code == 4 and "symbolic link" in report["directories"]["state_dir"]["problem"]
 
 
 def test_doctor_sun_path_budget_exceeded_exits_1(c: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -443,3 +443,85 @@ def test_errors_map_to_exit_codes() -> None:
     assert cli.parse_key("shared/zccache@1.11.20") == rp.BackendKey(
         rp.BrokerInstanceKey.shared(), "zccache", "1.11.20"
     )
+
+
+# --- doctor and launch agree ---------------------------------------------------------
+
+
+def _private_tree(run: Path) -> tuple[Path, Path]:
+    middle = run / "running-process"
+    middle.mkdir(mode=0o700)
+    (middle / "broker").mkdir(mode=0o700)
+    return middle, middle / "broker"
+
+
+def _loosen(mode: int) -> Any:
+    def setup(run: Path) -> Path:
+        middle, _ = _private_tree(run)
+        os.chmod(middle, mode)
+        return middle
+
+    return setup
+
+
+def _loose_leaf(run: Path) -> Path:
+    _, broker = _private_tree(run)
+    os.chmod(broker, 0o750)
+    return broker
+
+
+def _symlinked_middle(run: Path) -> Path:
+    real = run / "elsewhere"
+    real.mkdir(mode=0o700)
+    (real / "broker").mkdir(mode=0o700)
+    (run / "running-process").symlink_to(real)
+    return run / "running-process"
+
+
+def _open_base(run: Path) -> Path:
+    os.chmod(run, 0o777)
+    return run
+
+
+def _nothing(run: Path) -> None:
+    return None
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [_nothing, _loose_leaf, _loosen(0o755), _loosen(0o770), _symlinked_middle, _open_base],
+    ids=["fresh", "loose-leaf", "loose-middle-755", "loose-middle-770", "symlinked-middle", "open-base"],
+)
+def test_doctor_and_launch_judge_the_socket_tree_alike(
+    c: Cli, setup: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = c.dirs.root / "run"
+    run.mkdir(mode=0o700)
+    culprit = setup(run)
+    code, report = c.json("doctor", *c.st(), *c.sd())
+    verdict = report["directories"]["socket_dir"]
+    launcher = rp.CommandBackendLauncher.for_current_user(ready_timeout=30.0)
+    key = rp.BackendKey(rp.BrokerInstanceKey.shared(), "v1echo", VERSION)
+    try:
+        handle = launcher.launch(key, c.dirs.sd())
+    except rp.EndpointError as refusal:
+        err = refusal.__cause__
+        assert isinstance(err, rp.InsecureDirectoryError), refusal
+        assert verdict["status"] == "insecure", (verdict, err)
+        assert code == cli.EXIT_REFUSED
+        assert str(err.path) == str(culprit)
+        assert err.reason in verdict["problem"]
+    else:
+        handle.shutdown()
+        assert culprit is None
+        assert verdict["status"] in ("ok", "missing"), verdict
+    finally:
+        os.chmod(run, 0o700)
+
+
+def test_doctor_reports_what_a_launch_would_create(c: Cli) -> None:
+    code, report = c.json("doctor", *c.st(), *c.sd())
+    verdict = report["directories"]["socket_dir"]
+    assert code == 0 and verdict["status"] == "missing"
+    assert verdict["would_create"][-1] == rp.socket_dir()
+    assert not os.path.exists(rp.socket_dir())

@@ -3,6 +3,8 @@ package's public surface."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import running_process as rp
 from running_process import _native
 
@@ -59,3 +61,9 @@ def test_public_names_are_exported() -> None:
     for name in _native.__all__:
         assert name in rp.__all__, name
         assert getattr(rp, name) is getattr(_native, name)
+
+
+def test_the_version_is_the_crates() -> None:
+    cargo = (Path(__file__).resolve().parents[1] / "Cargo.toml").read_text()
+    assert f'\nversion = "{rp.__version__}"\n' in cargo
+    assert rp.__version__ == rp._native.__version__

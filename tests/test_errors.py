@@ -285,3 +285,13 @@ def test_allocation_exhausted_pickles(short_dir: Path) -> None:
     assert type(restored) is rp.AllocationExhaustedError
     assert restored.attempts == 2
     assert restored.dir == str(short_dir / "b")
+
+
+def test_the_core_table_is_the_one_list_of_attributes() -> None:
+    with_fields = {name for name in errors.__all__ if getattr(errors, name)._fields}
+    assert set(rp._native.EXCEPTION_FIELDS) == with_fields
+    for name, fields in rp._native.EXCEPTION_FIELDS.items():
+        assert getattr(errors, name)._fields == fields
+    # The samples above name their attributes independently of the table.
+    for cls, sample, _ in SAMPLES:
+        assert tuple(sample) == cls._fields, cls.__name__

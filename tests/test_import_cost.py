@@ -97,7 +97,7 @@ def test_logging_imported_after_the_package_sees_debug_records(dirs: BackendDirs
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
     assert any(line.startswith("DEBUG running_process.") for line in lines), result.stderr
-    assert any(line.startswith("WARNING running_process.broker.launcher") for line in lines)
+    assert any(line.startswith("WARNING running_process.launch") for line in lines)
 
 
 def test_unconfigured_debug_records_stay_silent(dirs: BackendDirs) -> None:

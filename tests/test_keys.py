@@ -262,3 +262,34 @@ def test_keys_work_as_dict_keys() -> None:
     }
     assert registry[rp.BackendKey.for_service(make_sd(service_name="a"), "1.0.0")] == 1
     assert registry[rp.BackendKey(rp.BrokerInstanceKey.from_id("private:a"), "a", "1.0.0")] == 2
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        rp.BackendKey(rp.BrokerInstanceKey.shared(), "zccache", "1.11.20"),
+        rp.BackendKey(rp.BrokerInstanceKey.private("zccache"), "zccache", "2.0.0-rc.1"),
+        rp.BackendKey(rp.BrokerInstanceKey.explicit("ci"), "echo", "1.0.0"),
+    ],
+    ids=str,
+)
+def test_a_key_parses_from_its_text(key: rp.BackendKey) -> None:
+    assert rp.BackendKey.parse(str(key)) == key
+
+
+@pytest.mark.parametrize("text", ["", "shared", "shared/echo", "echo@1.0.0", "/echo@1.0.0", "shared/echo@"])
+def test_text_not_shaped_like_a_key_is_refused_as_a_key(text: str) -> None:
+    with pytest.raises(rp.InvalidNameError) as info:
+        rp.BackendKey.parse(text)
+    assert info.value.kind == "backend key" and info.value.value == text
+
+
+def test_a_key_with_a_bad_part_names_the_part() -> None:
+    with pytest.raises(rp.InvalidNameError) as info:
+        rp.BackendKey.parse("nowhere/echo@1.0.0")
+    assert info.value.kind == "instance id"
+    with pytest.raises(rp.InvalidNameError) as info:
+        rp.BackendKey.parse("shared/Echo@1.0.0")
+    assert info.value.kind == "service name"
+    with pytest.raises(rp.InvalidVersionError):
+        rp.BackendKey.parse("shared/echo@1.0")

@@ -738,7 +738,7 @@ def test_launch_steps_are_logged_with_their_facts(
         trace = rp.TraceContext.new_root()
         sd = dirs.sd()
         handle = launches.launch(dirs.launcher(), key_for(sd), sd, trace)
-        records = [r for r in caplog.records if r.name.startswith("running_process.broker.launcher")]
+        records = [r for r in caplog.records if r.name.startswith("running_process.launch")]
         launched = [r for r in records if r.levelno == logging.INFO and "launched" in r.getMessage()]
         assert len(launched) == 1
         message = launched[0].getMessage()
@@ -748,3 +748,21 @@ def test_launch_steps_are_logged_with_their_facts(
     finally:
         caplog.set_level(logging.WARNING, logger="running_process")
         rp.refresh_logging()
+
+
+def test_the_launcher_lists_and_kills_its_live_children(dirs: BackendDirs, launches: Launches) -> None:
+    sd = dirs.sd()
+    launcher = dirs.launcher()
+    assert launcher.live_children() == []
+    first = launches.launch(launcher, key_for(sd), sd)
+    second = launches.launch(launcher, key_for(sd, "1.0.1"), sd)
+    listed = {(key, daemon.pid) for key, daemon in launcher.live_children()}
+    assert listed == {(first.key, first.pid), (second.key, second.pid)}
+    # Another launcher's children are not this one's.
+    assert dirs.launcher().live_children() == []
+    first.shutdown()
+    assert [daemon.pid for _, daemon in launcher.live_children()] == [second.pid]
+    killed = launcher.kill_children()
+    assert [(key, daemon.pid) for key, daemon in killed] == [(second.key, second.pid)]
+    assert second.returncode == -signal.SIGKILL
+    assert launcher.live_children() == [] and launcher.kill_children() == []

@@ -242,3 +242,8 @@ def test_instance_broker_socket_name_refuses_bad_instance(name: str) -> None:
         rp.instance_broker_socket_name(HASH, name)
     assert info.value.kind == "instance name"
     assert info.value.value == name
+
+
+def test_the_backend_socket_name_length_is_the_contracts() -> None:
+    # "rpb-v1-" + 16 hex + "-be-" + 32 hex + ".sock"
+    assert rp.BACKEND_SOCKET_NAME_LEN == 7 + 16 + 4 + 32 + 5 == len(rp.backend_socket_name(HASH, TOKEN))

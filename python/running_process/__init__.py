@@ -9,6 +9,7 @@ exceptions.
 from __future__ import annotations
 
 from running_process._native import (
+    BACKEND_SOCKET_NAME_LEN,
     ENV_BACKEND_NAMESPACE,
     ENV_BACKEND_PIPE,
     ENV_EXE_DIGEST,
@@ -19,6 +20,7 @@ from running_process._native import (
     ENV_SERVICE_VERSION,
     ENV_TRACEPARENT,
     ENV_TRACESTATE,
+    MACHINE_ID_PATHS,
     SUN_PATH_MAX,
     V1_ENV_NAMES,
     BackendEndpointAllocator,
@@ -41,6 +43,7 @@ from running_process._native import (
     TraceContext,
     backend_socket_name,
     boot_id,
+    check_private_dir,
     instance_broker_socket_name,
     refresh_logging,
     service_broker_socket_name,
@@ -48,11 +51,13 @@ from running_process._native import (
     sha256_file,
     shared_broker_socket_name,
     socket_dir,
+    socket_dir_base,
     user_sid_hash,
     validate_instance_name,
     validate_service_name,
     validate_version,
 )
+from running_process._native import __version__ as __version__
 from running_process.errors import (
     AllocationExhaustedError,
     BackendExitedError,
@@ -99,8 +104,6 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'running_process' has no attribute {name!r}")
 
 
-__version__ = "0.1.0"
-
 __all__ = [
     "PoolEntry",
     "BackendPool",
@@ -121,6 +124,8 @@ __all__ = [
     "ENV_TRACEPARENT",
     "ENV_TRACESTATE",
     "SUN_PATH_MAX",
+    "BACKEND_SOCKET_NAME_LEN",
+    "MACHINE_ID_PATHS",
     "V1_ENV_NAMES",
     "AllocationExhaustedError",
     "BackendConnection",
@@ -162,6 +167,7 @@ __all__ = [
     "VersionRefusedError",
     "backend_socket_name",
     "boot_id",
+    "check_private_dir",
     "instance_broker_socket_name",
     "refresh_logging",
     "service_broker_socket_name",
@@ -169,6 +175,7 @@ __all__ = [
     "sha256_file",
     "shared_broker_socket_name",
     "socket_dir",
+    "socket_dir_base",
     "user_sid_hash",
     "validate_instance_name",
     "validate_service_name",

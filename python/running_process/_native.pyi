@@ -29,6 +29,8 @@ __all__ = [
     "ENV_EXE_DIGEST",
     "V1_ENV_NAMES",
     "SUN_PATH_MAX",
+    "BACKEND_SOCKET_NAME_LEN",
+    "MACHINE_ID_PATHS",
     "Isolation",
     "ServiceDefinition",
     "Endpoint",
@@ -51,6 +53,8 @@ __all__ = [
     "user_sid_hash",
     "boot_id",
     "socket_dir",
+    "socket_dir_base",
+    "check_private_dir",
     "service_def_dir",
     "sha256_file",
     "validate_service_name",
@@ -91,6 +95,18 @@ V1_ENV_NAMES: Final[tuple[str, ...]]
 """The seven environment names of the v1 contract, in the contract's order."""
 SUN_PATH_MAX: Final[int]
 """Longest Unix socket path in bytes (107: ``sun_path`` holds 108 with the NUL)."""
+BACKEND_SOCKET_NAME_LEN: Final[int]
+"""Length of a backend socket's file name, ``rpb-v1-{16 hex}-be-{32 hex}.sock``
+(64): a socket directory longer than ``SUN_PATH_MAX - 1 - 64`` bytes cannot
+hold a backend endpoint."""
+MACHINE_ID_PATHS: Final[tuple[str, ...]]
+"""Where the machine id is read from, in order."""
+EXCEPTION_FIELDS: Final[dict[str, tuple[str, ...]]]
+"""The attributes of each exception class of :mod:`running_process.errors`
+that carries data, in order: the one table both the core and the Python
+classes take them from."""
+__version__: Final[str]
+"""The version of the package (the crate's)."""
 
 @final
 class Isolation:
@@ -239,6 +255,11 @@ class BackendKey:
     ``str()`` gives ``instance/service@version``."""
 
     def __new__(cls, instance: BrokerInstanceKey, service_name: str, service_version: str) -> Self: ...
+    @staticmethod
+    def parse(text: str) -> BackendKey:
+        """Parses ``instance/service@version``, the text ``str()`` gives.
+        ``InvalidNameError`` with ``kind == "backend key"`` when the text is
+        not shaped like a key; the error of the part otherwise."""
     @staticmethod
     def for_service(service_definition: ServiceDefinition, version: str) -> BackendKey:
         """The key of ``service_definition`` at ``version`` (the version must be
@@ -451,6 +472,12 @@ class CommandBackendLauncher:
     def socket_dir(self) -> str: ...
     @property
     def env_scrub(self) -> list[str]: ...
+    def live_children(self) -> list[tuple[BackendKey, DaemonProcess]]:
+        """The backends this launcher started that still run (not yet
+        reaped), whoever holds their handles."""
+    def kill_children(self) -> list[tuple[BackendKey, DaemonProcess]]:
+        """Kills (through the pidfd, then reaped) every backend this launcher
+        started that still runs, and returns them. GIL released."""
 
 @final
 class BackendHandle:
@@ -802,6 +829,19 @@ def socket_dir() -> str:
     """``$XDG_RUNTIME_DIR/running-process/broker``, or
     ``/tmp/running-process-{uid}/broker`` when XDG_RUNTIME_DIR is unset, empty
     or relative. Not created by this call."""
+
+def socket_dir_base() -> str:
+    """The directory the socket directory's private tree hangs from
+    (``$XDG_RUNTIME_DIR``, or ``/tmp``); it must be owned by this user or
+    root, and sticky if others can write to it."""
+
+def check_private_dir(path: _Path, base: Optional[_Path] = None) -> list[str]:
+    """The check a launch makes of a private directory, creating nothing:
+    ``base`` (default: the parent of ``path``) must be a trusted base and
+    every existing directory below it, down to ``path``, a real directory
+    of this (effective) user with mode 0700 or stricter. Returns the
+    directories a launch would create; raises ``InsecureDirectoryError`` or
+    ``FilesystemError`` as the launch would. GIL released."""
 
 def service_def_dir() -> str:
     """``$RUNNING_PROCESS_SERVICE_DEF_DIR``, else

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import errno as _errno
 
+from running_process._native import EXCEPTION_FIELDS as _EXCEPTION_FIELDS
+
 # `typing` is left unimported at run time: it is a noticeable part of import time.
 TYPE_CHECKING = False
 
@@ -87,16 +89,14 @@ class BackendLaunchError(RunningProcessError):
     """A launch failed. Whatever was started has been killed and reaped, its
     socket file and log removed, and its endpoint released."""
 
-    _fields: ClassVar[tuple[str, ...]] = ("reason",)
     reason: str
 
 
 class InvalidNameError(RunningProcessError, ValueError):
     """A service name, instance name, per-user hash or instance id with a bad
     shape. ``kind`` says which (``"service name"``, ``"instance name"``,
-    ``"user sid hash"``, ``"endpoint token"``, ``"instance id"``)."""
+    ``"user sid hash"``, ``"endpoint token"``, ``"instance id"``, ``"backend key"``)."""
 
-    _fields = ("kind", "value", "reason")
     kind: str
     value: str
     reason: str
@@ -105,7 +105,6 @@ class InvalidNameError(RunningProcessError, ValueError):
 class InvalidVersionError(RunningProcessError, ValueError):
     """A version that is not ``MAJOR.MINOR.PATCH[-pre]``."""
 
-    _fields = ("value", "reason")
     value: str
     reason: str
 
@@ -115,7 +114,6 @@ class VersionRefusedError(BackendLaunchError):
     (below ``min_version`` or outside ``version_allow_list``). Raised by
     ``check_version`` and by a launch, before anything is spawned."""
 
-    _fields = ("service_name", "version", "rule", "reason")
     service_name: str
     version: str
     rule: str
@@ -126,7 +124,6 @@ class VersionRefusedError(BackendLaunchError):
 class InvalidServiceDefinitionError(RunningProcessError, ValueError):
     """A service definition field that breaks a rule of the contract."""
 
-    _fields: ClassVar[tuple[str, ...]] = ("field", "value", "reason")
     field: str
     value: str
     reason: str
@@ -135,7 +132,6 @@ class InvalidServiceDefinitionError(RunningProcessError, ValueError):
 class ServiceDefinitionStemMismatchError(InvalidServiceDefinitionError):
     """A ``.servicedef`` file whose name differs from the service it defines."""
 
-    _fields = ("field", "value", "reason", "path", "stem")
     path: str
     stem: str
 
@@ -143,7 +139,6 @@ class ServiceDefinitionStemMismatchError(InvalidServiceDefinitionError):
 class ServiceDefinitionNotFoundError(RunningProcessError, FileNotFoundError):
     """No ``.servicedef`` file for the requested service."""
 
-    _fields = ("service_name", "path")
     service_name: str
     path: str
 
@@ -156,7 +151,6 @@ class ServiceDefinitionNotFoundError(RunningProcessError, FileNotFoundError):
 class InvalidTraceContextError(RunningProcessError, ValueError):
     """A ``traceparent`` or ``tracestate`` that breaks the W3C grammar."""
 
-    _fields = ("field", "value", "reason")
     field: str
     value: str
     reason: str
@@ -166,7 +160,6 @@ class InvalidIdentityError(RunningProcessError, ValueError):
     """A daemon identity or endpoint field that cannot be right (a hash that
     is not 32 bytes, pid 0, a relative path, ...)."""
 
-    _fields = ("field", "value", "reason")
     field: str
     value: str
     reason: str
@@ -176,7 +169,6 @@ class DecodeError(RunningProcessError, ValueError):
     """Bytes or text that do not decode into the expected message. ``what``
     names the message (``"ServiceDefinition"``, ``"DaemonProcess"``, ...)."""
 
-    _fields = ("what", "reason")
     what: str
     reason: str
 
@@ -185,7 +177,6 @@ class InsecureDirectoryError(RunningProcessError):
     """A directory that is a symlink, belongs to someone else, or grants group
     or other access. It is refused, never repaired."""
 
-    _fields = ("path", "reason")
     path: str
     reason: str
 
@@ -193,7 +184,6 @@ class InsecureDirectoryError(RunningProcessError):
 class FilesystemError(RunningProcessError, OSError):
     """An operating system call on a file or directory failed."""
 
-    _fields = ("path", "operation", "os_errno")
     path: str
     operation: str
     os_errno: Optional[int]
@@ -207,7 +197,6 @@ class HostIdentityError(RunningProcessError, OSError):
     """A fact about this host (machine id, boot id, OS randomness) that could
     not be read. ``what`` says which."""
 
-    _fields = ("what", "path", "reason")
     what: str
     path: Optional[str]
     reason: str
@@ -217,7 +206,6 @@ class PathTooLongError(RunningProcessError, ValueError):
     """A Unix socket path that would not fit ``sun_path``; names are never
     truncated."""
 
-    _fields = ("path", "length", "limit")
     path: str
     length: int
     limit: int
@@ -226,7 +214,6 @@ class PathTooLongError(RunningProcessError, ValueError):
 class AllocationExhaustedError(RunningProcessError):
     """Every attempt to draw a free endpoint path collided."""
 
-    _fields = ("attempts", "dir")
     attempts: int
     dir: str
 
@@ -238,7 +225,6 @@ class BinaryPolicyError(BackendLaunchError):
     ``CanonicalizeBinaryRoot``, ``BinaryOutsideAllowRoot``, ``NotExecutable``,
     ``InsecurePermissions`` or ``BadInterpreter``."""
 
-    _fields = ("reason", "variant", "path")
     variant: str
     path: Optional[str]
 
@@ -247,8 +233,6 @@ class EndpointError(BackendLaunchError):
     """No endpoint could be allocated (the cause is chained as
     ``__cause__``: ``InsecureDirectoryError``, ``PathTooLongError``, ...)."""
 
-    _fields = ("reason",)
-
 
 class SpawnError(BackendLaunchError, OSError):
     """The backend process could not be started; ``os_errno`` is the kernel's
@@ -256,7 +240,6 @@ class SpawnError(BackendLaunchError, OSError):
     step that ran out of descriptors, memory or processes (``EMFILE``,
     ``ENFILE``, ``ENOMEM``, ``EAGAIN``; the message names the step)."""
 
-    _fields = ("reason", "path", "os_errno")
     path: str
     os_errno: Optional[int]
 
@@ -269,7 +252,6 @@ class BackendExitedError(BackendLaunchError):
     """The backend ended before it was ready. ``returncode`` follows
     :mod:`subprocess`: the exit status, or minus the signal number."""
 
-    _fields = ("reason", "pid", "returncode", "log_tail")
     pid: int
     returncode: int
     log_tail: str
@@ -279,7 +261,6 @@ class NotReadyError(BackendLaunchError):
     """The backend did not accept and answer the probe within
     ``ready_timeout`` seconds."""
 
-    _fields = ("reason", "pid", "timeout", "log_tail")
     pid: int
     timeout: float
     log_tail: str
@@ -290,7 +271,6 @@ class VerificationError(BackendLaunchError):
     (``peer pid``, ``peer uid``, ``exe_path``, ``exe_sha256``, ``boot_id``,
     ``pid``, ``ipc_endpoint.path``, ``script``, ...) differs."""
 
-    _fields = ("reason", "field", "expected", "actual")
     field: str
     expected: str
     actual: str
@@ -300,14 +280,10 @@ class ProbeError(BackendLaunchError):
     """The identity probe failed: the backend answered garbage, the wrong
     nonce or request id, or closed the connection."""
 
-    _fields = ("reason",)
-
 
 class LauncherError(BackendLaunchError):
     """A launcher implemented in Python failed or returned something that is
     not a ``BackendHandle``."""
-
-    _fields = ("reason",)
 
 
 class BackendServerError(RunningProcessError):
@@ -316,7 +292,6 @@ class BackendServerError(RunningProcessError):
     causes: the endpoint is in use by a live listener, something that is not
     a socket is at the path, ...)."""
 
-    _fields = ("variable", "reason")
     variable: Optional[str]
     reason: str
 
@@ -325,7 +300,13 @@ class RefusedError(RunningProcessError):
     """A router refused the request: ``code`` is the v1 error code
     (``ErrorCode``), ``retry_after_ms`` a hint for RATE_LIMITED."""
 
-    _fields = ("code", "reason", "retry_after_ms")
     code: Any
     reason: str
     retry_after_ms: int
+
+
+# The attributes of each class come from the core's one table of them, which
+# is also what the core names the values after when it raises.
+for _name, _names in _EXCEPTION_FIELDS.items():
+    globals()[_name]._fields = _names
+del _name, _names

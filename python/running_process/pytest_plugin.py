@@ -40,7 +40,6 @@ import fcntl
 import json
 import os
 import shutil
-import signal
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -50,7 +49,6 @@ from typing import Any, Optional, Protocol
 import pytest
 
 from ._native import (
-    ENV_SERVICE_NAME,
     BackendHandle,
     BackendKey,
     BackendPool,
@@ -121,52 +119,6 @@ def _launcher_for(root: Path, **options: Any) -> CommandBackendLauncher:
     return CommandBackendLauncher.for_current_user(**settings)
 
 
-# --- processes -------------------------------------------------------------------
-
-
-def _proc_stat(pid: int) -> Optional[tuple[str, int]]:
-    """``(state, ppid)`` of ``pid``, or None once it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    rest = data[data.rindex(b")") + 2 :].split()
-    return rest[0].decode(), int(rest[1])
-
-
-def _environ(pid: int) -> dict[str, str]:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return {}
-    env: dict[str, str] = {}
-    for entry in raw.split(b"\0"):
-        name, sep, value = entry.decode("utf-8", "surrogateescape").partition("=")
-        if sep:
-            env[name] = value
-    return env
-
-
-def _running_children_under(socket_dir: str) -> list[tuple[int, dict[str, str]]]:
-    """Running (non-zombie) children of this process whose environment names
-    an endpoint inside ``socket_dir``: backends launched from it."""
-    prefix = socket_dir.rstrip("/") + "/"
-    me = os.getpid()
-    found: list[tuple[int, dict[str, str]]] = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        info = _proc_stat(int(name))
-        if info is None or info[1] != me or info[0] == "Z":
-            continue
-        env = _environ(int(name))
-        if any(value.startswith(prefix) for value in env.values()):
-            found.append((int(name), env))
-    return found
-
-
 def _describe(service: str, pid: int, endpoint: str) -> str:
     return f"service {service!r} pid {pid} endpoint {endpoint}"
 
@@ -212,13 +164,10 @@ def rp_launcher(_rp_root: Path) -> Iterator[CommandBackendLauncher]:
     """
     launcher = _launcher_for(_rp_root)
     yield launcher
-    leaks: list[str] = []
-    for pid, env in _running_children_under(launcher.socket_dir):
-        endpoint = next((v for v in env.values() if v.startswith(launcher.socket_dir.rstrip("/") + "/")), "?")
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-        leaks.append(_describe(env.get(ENV_SERVICE_NAME, "?"), pid, endpoint))
-    _leak_failure(leaks)
+    killed = launcher.kill_children()
+    _leak_failure(
+        [_describe(key.service_name, daemon.pid, daemon.ipc_endpoint.path) for key, daemon in killed]
+    )
 
 
 @pytest.fixture

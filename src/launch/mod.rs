@@ -56,7 +56,7 @@ use crate::contract::trace::TraceContext;
 use crate::launch::endpoint::{BackendEndpointAllocator, DEFAULT_MAX_ATTEMPTS};
 use crate::sys::exe::{open_backend, BackendBinary};
 use crate::sys::host;
-use crate::sys::reaper::ChildWatch;
+use crate::sys::reaper::{ChildWatch, WeakChildWatch};
 
 /// Default seconds a backend may sit without clients before it exits.
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u32 = 30;
@@ -115,8 +115,9 @@ pub struct CommandBackendLauncher {
     log_dir: PathBuf,
     log_base: Option<PathBuf>,
     allocators: Mutex<HashMap<String, Arc<BackendEndpointAllocator>>>,
-    /// Every backend this launcher started that has not been reaped yet.
-    children: Mutex<Vec<(DaemonProcess, ChildWatch)>>,
+    /// The backends this launcher started, until they are reaped; weak, so
+    /// that a reaped backend's pidfd closes with its last handle.
+    children: Mutex<Vec<(BackendKey, DaemonProcess, WeakChildWatch)>>,
 }
 
 impl CommandBackendLauncher {
@@ -159,16 +160,43 @@ impl CommandBackendLauncher {
     /// The backends this launcher started that are still running (not yet
     /// reaped), whoever holds their handles: what a test harness checks
     /// for leaks, without scanning the process table.
-    pub fn live_children(&self) -> Vec<DaemonProcess> {
-        let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
-        children.retain(|(_, watch)| watch.try_exit().is_none());
-        children.iter().map(|(daemon, _)| daemon.clone()).collect()
+    pub fn live_children(&self) -> Vec<(BackendKey, DaemonProcess)> {
+        self.live()
+            .into_iter()
+            .map(|(key, daemon, _)| (key, daemon))
+            .collect()
     }
 
-    fn record_child(&self, daemon: &DaemonProcess, watch: &ChildWatch) {
+    fn live(&self) -> Vec<(BackendKey, DaemonProcess, ChildWatch)> {
         let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
-        children.retain(|(_, watch)| watch.try_exit().is_none());
-        children.push((daemon.clone(), watch.clone()));
+        let mut live = Vec::new();
+        children.retain(|(key, daemon, weak)| match weak.upgrade() {
+            Some(watch) if watch.try_exit().is_none() => {
+                live.push((key.clone(), daemon.clone(), watch));
+                true
+            }
+            _ => false,
+        });
+        live
+    }
+
+    /// Kills (SIGKILL through the pidfd, then reaped) every backend this
+    /// launcher started that still runs, and returns them: the end of a
+    /// test that must not leave a backend behind.
+    pub fn kill_children(&self) -> Vec<(BackendKey, DaemonProcess)> {
+        self.live()
+            .into_iter()
+            .map(|(key, daemon, watch)| {
+                watch.kill();
+                (key, daemon)
+            })
+            .collect()
+    }
+
+    fn record_child(&self, key: &BackendKey, daemon: &DaemonProcess, watch: &ChildWatch) {
+        let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
+        children.retain(|(_, _, weak)| weak.upgrade().is_some_and(|w| w.try_exit().is_none()));
+        children.push((key.clone(), daemon.clone(), watch.downgrade()));
     }
 
     pub fn options(&self) -> &LaunchOptions {
@@ -273,7 +301,7 @@ impl BackendLauncher for CommandBackendLauncher {
             idle_timeout_secs: actual.idle_timeout_secs,
             ..expected
         };
-        self.record_child(&daemon, &watch);
+        self.record_child(key, &daemon, &watch);
         let binary_stamp = proof.stamp_vouches.then_some(proof.stamp);
         Ok(BackendHandle::new(
             key,

@@ -15,6 +15,8 @@ use super::values::{
     PyTraceContext,
 };
 use crate::contract::clock;
+use crate::contract::identity::DaemonProcess;
+use crate::contract::keys::BackendKey;
 use crate::launch::{
     BackendHandle, BackendLauncher, CommandBackendLauncher, LaunchOptions, DEFAULT_ENV_SCRUB,
 };
@@ -191,12 +193,14 @@ impl PyCommandBackendLauncher {
 
     /// The backends this launcher started that are still running (not yet
     /// reaped), whoever holds their handles.
-    fn live_children(&self) -> Vec<PyDaemonProcess> {
-        self.inner
-            .live_children()
-            .into_iter()
-            .map(|inner| PyDaemonProcess { inner })
-            .collect()
+    fn live_children(&self) -> Vec<(PyBackendKey, PyDaemonProcess)> {
+        pairs(self.inner.live_children())
+    }
+
+    /// Kills (through the pidfd, then reaped) every backend this launcher
+    /// started that still runs; returns their identities.
+    fn kill_children(&self, py: Python<'_>) -> Vec<(PyBackendKey, PyDaemonProcess)> {
+        pairs(py.detach(|| self.inner.kill_children()))
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
@@ -360,4 +364,16 @@ impl PyBackendHandle {
             pyrepr(py, &self.inner.endpoint().path)
         )
     }
+}
+
+fn pairs(children: Vec<(BackendKey, DaemonProcess)>) -> Vec<(PyBackendKey, PyDaemonProcess)> {
+    children
+        .into_iter()
+        .map(|(key, daemon)| {
+            (
+                PyBackendKey { inner: key },
+                PyDaemonProcess { inner: daemon },
+            )
+        })
+        .collect()
 }

@@ -90,11 +90,16 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "BACKEND_SOCKET_NAME_LEN",
         crate::contract::names::BACKEND_SOCKET_NAME_LEN,
     )?;
-    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // Module attributes, not part of `__all__`.
+    m.setattr("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add(
+        "MACHINE_ID_PATHS",
+        PyTuple::new(py, crate::sys::host::MACHINE_ID_PATHS)?,
+    )?;
     let fields = PyDict::new(py);
     for (class, names) in errors::EXCEPTION_FIELDS {
         fields.set_item(class, PyTuple::new(py, *names)?)?;
     }
-    m.add("EXCEPTION_FIELDS", fields)?;
+    m.setattr("EXCEPTION_FIELDS", fields)?;
     Ok(())
 }

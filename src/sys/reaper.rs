@@ -71,6 +71,20 @@ pub struct ChildWatch {
     state: Arc<State>,
 }
 
+/// A [`ChildWatch`] that does not keep the child's pidfd open: it upgrades
+/// while the child runs (its reaper holds the watch) or a handle still
+/// does, and not after the child has been reaped and every handle dropped.
+#[derive(Debug, Clone)]
+pub struct WeakChildWatch {
+    state: std::sync::Weak<State>,
+}
+
+impl WeakChildWatch {
+    pub fn upgrade(&self) -> Option<ChildWatch> {
+        self.state.upgrade().map(|state| ChildWatch { state })
+    }
+}
+
 impl ChildWatch {
     /// Starts watching `child`. `on_reaped` runs on the watching thread
     /// right after the child is reaped, before its exit is recorded, so
@@ -170,6 +184,13 @@ impl ChildWatch {
 
     pub fn pid(&self) -> u32 {
         self.state.pid
+    }
+
+    /// A reference that does not keep the pidfd open.
+    pub fn downgrade(&self) -> WeakChildWatch {
+        WeakChildWatch {
+            state: Arc::downgrade(&self.state),
+        }
     }
 
     /// The child's pidfd (readable once it has exited).

@@ -28,7 +28,7 @@ ENDPOINT_PATH = (
 SHA = bytes(range(32))
 
 # Length of every backend socket file name: rpb-v1-{16}-be-{32}.sock
-BACKEND_NAME_LEN = len("rpb-v1-") + 16 + len("-be-") + 32 + len(".sock")
+BACKEND_NAME_LEN = rp.BACKEND_SOCKET_NAME_LEN
 
 NOBODY_UID = 65534
 # "Another user" of the hostile-environment tests (tests run as root in CI).

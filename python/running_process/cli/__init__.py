@@ -83,7 +83,7 @@ from running_process.cli.commands import (
     sd_fields,
 )
 from running_process.cli.demo import DEMO_SERVICE, DEMO_VERSION, cmd_demo, run_demo
-from running_process.cli.doctor import BACKEND_SOCKET_NAME_LEN, check_dir, cmd_doctor
+from running_process.cli.doctor import check_dir, cmd_doctor
 from running_process.cli.hints import (
     EXIT_CODES_HELP,
     EXIT_FAILURE,
@@ -259,7 +259,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 __all__ = [
-    "BACKEND_SOCKET_NAME_LEN",
     "DEMO_SERVICE",
     "DEMO_VERSION",
     "EXIT_CODES_HELP",

@@ -32,17 +32,20 @@ _T = TypeVar("_T")
 
 
 def parse_key(text: str) -> rp.BackendKey:
-    """Parses ``instance/service@version`` (the ``str()`` of a BackendKey)."""
-    rest, at, version = text.rpartition("@")
-    instance, slash, service = rest.partition("/")
-    if not at or not slash or not instance or not service or not version:
+    """Parses ``instance/service@version`` (the ``str()`` of a BackendKey)
+    with ``BackendKey.parse``; text that is not shaped like a key is a usage
+    error, a key with an invalid part the library's own error."""
+    try:
+        return rp.BackendKey.parse(text)
+    except rp.InvalidNameError as err:
+        if err.kind != "backend key":
+            raise
         raise CliError(
             "InvalidKeyError",
             f"{text!r} is not a backend key",
             EXIT_USAGE,
             "KEY is instance/service@version, e.g. shared/zccache@1.11.20 (see `running-process ls`)",
-        )
-    return rp.BackendKey(rp.BrokerInstanceKey.from_id(instance), service, version)
+        ) from None
 
 
 def make_launcher(

@@ -22,51 +22,56 @@ from running_process.cli.hints import (
 )
 
 
-def check_dir(path: str) -> dict[str, Any]:
-    """Ownership and mode of a private directory: ``status`` is ``ok``,
-    ``missing`` (created 0700 on first use) or ``insecure``."""
+def check_dir(path: str, base: Optional[str] = None) -> dict[str, Any]:
+    """A private directory as a launch judges it (``rp.check_private_dir``:
+    the trusted ``base``, default the parent, and every directory from it
+    down to ``path``): ``status`` is ``ok``, ``missing`` (created 0700 on
+    first use) or ``insecure``, with the offending directory and the reason
+    in ``problem``. Owner and mode are reported for display only."""
     info: dict[str, Any] = {
         "path": path,
         "exists": False,
         "owner_uid": None,
         "mode": None,
-        "status": "missing",
+        "status": "ok",
         "problem": None,
+        "would_create": [],
     }
     try:
         st = os.lstat(path)
-    except FileNotFoundError:
+        info["exists"] = True
+        info["owner_uid"] = st.st_uid
+        info["mode"] = f"{stat.S_IMODE(st.st_mode):04o}"
+    except OSError:
+        pass
+    try:
+        info["would_create"] = rp.check_private_dir(path, base)
+    except rp.InsecureDirectoryError as err:
+        info["status"] = "insecure"
+        info["problem"] = err.reason if err.path == path else f"{err.path} {err.reason}"
         return info
-    info["exists"] = True
-    info["owner_uid"] = st.st_uid
-    info["mode"] = f"{stat.S_IMODE(st.st_mode):04o}"
-    problem: Optional[str] = None
-    if stat.S_ISLNK(st.st_mode):
-        problem = "is a symlink"
-    elif not stat.S_ISDIR(st.st_mode):
-        problem = "is not a directory"
-    elif st.st_uid != os.getuid():
-        problem = f"owned by uid {st.st_uid}, not {os.getuid()}"
-    elif st.st_mode & 0o077:
-        problem = f"mode {stat.S_IMODE(st.st_mode):04o} grants group or other access"
-    info["status"] = "insecure" if problem else "ok"
-    info["problem"] = problem
+    except rp.FilesystemError as err:
+        info["status"] = "insecure"
+        info["problem"] = f"cannot inspect {err.path}: {one_line(str(err))}"
+        return info
+    if info["would_create"]:
+        info["status"] = "missing"
     return info
-
-
-BACKEND_SOCKET_NAME_LEN = len("rpb-v1-") + 16 + len("-be-") + 32 + len(".sock")
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     sock_dir = rp.socket_dir()
     state_dir = args.state_dir or rp.BackendPool(make_launcher()).state_dir
     def_dir = args.dir or rp.service_def_dir()
+    base = rp.socket_dir_base()
     dirs = {
-        "socket_dir": check_dir(sock_dir),
-        "state_dir": check_dir(state_dir),
+        "socket_dir": check_dir(sock_dir, base),
+        # The pool's default state directory hangs from the same base as the
+        # sockets; one given on the command line from its parent.
+        "state_dir": check_dir(state_dir, None if args.state_dir else base),
         "service_def_dir": check_dir(def_dir),
     }
-    machine_ids = [p for p in ("/etc/machine-id", "/var/lib/dbus/machine-id") if os.path.isfile(p)]
+    machine_ids = [p for p in rp.MACHINE_ID_PATHS if os.path.isfile(p)]
     problems: list[str] = []
     try:
         boot: Optional[str] = rp.boot_id()
@@ -79,8 +84,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         sid = None
         problems.append(f"user sid hash unavailable: {one_line(str(err))}")
     if not machine_ids:
-        problems.append("no /etc/machine-id (nor /var/lib/dbus/machine-id)")
-    socket_path_len = len(sock_dir) + 1 + BACKEND_SOCKET_NAME_LEN
+        problems.append(f"no machine id ({' nor '.join(rp.MACHINE_ID_PATHS)})")
+    socket_path_len = len(os.fsencode(sock_dir)) + 1 + rp.BACKEND_SOCKET_NAME_LEN
     budget = rp.SUN_PATH_MAX - socket_path_len
     if budget < 0:
         problems.append(
@@ -109,10 +114,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     else:
         rows: list[tuple[str, str]] = []
         for name, d in dirs.items():
-            if d["exists"]:
+            if d["status"] == "insecure":
+                detail = f" (uid {d['owner_uid']}, mode {d['mode']})" if d["exists"] else ""
+                rows.append((name.replace("_", " "), f"{d['path']}{detail} INSECURE: {d['problem']}"))
+            elif d["exists"]:
                 detail = f"uid {d['owner_uid']}, mode {d['mode']}"
-                verdict = "OK" if d["status"] == "ok" else f"INSECURE: {d['problem']}"
-                rows.append((name.replace("_", " "), f"{d['path']} ({detail}) {verdict}"))
+                rows.append((name.replace("_", " "), f"{d['path']} ({detail}) OK"))
             else:
                 rows.append((name.replace("_", " "), f"{d['path']} (missing; created 0700 on first use) OK"))
         rows += [
