@@ -2,9 +2,8 @@
 //! (`tests/malformed.rs`): decoders that are private to their modules, under
 //! names that say what they decode. Not part of the supported API.
 //!
-//! Every other decoder is public already: [`crate::contract::frame`],
-//! [`crate::launch::verify`], [`crate::DaemonProcess`] and
-//! [`crate::ServiceDefinition`].
+//! Every other decoder is public already: [`crate::wire`] (frames and the
+//! probe), [`crate::DaemonProcess`] and [`crate::ServiceDefinition`].
 
 use crate::contract::identity::DaemonProcess;
 use crate::contract::keys::BackendKey;

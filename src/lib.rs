@@ -15,7 +15,7 @@
 //!   messages, the environment contract). No I/O.
 //! - `sys`: every operating-system fact and action (host identity, private
 //!   directories, process facts, spawn, reaping, the hashed executable,
-//!   sockets and peer credentials); the only place that depends on the
+//!   sockets and peer credentials); the only place that selects code by
 //!   platform.
 //! - `store`: `.servicedef` files.
 //! - `launch`: the verified launch as named steps (policy, endpoint, spawn,

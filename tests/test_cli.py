@@ -525,3 +525,15 @@ def test_doctor_reports_what_a_launch_would_create(c: Cli) -> None:
     assert code == 0 and verdict["status"] == "missing"
     assert verdict["would_create"][-1] == rp.socket_dir()
     assert not os.path.exists(rp.socket_dir())
+
+
+def test_doctor_takes_a_relative_definition_dir_as_the_store_does(
+    c: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert c.write()[0] == 0
+    monkeypatch.chdir(c.def_dir.parent)
+    code, report = c.json("doctor", *c.st(), "--dir", c.def_dir.name)
+    assert code == 0, report
+    verdict = report["directories"]["service_def_dir"]
+    assert verdict["path"] == str(c.def_dir) and verdict["status"] == "ok"
+    assert cli.main(["servicedef", "show", SERVICE, "--dir", c.def_dir.name]) == 0

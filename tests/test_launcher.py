@@ -758,8 +758,11 @@ def test_the_launcher_lists_and_kills_its_live_children(dirs: BackendDirs, launc
     second = launches.launch(launcher, key_for(sd, "1.0.1"), sd)
     listed = {(key, daemon.pid) for key, daemon in launcher.live_children()}
     assert listed == {(first.key, first.pid), (second.key, second.pid)}
-    # Another launcher's children are not this one's.
-    assert dirs.launcher().live_children() == []
+    # Another launcher's children are its own, not this one's.
+    other = dirs.launcher()
+    third = launches.launch(other, key_for(sd, "1.0.2"), sd)
+    assert [daemon.pid for _, daemon in other.live_children()] == [third.pid]
+    assert third.pid not in {daemon.pid for _, daemon in launcher.live_children()}
     first.shutdown()
     assert [daemon.pid for _, daemon in launcher.live_children()] == [second.pid]
     killed = launcher.kill_children()

@@ -167,12 +167,17 @@ impl CommandBackendLauncher {
             .collect()
     }
 
+    /// The children still running. One that has ended but is not yet
+    /// reaped (its reaper is about to) is not listed; it stays recorded
+    /// until its exit is.
     fn live(&self) -> Vec<(BackendKey, DaemonProcess, ChildWatch)> {
         let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
         let mut live = Vec::new();
         children.retain(|(key, daemon, weak)| match weak.upgrade() {
             Some(watch) if watch.try_exit().is_none() => {
-                live.push((key.clone(), daemon.clone(), watch));
+                if watch.is_alive() {
+                    live.push((key.clone(), daemon.clone(), watch));
+                }
                 true
             }
             _ => false,

@@ -1,9 +1,12 @@
-//! Verification of a backend's identity over its socket: one probe sent and
-//! its answer read under a deadline that a trickling peer cannot stretch.
+//! Step 6 of a launch, verification of what answers at the endpoint: the
+//! socket's peer credentials (pid and uid), `/proc/<pid>` against the file
+//! that was hashed ([`ExeProof`], including where a script's descriptor
+//! stands on its interpreter's command line), and the nonce probe, sent and
+//! read under a deadline that a trickling peer cannot stretch, its identity
+//! compared field by field.
 //!
-//! The messages are [`crate::contract::probe`]'s; this module does the I/O.
-//! It does not decide whom to trust: the launcher ties the answer to the
-//! socket's peer credentials and to the process it spawned.
+//! The probe's messages are [`crate::contract::probe`]'s; this module does
+//! the I/O and the checks around it.
 
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;

@@ -1,7 +1,8 @@
 //! PyO3 bindings: the `running_process._native` extension module.
 //!
-//! Conversions and exception mapping only; every behaviour lives in
-//! `crate::broker` and is reachable from Rust too.
+//! Conversions and exception mapping only; every behaviour lives in the core
+//! and is reachable from Rust too. The modules do not depend on each other
+//! in a cycle: `values` (the value classes) depends on none of the others.
 
 mod allocator;
 mod errors;

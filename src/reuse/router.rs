@@ -206,6 +206,9 @@ impl Flight {
 struct Slots {
     busy: Mutex<usize>,
     freed: Condvar,
+    /// Launches waiting for a slot (what the unit tests wait for).
+    #[cfg(test)]
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 struct SlotGuard<'a>(&'a Slots);
@@ -213,8 +216,20 @@ struct SlotGuard<'a>(&'a Slots);
 impl Slots {
     fn take(&self, cap: usize) -> SlotGuard<'_> {
         let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        #[cfg(test)]
+        let waits = *busy >= cap.max(1);
+        #[cfg(test)]
+        if waits {
+            self.waiting
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         while *busy >= cap.max(1) {
             busy = self.freed.wait(busy).unwrap_or_else(|p| p.into_inner());
+        }
+        #[cfg(test)]
+        if waits {
+            self.waiting
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         }
         *busy += 1;
         SlotGuard(self)
@@ -238,6 +253,10 @@ pub struct HelloRouter {
     attempts: Mutex<HashMap<BackendKey, VecDeque<Instant>>>,
     slots: Slots,
     launches: Mutex<u64>,
+    /// Requests waiting for another request's launch (what the unit tests
+    /// wait for).
+    #[cfg(test)]
+    joined: std::sync::atomic::AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -270,6 +289,8 @@ impl HelloRouter {
             attempts: Mutex::new(HashMap::new()),
             slots: Slots::default(),
             launches: Mutex::new(0),
+            #[cfg(test)]
+            joined: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -393,6 +414,9 @@ impl HelloRouter {
             }
         };
         if !leader {
+            #[cfg(test)]
+            self.joined
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             return flight.wait();
         }
         let outcome = self.launch_for(&key, &sd, trace);

@@ -131,6 +131,15 @@ fn without_reverification_a_hit_costs_no_probe() {
     assert_eq!(pid_of(&route(&router, "echo", "1.0.0")), first);
 }
 
+/// Waits (up to a minute, which only a hang exhausts) until `done` holds.
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 #[test]
 fn concurrent_requests_for_one_key_share_one_launch() {
     let (router, launcher) = router(RouterOptions::default());
@@ -142,7 +151,12 @@ fn concurrent_requests_for_one_key_share_one_launch() {
             std::thread::spawn(move || pid_of(&route(&router, "echo", "1.0.0")))
         })
         .collect();
-    launcher.wait_for_waiting(1);
+    // Every request is either launching (held at the gate) or waiting for
+    // the launch in flight; without single flight all eight would launch.
+    wait_until("all requests are in", || {
+        launcher.waiting() + router.joined.load(Ordering::SeqCst) == 8
+    });
+    assert_eq!(launcher.waiting(), 1);
     launcher.release();
     let pids: Vec<u32> = askers.into_iter().map(|t| t.join().unwrap()).collect();
     assert!(pids.iter().all(|p| *p == pids[0]), "{pids:?}");
@@ -222,7 +236,12 @@ fn launches_across_keys_respect_the_global_cap() {
             std::thread::spawn(move || pid_of(&route(&router, service, "1.0.0")))
         })
         .collect();
-    launcher.wait_for_waiting(1);
+    // One launch runs (held at the gate), the two others wait for a slot;
+    // without the cap all three would be at the gate.
+    wait_until("all launches are in", || {
+        launcher.waiting() + router.slots.waiting.load(Ordering::SeqCst) == 3
+    });
+    assert_eq!(launcher.waiting(), 1);
     launcher.release();
     for asker in askers {
         asker.join().unwrap();

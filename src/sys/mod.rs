@@ -2,9 +2,12 @@
 //! private directories, process facts, spawning, reaping, opening and hashing
 //! the executable that will be run, and peer identity of a socket.
 //!
-//! This is the only module that may depend on the platform
-//! (`cfg(target_os)`); everything above it asks `sys` instead of the kernel.
-//! It uses the value types of [`crate::contract`] and nothing higher.
+//! This is the only module that may select code by platform
+//! (`cfg(target_os)`), and the home of every OS fact the layers above
+//! need. It uses the value types of [`crate::contract`] and nothing higher.
+//! (The layers above still use Unix sockets and a few Unix error numbers
+//! directly, through `std::os::unix`, `rustix` and `libc`; moving those
+//! behind this module is the work of the macOS and Windows port.)
 
 pub mod digest;
 pub mod exe;

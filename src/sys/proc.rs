@@ -27,26 +27,25 @@ pub fn exe_link(pid: u32) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/exe"))
 }
 
-/// The path `pid`'s executable was started from. The kernel's answer is
-/// absolute and free of symbolic links. If the file has since been deleted
-/// or renamed over, the kernel appends `" (deleted)"`; the suffix is dropped,
-/// since the path it was started from is still the one a launcher expects
-/// (a stamp or a hash of the running image tells the versions apart). A
-/// file that really has that suffix in its name keeps it.
+/// The path `pid`'s executable was started from, as a launcher compares it
+/// with the binary it started. The kernel's answer is absolute and free of
+/// symbolic links. If the file has since been deleted or renamed over, the
+/// kernel appends `" (deleted)"`; the suffix is always dropped, since the
+/// path it was started from is the one the launcher expects (the stamp of
+/// the running image tells the versions apart).
 pub fn exe_path(pid: u32) -> io::Result<PathBuf> {
-    exe_path_at(&exe_link(pid))
+    fs::read_link(exe_link(pid)).map(strip_deleted)
 }
 
 /// `/proc/self/exe`: opening it reaches the image this process runs.
 pub const SELF_EXE_LINK: &str = "/proc/self/exe";
 
-/// [`exe_path`] of this process.
+/// The path this process's executable was started from, as a backend
+/// reports it: like [`exe_path`], except that a path that exists as the
+/// kernel gives it (a binary whose name really ends in `" (deleted)"`) is
+/// kept as it is.
 pub fn self_exe_path() -> io::Result<PathBuf> {
-    exe_path_at(Path::new(SELF_EXE_LINK))
-}
-
-fn exe_path_at(link: &Path) -> io::Result<PathBuf> {
-    let target = fs::read_link(link)?;
+    let target = fs::read_link(Path::new(SELF_EXE_LINK))?;
     if target.exists() {
         return Ok(target);
     }
@@ -263,7 +262,8 @@ mod tests {
             effective_uid(pid).unwrap(),
             rustix::process::geteuid().as_raw()
         );
-        assert_eq!(exe_path(pid).unwrap(), self_exe_path().unwrap());
+        assert_eq!(exe_path(pid).unwrap(), std::env::current_exe().unwrap());
+        assert_eq!(self_exe_path().unwrap(), std::env::current_exe().unwrap());
         assert!(!command_line(pid).unwrap().is_empty());
     }
 

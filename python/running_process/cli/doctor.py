@@ -62,7 +62,8 @@ def check_dir(path: str, base: Optional[str] = None) -> dict[str, Any]:
 def cmd_doctor(args: argparse.Namespace) -> int:
     sock_dir = rp.socket_dir()
     state_dir = args.state_dir or rp.BackendPool(make_launcher()).state_dir
-    def_dir = args.dir or rp.service_def_dir()
+    # Made absolute against the working directory as the store does.
+    def_dir = os.path.join(os.getcwd(), args.dir or rp.service_def_dir())
     base = rp.socket_dir_base()
     dirs = {
         "socket_dir": check_dir(sock_dir, base),

@@ -110,17 +110,71 @@ mod tests {
         assert!(matches!(acquire(&path, true).unwrap(), Acquired::Locked(_)));
     }
 
+    /// Waits until some process is blocked on a lock of the file with
+    /// inode `ino` (a `->` line of `/proc/locks`).
+    fn wait_for_blocked_lock_on(ino: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let suffix = format!(":{ino} ");
+        loop {
+            let locks = std::fs::read_to_string("/proc/locks").unwrap();
+            if locks.lines().any(|l| {
+                l.contains("->")
+                    && l.split_whitespace()
+                        .nth(6)
+                        .is_some_and(|f| format!("{f} ").ends_with(&suffix))
+            }) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nobody blocked on the lock"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    fn inode(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).unwrap().ino()
+    }
+
     #[test]
-    fn a_lock_on_a_removed_file_does_not_count() {
+    fn a_waiter_in_shared_mode_is_told_when_the_holder_is_done() {
         let dir = private_dir();
         let path = dir.path().join("k.lock");
-        let first = LockFile::open(&path).unwrap();
+        let held = lock(&path).unwrap();
+        let waiter = {
+            let path = path.clone();
+            std::thread::spawn(move || acquire(&path, true).unwrap())
+        };
+        wait_for_blocked_lock_on(inode(&path));
+        drop(held);
+        assert!(matches!(waiter.join().unwrap(), Acquired::Waited));
+    }
+
+    #[test]
+    fn a_lock_won_on_a_removed_file_is_given_up_for_the_file_at_the_path() {
+        let dir = private_dir();
+        let path = dir.path().join("k.lock");
+        let held = lock(&path).unwrap();
+        let old = inode(&path);
+        let waiter = {
+            let path = path.clone();
+            std::thread::spawn(move || lock(&path).unwrap())
+        };
+        // The waiter is blocked on the old file; the holder removes it (as a
+        // stop or a failed launch does) and releases it.
+        wait_for_blocked_lock_on(old);
         std::fs::remove_file(&path).unwrap();
-        // Another process would now lock the removed inode: it is no longer
-        // at the path, so the protocol opens the path again.
-        assert!(!first.is_at(&path).unwrap());
-        let KeyLock { .. } = lock(&path).unwrap();
-        assert!(path.exists());
+        drop(held);
+        let won = waiter.join().unwrap();
+        // It holds the lock of the new file at the path, not of the old one.
+        assert!(won._file.is_at(&path).unwrap());
+        let other = LockFile::open(&path).unwrap();
+        assert_eq!(
+            other.lock(LockMode::TryExclusive).unwrap(),
+            Locked::WouldBlock
+        );
     }
 
     #[test]

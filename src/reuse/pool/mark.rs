@@ -35,7 +35,8 @@ pub struct ProcessMark {
     pub exe: Option<FileStamp>,
 }
 
-/// Why a pid is not proven to be the recorded backend.
+/// Why a recorded process was not killed: it is not proven to be the
+/// recorded backend, or (proven) the signal failed.
 #[derive(Debug, thiserror::Error)]
 pub enum NotProven {
     #[error("the manifest records no start time (older format)")]
@@ -69,6 +70,9 @@ pub enum NotProven {
     },
     #[error("it has ended")]
     Ended,
+    /// Proven, but the signal could not be sent.
+    #[error("SIGKILL failed: {0}")]
+    Signal(io::Error),
 }
 
 impl ProcessMark {

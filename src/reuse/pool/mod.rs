@@ -288,10 +288,7 @@ impl BackendPool {
     fn kill_recorded(&self, key: &BackendKey, recorded: &Recorded) -> Result<(), NotProven> {
         let daemon = &recorded.daemon;
         let pidfd = prove_recorded(key, daemon, recorded.mark.as_ref())?;
-        if let Err(e) = pidfd.kill() {
-            log::warn!("SIGKILL to pid {} failed: {e}", daemon.pid);
-            return Ok(());
-        }
+        pidfd.kill().map_err(NotProven::Signal)?;
         if !pidfd.ended_within(KILL_WAIT) {
             log::warn!(
                 "pid {} has not ended {KILL_WAIT:?} after SIGKILL",
