@@ -107,17 +107,16 @@ impl CommandBackendLauncher {
         // accumulate them.
         self.allocator(key.instance())?;
         let log_path = self.log_dir.join(log_file_name(key, &daemon.ipc_endpoint));
-        let binary_stamp = proof.stamp_vouches.then_some(proof.stamp);
-        Ok(BackendHandle::new(
+        let process = Verified {
+            watch,
+            proof,
+            euid: self.euid,
+        };
+        Ok(BackendHandle::verified(
             key,
             daemon.clone(),
             log_path,
-            Box::new(Verified {
-                watch,
-                proof,
-                euid: self.euid,
-            }),
-            binary_stamp,
+            process,
             None,
         ))
     }

@@ -117,6 +117,27 @@ impl std::fmt::Debug for BackendHandle {
 }
 
 impl BackendHandle {
+    /// The handle on a backend verified here (launched or adopted); the
+    /// stamp of its binary is recorded when it vouches for the digest.
+    pub(super) fn verified(
+        key: &BackendKey,
+        daemon: DaemonProcess,
+        log_path: PathBuf,
+        process: Verified,
+        reserved_in: Option<Arc<BackendEndpointAllocator>>,
+    ) -> Self {
+        let proof = &process.proof;
+        let binary_stamp = proof.stamp_vouches.then_some(proof.stamp);
+        Self::new(
+            key,
+            daemon,
+            log_path,
+            Box::new(process),
+            binary_stamp,
+            reserved_in,
+        )
+    }
+
     /// The handle on a verified backend. `reserved_in` is the allocator
     /// that reserved its endpoint (a backend this process launched); the
     /// endpoint is released there once the backend is gone.

@@ -307,17 +307,16 @@ impl BackendLauncher for CommandBackendLauncher {
             ..expected
         };
         self.record_child(key, &daemon, &watch);
-        let binary_stamp = proof.stamp_vouches.then_some(proof.stamp);
-        Ok(BackendHandle::new(
+        let process = Verified {
+            watch,
+            proof,
+            euid: self.euid,
+        };
+        Ok(BackendHandle::verified(
             key,
             daemon,
             log_path,
-            Box::new(Verified {
-                watch,
-                proof,
-                euid: self.euid,
-            }),
-            binary_stamp,
+            process,
             Some(allocator),
         ))
     }
