@@ -5,7 +5,7 @@
 //! computes medians and percentiles, so this program only times.
 //!
 //! ```text
-//! rp-bench cold     BINARY WORKDIR N   floor and verified launch, alternating
+//! rp-bench cold     BINARY WORKDIR N   old floor, fair floor and verified launch, alternating
 //! rp-bench floor    BINARY WORKDIR N   fork/exec + connect loop, no verification
 //! rp-bench launch   BINARY WORKDIR N   verified cold launch (CommandBackendLauncher)
 //! rp-bench hit      BINARY WORKDIR N   router hit: registry + pidfd liveness, no re-probe
@@ -14,6 +14,7 @@
 //! rp-bench racer    BINARY WORKDIR GO QUIT  one of N processes racing on a pool key
 //! rp-bench sha256   FILE N             sha256_file of FILE
 //! rp-bench digest-cache FILE N         the launcher's digest lookup for an unchanged FILE
+//! rp-bench digest-env BINARY           the digest variable the launcher passes for BINARY
 //! ```
 //!
 //! BINARY must sit in a per-version directory (its parent) that passes the
@@ -29,9 +30,10 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use running_process::bench_support::{cached_sha256, FileStamp};
+use running_process::bench_support::{cached_sha256, format_exe_digest, FileStamp};
 use running_process::env::{
-    ENV_BACKEND_NAMESPACE, ENV_BACKEND_PIPE, ENV_INSTANCE, ENV_SERVICE_NAME, ENV_SERVICE_VERSION,
+    ENV_BACKEND_NAMESPACE, ENV_BACKEND_PIPE, ENV_EXE_DIGEST, ENV_INSTANCE, ENV_SERVICE_NAME,
+    ENV_SERVICE_VERSION,
 };
 use running_process::wire::probe_stream;
 use running_process::{
@@ -76,7 +78,13 @@ fn run(args: &[String]) -> Result<String, Failure> {
         return Bench::new(arg(1)?, arg(2)?)?.cold(Path::new(arg(2)?), count(3)?);
     }
     let samples = match arg(0)? {
-        "floor" => floor(Path::new(arg(1)?), Path::new(arg(2)?), count(3)?)?,
+        "floor" => floor(Path::new(arg(1)?), Path::new(arg(2)?), count(3)?, None)?,
+        "digest-env" => {
+            return Ok(format!(
+                "{{\"value\": \"{}\"}}",
+                launcher_digest(Path::new(arg(1)?))?
+            ))
+        }
         "launch" => Bench::new(arg(1)?, arg(2)?)?.launches(count(3)?)?,
         "hit" => Bench::new(arg(1)?, arg(2)?)?.router_hits(count(3)?)?,
         "probe" => Bench::new(arg(1)?, arg(2)?)?.probes(count(3)?)?,
@@ -99,14 +107,27 @@ fn json_list(samples: &[u128]) -> String {
 
 /// The floor: what any launcher must pay. `Command` fork/exec of the binary
 /// in a new session with the contract's variables, then a tight connect loop
-/// until the endpoint accepts. Nothing is checked.
-fn floor(binary: &Path, workdir: &Path, n: usize) -> Result<Vec<u128>, Failure> {
+/// until the endpoint accepts. Nothing is checked. With `digest`, the
+/// backend also gets the executable digest the launcher passes (the fair
+/// floor: the backend then does the same work as under the launcher, and
+/// does not hash itself); without it, the backend hashes its own binary
+/// (the old floor).
+fn floor(
+    binary: &Path,
+    workdir: &Path,
+    n: usize,
+    digest: Option<&str>,
+) -> Result<Vec<u128>, Failure> {
     let instance = BrokerInstanceKey::shared().id();
     let mut samples = Vec::with_capacity(n);
     for i in 0..n {
         let socket = workdir.join(format!("floor-{i}.sock"));
         let start = Instant::now();
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        if let Some(digest) = digest {
+            command.env(ENV_EXE_DIGEST, digest);
+        }
+        let mut child = command
             .env(ENV_SERVICE_NAME, SERVICE)
             .env(ENV_SERVICE_VERSION, VERSION)
             .env(ENV_BACKEND_PIPE, &socket)
@@ -139,6 +160,18 @@ fn floor(binary: &Path, workdir: &Path, n: usize) -> Result<Vec<u128>, Failure> 
         let _ = std::fs::remove_file(&socket);
     }
     Ok(samples)
+}
+
+/// The value of the digest variable the launcher passes for `binary` (once
+/// its stamp vouches for the digest, as for a settled binary).
+fn launcher_digest(binary: &Path) -> Result<String, Failure> {
+    let file = File::open(binary)?;
+    let stamp = FileStamp::of(&file.metadata()?);
+    let (digest, vouches) = cached_sha256(&file, stamp)?;
+    if !vouches {
+        return Err("the binary has not settled; the launcher would not pass its digest".into());
+    }
+    Ok(format_exe_digest(&digest, &stamp))
 }
 
 struct Bench {
@@ -195,19 +228,24 @@ impl Bench {
         Ok(samples)
     }
 
-    /// The floor and the verified launch, alternating, so that both see
-    /// the same machine: `{"floor_ns": [...], "launch_ns": [...]}`.
+    /// The old floor, the fair floor and the verified launch, alternating,
+    /// so that all see the same machine:
+    /// `{"floor_ns": [...], "fair_floor_ns": [...], "launch_ns": [...]}`.
     fn cold(&self, workdir: &Path, n: usize) -> Result<String, Failure> {
         let binary = PathBuf::from(&self.sd.binary_path);
+        let digest = launcher_digest(&binary)?;
         let mut floors = Vec::with_capacity(n);
+        let mut fair_floors = Vec::with_capacity(n);
         let mut launches = Vec::with_capacity(n);
         for _ in 0..n {
-            floors.extend(floor(&binary, workdir, 1)?);
+            floors.extend(floor(&binary, workdir, 1, None)?);
+            fair_floors.extend(floor(&binary, workdir, 1, Some(&digest))?);
             launches.extend(self.launches(1)?);
         }
         Ok(format!(
-            "{{\"floor_ns\": {}, \"launch_ns\": {}}}",
+            "{{\"floor_ns\": {}, \"fair_floor_ns\": {}, \"launch_ns\": {}}}",
             json_list(&floors),
+            json_list(&fair_floors),
             json_list(&launches)
         ))
     }

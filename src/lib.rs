@@ -98,6 +98,7 @@ pub mod wire {
 /// What the benchmark harness measures below the public API.
 #[doc(hidden)]
 pub mod bench_support {
+    pub use crate::contract::env::format_exe_digest;
     pub use crate::contract::stamp::FileStamp;
     pub use crate::sys::digest::cached_sha256;
 }
