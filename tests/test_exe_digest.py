@@ -18,15 +18,15 @@ from support.procfs import environ_pairs
 
 def settled_copy(dirs: BackendDirs, rust_example: Path) -> Path:
     """The Rust example in the allow-list root, old enough for its stamp to
-    vouch for a digest (the launcher wants its ctime more than a whole second
-    before the hashing, in whole seconds)."""
+    vouch for a digest."""
     binary = dirs.version_dir / "rp-echo-backend"
     shutil.copyfile(rust_example, binary)
     os.chmod(binary, 0o755)
+    settled = os.stat(binary).st_ctime + 2
     deadline = time.monotonic() + 30
-    while int(time.time()) <= int(os.stat(binary).st_ctime) + 1:
+    while time.time() <= settled:
         assert time.monotonic() < deadline
-        time.sleep(0.1)
+        time.sleep(0.001)
     return binary
 
 
@@ -48,17 +48,31 @@ def test_a_settled_binary_gets_its_digest_and_stamp(
 
 
 def test_a_binary_changed_just_before_the_launch_gets_no_digest(
-    dirs: BackendDirs, launches: Launches, rust_example: Path
+    dirs: BackendDirs, launches: Launches, rust_example: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     binary = dirs.version_dir / "fresh-backend"
     shutil.copyfile(rust_example, binary)
     os.chmod(binary, 0o755)
+    # An hour must pass before the stamp vouches: the copy is fresh for sure.
+    monkeypatch.setenv(rp.ENV_SETTLE_MS, str(3600 * 1000))
     sd = dirs.sd(binary)
     handle = launches.launch(dirs.launcher(), key_for(sd), sd)
-    # Copied within the second: the stamp cannot vouch, the backend hashes.
+    # The stamp cannot vouch: no digest is passed, the backend hashes.
     assert rp.ENV_EXE_DIGEST not in dict(environ_pairs(handle.pid))
     assert handle.daemon.exe_sha256 == rp.sha256_file(str(binary))
-    handle.verify()
+
+
+@pytest.mark.slow  # waits out a wall-clock delay
+def test_the_settle_wait_can_only_be_lengthened(
+    dirs: BackendDirs, launches: Launches, rust_example: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    binary = settled_copy(dirs, rust_example)
+    sd = dirs.sd(binary)
+    for value in ("0", "-5", "soon", ""):
+        monkeypatch.setenv(rp.ENV_SETTLE_MS, value)
+        handle = launches.launch(dirs.launcher(), key_for(sd), sd)
+        assert rp.ENV_EXE_DIGEST in dict(environ_pairs(handle.pid)), value
+        handle.shutdown()
 
 
 def test_an_inherited_digest_never_reaches_a_backend(

@@ -449,7 +449,7 @@ def test_a_manifest_naming_an_interpreter_running_other_code_on_the_script_is_no
 
 def test_a_manifest_with_a_wrong_digest_for_the_current_binary_is_replaced(kit: Kit) -> None:
     script = Path(kit.sd.binary_path)
-    # A stamp vouches for a digest only once the file is two clock seconds old.
+    # Two clock seconds: settled on any file system (whole-second timestamps too).
     settled = os.stat(script).st_ctime + 2.1
     poll_until(lambda: time.time() > settled, timeout=HANG_GUARD, what="the binary to settle")
     first = kit.get()

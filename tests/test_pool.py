@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -75,6 +76,7 @@ def test_second_request_adopts_the_recorded_backend(kit: PoolKit) -> None:
 def test_eight_processes_racing_get_one_backend(kit: PoolKit) -> None:
     code = f"""
 import sys
+import time
 import running_process as rp
 sd = rp.ServiceDefinition.from_bytes(bytes.fromhex(sys.argv[1]))
 launcher = rp.CommandBackendLauncher.for_current_user(
@@ -222,3 +224,33 @@ def test_get_verifies_without_launching(kit: PoolKit) -> None:
         bystander.kill()
         bystander.wait()
         handle.kill()
+
+
+@pytest.mark.slow  # waits out a wall-clock delay
+def test_a_fresh_binary_is_recorded_with_its_stamp_once_it_has_settled(
+    kit: PoolKit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A launch while the binary is too fresh for its stamp to vouch for the
+    digest records no stamp; the first adoption once it has settled records
+    it, so later adopters take the recorded digest."""
+    with monkeypatch.context() as fresh:
+        fresh.setenv(rp.ENV_SETTLE_MS, str(3600 * 1000))
+        first = kit.get()
+        assert json.loads(kit.manifest().read_text())["binary_stamp"] is None
+        # Still fresh for an adopter: nothing to record.
+        assert kit.get().pid == first.pid
+        assert json.loads(kit.manifest().read_text())["binary_stamp"] is None
+    script = kit.dirs.script
+    settled = os.stat(script).st_ctime + 2
+    poll_until(lambda: time.time() > settled, what="the binary to settle")
+    assert kit.get().pid == first.pid
+    recorded = json.loads(kit.manifest().read_text())["binary_stamp"]
+    st = os.stat(script)
+    assert (recorded["dev"], recorded["ino"], recorded["ctime"]) == (
+        st.st_dev,
+        st.st_ino,
+        [st.st_ctime_ns // 10**9, st.st_ctime_ns % 10**9],
+    )
+    assert kit.get().pid == first.pid
+    names = sorted(p.name for p in kit.state_dir.iterdir())
+    assert names == sorted([kit.manifest().name, kit.manifest().name.replace(".json", ".lock")])

@@ -27,6 +27,7 @@ __all__ = [
     "ENV_IDLE_TIMEOUT_SECS",
     "ENV_SERVICE_DEF_DIR",
     "ENV_EXE_DIGEST",
+    "ENV_SETTLE_MS",
     "V1_ENV_NAMES",
     "SUN_PATH_MAX",
     "BACKEND_SOCKET_NAME_LEN",
@@ -86,6 +87,11 @@ ENV_IDLE_TIMEOUT_SECS: Final[str]
 """``RUNNING_PROCESS_BROKER_V1_IDLE_TIMEOUT_SECS``: idle seconds before a backend exits."""
 ENV_SERVICE_DEF_DIR: Final[str]
 """``RUNNING_PROCESS_SERVICE_DEF_DIR``: first choice of service definition directory."""
+ENV_SETTLE_MS: Final[str]
+"""``RUNNING_PROCESS_SETTLE_MS``: milliseconds a binary on a file system with
+nanosecond timestamps must have stayed unchanged before its stamp vouches
+for its digest, when more than the system's own granule (four ticks of the
+kernel's coarse clock, at least 5 ms) is wanted. Only lengthens the wait."""
 ENV_EXE_DIGEST: Final[str]
 """``RUNNING_PROCESS_EXE_DIGEST``: the launcher's SHA-256 of the executable it
 started, with the stamp of the file it hashed (this project's addition, set

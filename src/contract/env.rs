@@ -47,6 +47,13 @@ pub const ENV_SERVICE_DEF_DIR: &str = "RUNNING_PROCESS_SERVICE_DEF_DIR";
 /// proof: the launcher verifies the running image through `/proc` itself.
 pub const ENV_EXE_DIGEST: &str = "RUNNING_PROCESS_EXE_DIGEST";
 
+/// Milliseconds a binary on a file system with nanosecond timestamps must
+/// have stayed unchanged before its stamp vouches for its digest, when more
+/// than the system's own granule (a few ticks of the kernel's coarse clock)
+/// is wanted (this project's addition). It can only lengthen the wait: a
+/// smaller value, or one that does not parse, is ignored.
+pub const ENV_SETTLE_MS: &str = "RUNNING_PROCESS_SETTLE_MS";
+
 /// The value of [`ENV_EXE_DIGEST`] for `digest` of a file with `stamp`.
 pub fn format_exe_digest(digest: &[u8; 32], stamp: &FileStamp) -> String {
     format!(

@@ -85,6 +85,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ENV_IDLE_TIMEOUT_SECS", env::ENV_IDLE_TIMEOUT_SECS)?;
     m.add("ENV_SERVICE_DEF_DIR", env::ENV_SERVICE_DEF_DIR)?;
     m.add("ENV_EXE_DIGEST", env::ENV_EXE_DIGEST)?;
+    m.add("ENV_SETTLE_MS", env::ENV_SETTLE_MS)?;
     m.add("V1_ENV_NAMES", PyTuple::new(py, env::V1_ENV_NAMES)?)?;
     m.add("SUN_PATH_MAX", crate::contract::names::SUN_PATH_MAX)?;
     m.add(

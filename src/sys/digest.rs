@@ -14,8 +14,32 @@ use std::sync::{Mutex, OnceLock};
 
 use sha2::{Digest, Sha256};
 
+use crate::contract::env::ENV_SETTLE_MS;
 use crate::contract::error::FsError;
 use crate::contract::stamp::FileStamp;
+
+/// How far apart two writes must be for a file system with nanosecond
+/// timestamps to stamp them differently, with a margin: file timestamps
+/// come from the kernel's coarse clock, whose tick this is a few of (at
+/// least 5 ms, as the clock's resolution is read from the kernel), or
+/// longer if [`ENV_SETTLE_MS`] asks for it.
+pub fn timestamp_granule() -> std::time::Duration {
+    static SYSTEM: OnceLock<std::time::Duration> = OnceLock::new();
+    let system = *SYSTEM.get_or_init(|| {
+        let tick = rustix::time::clock_getres(rustix::time::ClockId::RealtimeCoarse);
+        let tick = std::time::Duration::new(
+            tick.tv_sec.max(0) as u64,
+            tick.tv_nsec.clamp(0, 999_999_999) as u32,
+        );
+        (tick * 4).max(std::time::Duration::from_millis(5))
+    });
+    let asked = std::env::var(ENV_SETTLE_MS)
+        .ok()
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .map(std::time::Duration::from_millis)
+        .unwrap_or_default();
+    system.max(asked)
+}
 
 /// Size of the read buffer used for hashing.
 const HASH_CHUNK: usize = 256 * 1024;
@@ -84,7 +108,8 @@ pub fn cached_sha256(file: &File, stamp: FileStamp) -> io::Result<([u8; 32], boo
     let digest = sha256_reader(reader)?;
     // A write during hashing would move ctime; a write just before it might
     // not have (coarse timestamps): cache only a settled, stable result.
-    let settled = FileStamp::of(&file.metadata()?) == stamp && stamp.settled_before(started);
+    let settled = FileStamp::of(&file.metadata()?) == stamp
+        && stamp.settled_before(started, timestamp_granule());
     if settled {
         digest_cache()
             .lock()

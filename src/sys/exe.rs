@@ -378,39 +378,43 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     #[test]
-    fn a_just_written_file_cannot_vouch_for_its_digest() {
+    fn a_file_changed_since_its_stamp_cannot_vouch_for_its_digest() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("f");
         File::create(&path).unwrap().write_all(b"content").unwrap();
         let file = File::open(&path).unwrap();
         let stamp = FileStamp::of(&file.metadata().unwrap());
+        // Appended after the stamp was taken: the size (at least) differs.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b" and more")
+            .unwrap();
         let (digest, vouches) = cached_sha256(&file, stamp).unwrap();
         assert_eq!(digest, crate::sys::digest::sha256_file(&path).unwrap());
-        assert!(
-            !vouches,
-            "a file changed within the second may still change unseen"
-        );
-        // Not cached: asking again hashes again and still does not vouch.
+        assert!(!vouches, "the content hashed is not the stamped one");
         assert!(!cached_sha256(&file, stamp).unwrap().1);
     }
 
     #[test]
-    fn settled_means_a_second_older_than_hashing() {
-        let now = SystemTime::now();
-        let secs = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        let stamp = |ctime: i64| FileStamp {
-            dev: 1,
-            ino: 2,
-            size: 3,
-            mtime: (ctime, 0),
-            ctime: (ctime, 0),
-        };
-        assert!(stamp(secs - 5).settled_before(now));
-        assert!(!stamp(secs).settled_before(now));
-        assert!(!stamp(secs - 1).settled_before(now));
-        assert!(stamp(secs).settled_before(now + Duration::from_secs(3)));
+    fn a_settled_file_vouches_and_is_not_hashed_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("f");
+        File::create(&path).unwrap().write_all(b"settled").unwrap();
+        let file = File::open(&path).unwrap();
+        let stamp = FileStamp::of(&file.metadata().unwrap());
+        let granule = crate::sys::digest::timestamp_granule();
+        let deadline = SystemTime::now() + Duration::from_secs(60);
+        while !stamp.settled_before(SystemTime::now(), granule) {
+            assert!(SystemTime::now() < deadline, "the file never settled");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (digest, vouches) = cached_sha256(&file, stamp).unwrap();
+        assert!(vouches);
+        // Cached: the same digest for the same stamp, although the path now
+        // names other content (the open file is still the stamped one).
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(cached_sha256(&file, stamp).unwrap(), (digest, true));
     }
 }

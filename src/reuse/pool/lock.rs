@@ -44,6 +44,22 @@ pub fn lock(path: &Path) -> Result<KeyLock, FsError> {
     }
 }
 
+/// The exclusive lock of the lock file at `path` if it is free now; None if
+/// another process holds it (nobody waits here).
+pub fn try_lock(path: &Path) -> Result<Option<KeyLock>, FsError> {
+    let file = LockFile::open(path).map_err(|e| FsError::io("open lock file", path, e))?;
+    match file
+        .lock(LockMode::TryExclusive)
+        .map_err(|e| FsError::io("lock", path, e))?
+    {
+        Locked::WouldBlock => Ok(None),
+        Locked::Yes => Ok(file
+            .is_at(path)
+            .map_err(|e| FsError::io("stat lock file", path, e))?
+            .then_some(KeyLock { _file: file })),
+    }
+}
+
 /// One attempt at the exclusive lock of the lock file at `path`. With
 /// `wait_shared`, a lock held by another process is not queued for: we
 /// block on a shared lock instead, release it as soon as we have it and

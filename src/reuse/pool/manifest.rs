@@ -181,6 +181,35 @@ pub fn write(
     write_atomic(dir, name, &text).map(|_| ())
 }
 
+/// Adds the stamp that vouches for the recorded digest to the manifest at
+/// `dir/name`, if it still records `daemon` for `key` and no stamp yet
+/// (everything else is kept as written). Returns whether it was added. The
+/// caller holds the key's lock and has proven the stamp: a verified
+/// adoption hashed the binary, settled, to the recorded digest.
+pub fn add_binary_stamp(
+    dir: &Path,
+    name: &str,
+    key: &BackendKey,
+    daemon: &DaemonProcess,
+    stamp: FileStamp,
+) -> Result<bool, FsError> {
+    let Some(bytes) = read_bytes(&dir.join(name)) else {
+        return Ok(false);
+    };
+    let Ok(parts) = parse_parts(&bytes) else {
+        return Ok(false);
+    };
+    let Ok(mut manifest) = serde_json::from_slice::<Manifest>(&bytes) else {
+        return Ok(false);
+    };
+    if &parts.key != key || &parts.daemon != daemon || manifest.binary_stamp.is_some() {
+        return Ok(false);
+    }
+    manifest.binary_stamp = Some(stamp);
+    let text = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
+    write_atomic(dir, name, &text).map(|_| true)
+}
+
 /// The manifest decoder on its own, without the pool, the key check or the
 /// digest cache (for the fuzz targets and malformed-input tests; see
 /// `crate::fuzzing`).

@@ -187,6 +187,41 @@ impl BackendPool {
         manifest::read(&self.manifest_path(key), key)
     }
 
+    /// A backend launched from a binary too fresh for its stamp to vouch
+    /// for the digest is recorded without a stamp, so every adopter hashes
+    /// the binary. The first adopter whose own hash vouches (the binary has
+    /// settled since) records its stamp, if it can take the key's lock at
+    /// once; later adopters then take the recorded digest while the stamp
+    /// holds. Best effort: nothing waits for the lock, and a failure only
+    /// means the next adopter hashes too.
+    fn record_proven_stamp(&self, key: &BackendKey, recorded: &Recorded, handle: &BackendHandle) {
+        let (None, Some(stamp)) = (recorded.binary_stamp, handle.binary_stamp()) else {
+            return;
+        };
+        let added = match lock::try_lock(&self.lock_path(key)) {
+            Ok(Some(lock)) => {
+                let added = manifest::add_binary_stamp(
+                    &self.state_dir,
+                    &format!("{}.json", Self::stem(key)),
+                    key,
+                    &recorded.daemon,
+                    stamp,
+                );
+                // A stop may have removed the manifest and the lock file
+                // meanwhile: the lock file just opened is not left behind.
+                self.remove_lock_file_if_unused(key, &lock);
+                added
+            }
+            Ok(None) => Ok(false),
+            Err(e) => Err(e),
+        };
+        match added {
+            Ok(true) => log::debug!("recorded the settled stamp of {key}'s binary"),
+            Ok(false) => {}
+            Err(e) => log::debug!("cannot record the stamp of {key}'s binary: {e}"),
+        }
+    }
+
     fn write_manifest(&self, key: &BackendKey, handle: &BackendHandle) -> Result<(), FsError> {
         let name = format!("{}.json", Self::stem(key));
         manifest::write(&self.state_dir, &name, key, handle)
@@ -331,6 +366,7 @@ impl BackendPool {
         let mut seen = self.read_manifest(key);
         if let Some(recorded) = &seen {
             if let Ok(handle) = self.adopt(key, sd, recorded, trace) {
+                self.record_proven_stamp(key, recorded, &handle);
                 return Ok(handle);
             }
         }
