@@ -371,6 +371,57 @@ POOL_CLIENT = textwrap.dedent(
 )
 
 
+def fresh_pool_hits(tree: Tree, release: Path, processes: int) -> tuple[Series, Series, Optional[bool]]:
+    """The usual install pattern: a tool copies its daemon into a new
+    versioned directory and launches it at once through the pool; then
+    ``processes`` fresh processes hit it, one after another, each with one
+    ``get_or_launch``. Returns the launch, the hits, and whether the
+    manifest ended up with the binary's stamp (so later adopters stop
+    hashing)."""
+    root = workdir(tree, "fresh")
+    version_dir = root / "9.9.9"
+    version_dir.mkdir(mode=0o755)
+    os.chmod(version_dir, 0o755)
+    binary = version_dir / "rp-echo-backend"
+    shutil.copyfile(release / "rp-echo-backend", binary)
+    os.chmod(binary, 0o755)
+    sd = rp.ServiceDefinition(
+        service_name=SERVICE,
+        binary_path=str(binary),
+        per_version_binary_dir=str(version_dir),
+        isolation=rp.Isolation.SHARED,
+    )
+    key = rp.BackendKey.for_service(sd, VERSION)
+    launcher = rp.CommandBackendLauncher.for_current_user(
+        socket_dir=str(root / "s"), log_dir=str(root / "logs"), ready_timeout=HANG_GUARD
+    )
+    pool = rp.BackendPool(launcher, state_dir=str(root / "state"))
+    start = time.perf_counter()
+    owner = pool.get_or_launch(key, sd)
+    launched = time.perf_counter() - start
+    hits: list[float] = []
+    for _ in range(processes):
+        out = subprocess.run(
+            [sys.executable, "-c", POOL_CLIENT, str(root), str(binary), str(version_dir), "1"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=HANG_GUARD,
+        )
+        data = json.loads(out.stdout)
+        assert data["pids"] == [owner.pid], "the pool hit launched another backend"
+        hits += data["samples"]
+    manifests = list((root / "state").glob("*.json"))
+    stamped = json.loads(manifests[0].read_text()).get("binary_stamp") is not None if manifests else None
+    pool.stop_all()
+    owner.shutdown(5.0)
+    return (
+        Series("pool launch of a binary copied into place just before", [launched]),
+        Series("pool hit from another process, binary copied into place just before", hits),
+        stamped,
+    )
+
+
 def pool_hits(tree: Tree, n: int) -> tuple[Series, Series, int]:
     """A backend launched through the pool by one process, then hit by a
     fresh process: its first hit, and its following hits."""
@@ -755,6 +806,19 @@ def run(quick: bool) -> tuple[dict[str, Any], list[Row]]:
                 None,
                 "p50 ≤ 300 µs",
                 hits.p50 <= 300e-6,
+            )
+        )
+
+        fresh_launch, fresh_hits, stamped = fresh_pool_hits(tree, release, 5 if quick else 100)
+        keep(fresh_launch, fresh_hits)
+        rows.append(
+            ratio_row(
+                "pool hit from another process, binary copied into place and launched at once"
+                f" (stamp recorded by an adopter: {'yes' if stamped else 'no'})",
+                fresh_hits,
+                first,
+                1.5,
+                "≈ the first hit in a fresh process on a settled binary (≤ 1.5 ×): hashed once at most",
             )
         )
 
