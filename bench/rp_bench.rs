@@ -15,6 +15,8 @@
 //! rp-bench sha256   FILE N             sha256_file of FILE
 //! rp-bench digest-cache FILE N         the launcher's digest lookup for an unchanged FILE
 //! rp-bench digest-env BINARY           the digest variable the launcher passes for BINARY
+//! rp-bench router-curve KEYS N         router hits with KEYS backends registered
+//!                                      (stand-in handles: the router's own cost)
 //! ```
 //!
 //! BINARY must sit in a per-version directory (its parent) that passes the
@@ -30,7 +32,9 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use running_process::bench_support::{cached_sha256, format_exe_digest, FileStamp};
+use running_process::bench_support::{
+    cached_sha256, fake_handle, format_exe_digest, FakeLauncher, FileStamp,
+};
 use running_process::env::{
     ENV_BACKEND_NAMESPACE, ENV_BACKEND_PIPE, ENV_EXE_DIGEST, ENV_INSTANCE, ENV_SERVICE_NAME,
     ENV_SERVICE_VERSION,
@@ -41,7 +45,7 @@ use running_process::{
     TraceContext,
 };
 use running_process::{BackendHandle, BackendLauncher, CommandBackendLauncher, LaunchOptions};
-use running_process::{Catalog, HelloRouter, RouteOutcome, RouterOptions};
+use running_process::{BackendRegistry, Catalog, HelloRouter, RouteOutcome, RouterOptions};
 
 const SERVICE: &str = "benchecho";
 const VERSION: &str = "1.0.0";
@@ -91,6 +95,7 @@ fn run(args: &[String]) -> Result<String, Failure> {
         "verify" => Bench::new(arg(1)?, arg(2)?)?.verifies(count(3)?)?,
         "sha256" => sha256(Path::new(arg(1)?), count(2)?)?,
         "digest-cache" => digest_cache(Path::new(arg(1)?), count(2)?)?,
+        "router-curve" => router_curve(count(1)?, count(2)?)?,
         other => return Err(format!("unknown subcommand {other:?}").into()),
     };
     Ok(format!("{{\"samples_ns\": {}}}", json_list(&samples)))
@@ -172,6 +177,46 @@ fn launcher_digest(binary: &Path) -> Result<String, Failure> {
         return Err("the binary has not settled; the launcher would not pass its digest".into());
     }
     Ok(format_exe_digest(&digest, &stamp))
+}
+
+/// `HelloRouter::route` hits with `keys` backends registered. The handles
+/// stand in for processes (a real backend per key would measure the
+/// machine's memory, not the router): what grows with the keys is the
+/// catalog lookup and the registry, which this measures.
+fn router_curve(keys: usize, n: usize) -> Result<Vec<u128>, Failure> {
+    let sd = ServiceDefinition {
+        service_name: SERVICE.into(),
+        binary_path: "/opt/bench/backend".into(),
+        per_version_binary_dir: "/opt/bench".into(),
+        isolation: Isolation::Shared,
+        ..ServiceDefinition::default()
+    };
+    let registry = Arc::new(BackendRegistry::new());
+    let versions: Vec<String> = (0..keys.max(1)).map(|i| format!("1.0.{i}")).collect();
+    for (i, version) in versions.iter().enumerate() {
+        let key = BackendKey::for_service(&sd, version)?;
+        let (handle, _process) = fake_handle(&key, 10_000 + i as u32);
+        registry.insert(key, handle);
+    }
+    let router = HelloRouter::with_registry(
+        Arc::new(FakeLauncher::default()),
+        Catalog::from_definitions([(SERVICE.to_owned(), sd)])?,
+        RouterOptions::default(),
+        registry,
+    );
+    let trace = TraceContext::default();
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        // A stride through the keys, so that lookups do not stay in cache.
+        let version = &versions[i.wrapping_mul(7919) % versions.len()];
+        let start = Instant::now();
+        let outcome = router.route(SERVICE, version, &trace);
+        samples.push(nanos(start.elapsed()));
+        if !matches!(outcome, RouteOutcome::Negotiated { .. }) {
+            return Err(format!("router-curve: {version} was not a hit").into());
+        }
+    }
+    Ok(samples)
 }
 
 struct Bench {

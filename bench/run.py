@@ -24,6 +24,7 @@ import platform
 import shutil
 import signal
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -104,7 +105,18 @@ class Row:
 
 def build() -> Path:
     subprocess.run(
-        ["cargo", "build", "--release", "-q", "--bin", "rp-bench", "--bin", "rp-echo-backend"],
+        [
+            "cargo",
+            "build",
+            "--release",
+            "-q",
+            "--features",
+            "bench",
+            "--bin",
+            "rp-bench",
+            "--bin",
+            "rp-echo-backend",
+        ],  # fmt: skip
         cwd=REPO,
         check=True,
     )
@@ -606,6 +618,277 @@ def import_times(n: int) -> tuple[Series, Series]:
     return Series("python -c pass", bare), Series("python -c 'import running_process'", ours)
 
 
+PER_CALL = textwrap.dedent(
+    """
+    import sys
+    import running_process as rp
+    root, binary, version_dir = sys.argv[1], sys.argv[2], sys.argv[3]
+    sd = rp.ServiceDefinition(service_name="benchecho", binary_path=binary,
+                              per_version_binary_dir=version_dir, isolation=rp.Isolation.SHARED)
+    launcher = rp.CommandBackendLauncher.for_current_user(socket_dir=root + "/s", log_dir=root + "/logs")
+    pool = rp.BackendPool(launcher, state_dir=root + "/state")
+    conn = pool.get_or_launch(rp.BackendKey.for_service(sd, "1.0.0"), sd).connect()
+    conn.sendall(b"x")
+    assert conn.recv(1) == b"x"
+    conn.close()
+    """
+)
+
+
+def per_call(tree: Tree, n: int) -> tuple[Series, Series]:
+    """What a compiler wrapper pays per run: a fresh interpreter that imports
+    the package, hits the pool, connects and exchanges a byte, against a
+    bare interpreter start."""
+    root = workdir(tree, "percall")
+    sd = tree.sd(tree.rust_backend)
+    launcher = rp.CommandBackendLauncher.for_current_user(
+        socket_dir=str(root / "s"), log_dir=str(root / "logs"), ready_timeout=HANG_GUARD
+    )
+    pool = rp.BackendPool(launcher, state_dir=str(root / "state"))
+    owner = pool.get_or_launch(rp.BackendKey.for_service(sd, VERSION), sd)
+    bare: list[float] = []
+    ours: list[float] = []
+    args = [str(root), str(tree.rust_backend), str(tree.version_dir)]
+    for _ in range(n):
+        for command, sink in ((["-c", "pass"], bare), (["-c", PER_CALL, *args], ours)):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, *command], check=True, timeout=HANG_GUARD)
+            sink.append(time.perf_counter() - start)
+    pool.stop_all()
+    owner.shutdown(5.0)
+    return Series("python -c pass (per-call baseline)", bare), Series(
+        "import, pool hit, first connect and one echo", ours
+    )
+
+
+# --- cost curves ---------------------------------------------------------------
+
+SIZES_MIB = (1, 16, 64, 256)
+POOL_KEYS = (1, 10, 100, 1000)
+ROUTER_KEYS = (10, 100, 1000, 10_000, 100_000)
+LAUNCHERS = (1, 2, 4, 8)
+
+
+def padded_backend(tree: Tree, release: Path, mib: int) -> Path:
+    """The Rust example backend grown to ``mib`` MiB by trailing bytes the
+    loader ignores, in a per-version directory of its own, settled."""
+    version_dir = tree.root / f"size-{mib}"
+    version_dir.mkdir(mode=0o755)
+    os.chmod(version_dir, 0o755)
+    binary = version_dir / "rp-echo-backend"
+    shutil.copyfile(release / "rp-echo-backend", binary)
+    # Written out (not a sparse hole), so that, as after a real install, the
+    # file's pages are in the page cache when it is first hashed.
+    chunk = b"\0" * (1024 * 1024)
+    with open(binary, "ab") as f:
+        while f.tell() < mib * 1024 * 1024:
+            f.write(chunk[: mib * 1024 * 1024 - f.tell()])
+    os.chmod(binary, 0o755)
+    settle(binary)
+    return binary
+
+
+def launch_size_curve(tree: Tree, release: Path, sizes: tuple[int, ...], n: int) -> list[dict[str, Any]]:
+    """Verified cold launch against binary size: the first launch in a
+    process hashes the binary, the later ones find its digest cached."""
+    points = []
+    for mib in sizes:
+        binary = padded_backend(tree, release, mib)
+        samples = rp_bench(release, "launch", binary, workdir(tree, f"size-run-{mib}"), n)["samples_ns"]
+        points.append(
+            {
+                "mib": mib,
+                "first_hash_s": samples[0] / 1e9,
+                "cached_p50_s": statistics.median(samples[1:]) / 1e9,
+            }
+        )
+        binary.unlink()
+    return points
+
+
+def pool_keys_curve(tree: Tree, counts: tuple[int, ...], hits: int) -> list[dict[str, Any]]:
+    """Pool hit from another process against the number of live backends
+    recorded in the same pool (one key each)."""
+    points = []
+    sd = tree.sd(tree.rust_backend)
+    for count in counts:
+        root = workdir(tree, f"pool-keys-{count}")
+        launcher = rp.CommandBackendLauncher.for_current_user(
+            socket_dir=str(root / "s"),
+            log_dir=str(root / "logs"),
+            ready_timeout=HANG_GUARD,
+            idle_timeout_secs=None,
+        )
+        pool = rp.BackendPool(launcher, state_dir=str(root / "state"))
+        handles = [pool.get_or_launch(rp.BackendKey.for_service(sd, f"1.0.{i}"), sd) for i in range(count)]
+        try:
+            client = POOL_CLIENT.replace('"1.0.0"', f'"1.0.{count // 2}"')
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    client,
+                    str(root),
+                    str(tree.rust_backend),
+                    str(tree.version_dir),
+                    str(hits),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=HANG_GUARD,
+            )
+            samples = json.loads(out.stdout)["samples"][1:]
+            points.append({"keys": count, "hit_p50_s": statistics.median(samples)})
+        finally:
+            pool.stop_all(timeout=5.0)
+            for handle in handles:
+                handle.kill()
+    return points
+
+
+def router_keys_curve(release: Path, counts: tuple[int, ...], n: int) -> list[dict[str, Any]]:
+    """Router hit against the number of registered keys (stand-in handles)."""
+    return [
+        {
+            "keys": count,
+            "hit_p50_s": statistics.median(rp_bench(release, "router-curve", count, n)["samples_ns"]) / 1e9,
+        }
+        for count in counts
+    ]
+
+
+def throughput_curve(tree: Tree, release: Path, counts: tuple[int, ...], per: int) -> list[dict[str, Any]]:
+    """Verified launches per second with N launching processes at once, each
+    launching (and shutting down) ``per`` backends of its own key."""
+    points = []
+    for count in counts:
+        start = time.perf_counter()
+        procs = [
+            subprocess.Popen(
+                [
+                    str(release / "rp-bench"),
+                    "launch",
+                    str(tree.rust_backend),
+                    str(workdir(tree, f"tp-{count}-{i}")),
+                    str(per),
+                ],
+                stdout=subprocess.DEVNULL,
+            )
+            for i in range(count)
+        ]
+        for proc in procs:
+            if proc.wait(timeout=HANG_GUARD) != 0:
+                raise RuntimeError("a launching process failed")
+        wall = time.perf_counter() - start
+        points.append({"launchers": count, "launches_per_s": count * per / wall})
+    return points
+
+
+def cost_curves(tree: Tree, release: Path, quick: bool) -> dict[str, list[dict[str, Any]]]:
+    print("cost curves ...", file=sys.stderr)
+    return {
+        "launch_vs_binary_size": launch_size_curve(
+            tree, release, SIZES_MIB[:2] if quick else SIZES_MIB, 3 if quick else 6
+        ),
+        "pool_hit_vs_live_backends": pool_keys_curve(
+            tree, POOL_KEYS[:2] if quick else POOL_KEYS, 20 if quick else 200
+        ),
+        "router_hit_vs_keys": router_keys_curve(
+            release, ROUTER_KEYS[:2] if quick else ROUTER_KEYS, 200 if quick else 5000
+        ),
+        "launch_throughput_vs_launchers": throughput_curve(
+            tree, release, LAUNCHERS[:2] if quick else LAUNCHERS, 3 if quick else 20
+        ),
+    }
+
+
+def slope(points: list[dict[str, Any]], x: str, y: str) -> float:
+    """Least-squares slope of ``y`` against ``x``."""
+    xs = [p[x] for p in points]
+    ys = [p[y] for p in points]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    den = sum((a - mx) ** 2 for a in xs)
+    return sum((a - mx) * (b - my) for a, b in zip(xs, ys)) / den if den else 0.0
+
+
+def draw_curves(curves: dict[str, list[dict[str, Any]]], out: Path) -> list[str]:
+    """One PNG chart per curve in ``out``; returns their file names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    charts = [
+        (
+            "curve-launch-size.png",
+            "Verified cold launch vs binary size",
+            "binary size (MiB)",
+            "launch (ms)",
+            "launch_vs_binary_size",
+            "mib",
+            [
+                ("first_hash_s", "first launch (hashes the binary)"),
+                ("cached_p50_s", "later launches (digest cached)"),
+            ],
+            1e3,
+            False,
+        ),
+        (
+            "curve-pool-keys.png",
+            "Pool hit from another process vs live backends",
+            "live backends in the pool",
+            "hit p50 (µs)",
+            "pool_hit_vs_live_backends",
+            "keys",
+            [("hit_p50_s", "pool hit")],
+            1e6,
+            True,
+        ),
+        (
+            "curve-router-keys.png",
+            "Router hit vs registered keys",
+            "keys",
+            "hit p50 (µs)",
+            "router_hit_vs_keys",
+            "keys",
+            [("hit_p50_s", "router hit (Rust)")],
+            1e6,
+            True,
+        ),
+        (
+            "curve-throughput.png",
+            "Launch throughput vs parallel launchers",
+            "launching processes",
+            "verified launches per second",
+            "launch_throughput_vs_launchers",
+            "launchers",
+            [("launches_per_s", "throughput")],
+            1.0,
+            False,
+        ),
+    ]
+    names = []
+    for name, title, xlabel, ylabel, key, x, series, scale, logx in charts:
+        points = curves[key]
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        for field_name, label in series:
+            ax.plot([p[x] for p in points], [p[field_name] * scale for p in points], marker="o", label=label)
+        if logx:
+            ax.set_xscale("log")
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / name)
+        plt.close(fig)
+        names.append(name)
+    return names
+
+
 MEMORY = textwrap.dedent(
     """
     import json, sys
@@ -918,6 +1201,21 @@ def run(quick: bool) -> tuple[dict[str, Any], list[Row]]:
             )
         )
 
+        print("per-call cost ...", file=sys.stderr)
+        bare_call, call = per_call(tree, 5 if quick else 30)
+        keep(bare_call, call)
+        over_call = call.p50 - bare_call.p50
+        rows.append(
+            Row(
+                "import, pool hit, first connect and one echo, in a fresh interpreter",
+                f"+{fmt_time(over_call)} over bare start (p50 {fmt_time(call.p50)})",
+                f"bare interpreter: {fmt_time(bare_call.p50)}",
+                None,
+                "≤ 15 ms over bare start",
+                over_call <= 15e-3,
+            )
+        )
+
         print("memory ...", file=sys.stderr)
         warm, n = (20, 100) if quick else (50, 1000)
         mem = memory(tree, warm, n)
@@ -934,14 +1232,59 @@ def run(quick: bool) -> tuple[dict[str, Any], list[Row]]:
                 growth < 1024,
             )
         )
+        curves = cost_curves(tree, release, quick)
     finally:
         shutil.rmtree(tree.root, ignore_errors=True)
     info = machine()
     info["load_average_at_end"] = os.getloadavg()
-    return {"machine": info, "quick": quick, "series": series}, rows
+    return {"machine": info, "quick": quick, "series": series, "curves": curves}, rows
 
 
-def markdown(result: dict[str, Any], rows: list[Row]) -> str:
+def curve_notes(curves: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Where each curve bends and why, from the measured points."""
+    size = curves["launch_vs_binary_size"]
+    pool = curves["pool_hit_vs_live_backends"]
+    router = curves["router_hit_vs_keys"]
+    tp = curves["launch_throughput_vs_launchers"]
+    per_mib = slope(size, "mib", "first_hash_s") * 1e3
+    cached = [p["cached_p50_s"] * 1e3 for p in size]
+    pool_text = ", ".join("{}: {:.0f} µs".format(p["keys"], p["hit_p50_s"] * 1e6) for p in pool)
+    router_text = ", ".join("{}: {:.1f} µs".format(p["keys"], p["hit_p50_s"] * 1e6) for p in router)
+    tp_text = ", ".join("{}: {:.0f}/s".format(p["launchers"], p["launches_per_s"]) for p in tp)
+    one = tp[0]["launches_per_s"]
+    efficiency = ", ".join(
+        "{:.0f} % at {}".format(100 * p["launches_per_s"] / (p["launchers"] * one), p["launchers"])
+        for p in tp[1:]
+    )
+    scaling = (
+        f"Against {len(tp) and tp[0]['launchers']} launcher times the number of launchers: {efficiency}. "
+        "A launch is partly CPU work on both sides (spawn, digest lookup, probe) and partly "
+        "waiting for the backend to bind, which other launchers fill; launchers of different "
+        "keys share no lock, so throughput grows while there is waiting left to fill and "
+        "bends once launchers and starting backends keep both cores busy."
+    )
+    router_growth = router[-1]["hit_p50_s"] / router[0]["hit_p50_s"]
+    pool_growth = pool[-1]["hit_p50_s"] / pool[0]["hit_p50_s"]
+    return [
+        f"- **Launch vs binary size.** The first launch of a binary in a process grows by "
+        f"{per_mib:.2f} ms per MiB: it reads and hashes the whole file once. Later launches "
+        f"take {min(cached):.2f} to {max(cached):.2f} ms whatever the size: the digest is "
+        "cached while the file's stamp is unchanged, and the launcher passes it to the "
+        "backend, which then does not hash itself either; `execve` maps the file, it does "
+        "not read it.",
+        f"- **Pool hit vs live backends** ({pool_text}; {pool_growth:.2f} × from the first "
+        "point to the last). A hit reads one manifest (named by a hash of the key) and "
+        "verifies one backend; nothing scans the state directory, so the work per hit does "
+        "not grow with the number of keys. What moves the figure is the machine: many live "
+        "processes and their sockets compete for the two cores and the caches.",
+        f"- **Router hit vs keys** ({router_text}; {router_growth:.2f} × from 10 to the most "
+        "keys). Catalog and registry are hash maps, so the work per hit is constant; a rise "
+        "at the high end is the registry outgrowing the CPU caches, not the algorithm.",
+        f"- **Launch throughput vs launchers** ({tp_text}). {scaling}",
+    ]
+
+
+def markdown(result: dict[str, Any], rows: list[Row], charts: Optional[list[str]] = None) -> str:
     m = result["machine"]
     lines = [
         "# Benchmark results",
@@ -969,6 +1312,10 @@ def markdown(result: dict[str, Any], rows: list[Row]) -> str:
                 f"| {name} | {s['n']} | {fmt_time(s['p50_s'])} | {fmt_time(s['p90_s'])} | "
                 f"{fmt_time(s['min_s'])} |"
             )
+    if "curves" in result:
+        lines += ["", "## Cost curves", ""]
+        lines += [f"![{name}]({name})" for name in charts or []]
+        lines += ["", *curve_notes(result["curves"])]
     return "\n".join(lines) + "\n"
 
 
@@ -1007,7 +1354,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         for r in rows
     ]
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    text = markdown(result, rows)
+    charts = draw_curves(result["curves"], out)
+    text = markdown(result, rows, charts)
     (out / "RESULTS.md").write_text(text)
     print(text)
     print(f"written: {out / 'results.json'}, {out / 'RESULTS.md'}", file=sys.stderr)

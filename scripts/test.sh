@@ -42,7 +42,7 @@ step "virtualenv $VENV and package install (release build)"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q --force-reinstall --no-deps .
-"$VENV/bin/python" -m pip install -q '.[test]'
+"$VENV/bin/python" -m pip install -q '.[test,bench]'
 
 step "format: cargo fmt --check, ruff format --check"
 cargo fmt --check
@@ -50,7 +50,7 @@ cargo fmt --check
 
 step "lint: cargo clippy (core, and core + Python bindings), ruff check"
 cargo clippy --all-targets -- -D warnings
-cargo clippy --all-targets --features python -- -D warnings
+cargo clippy --all-targets --features python,bench -- -D warnings
 "$VENV/bin/python" -m ruff check python tests bench
 
 step "cargo test"

@@ -100,5 +100,7 @@ pub mod wire {
 pub mod bench_support {
     pub use crate::contract::env::format_exe_digest;
     pub use crate::contract::stamp::FileStamp;
+    #[cfg(feature = "bench")]
+    pub use crate::reuse::fake::{handle as fake_handle, FakeLauncher};
     pub use crate::sys::digest::cached_sha256;
 }

@@ -34,7 +34,7 @@ pub mod verify;
 
 pub use error::LaunchError;
 pub use handle::BackendHandle;
-#[cfg(test)]
+#[cfg(any(test, feature = "bench"))]
 pub(crate) use handle::Process;
 use handle::Verified;
 use policy::check_policy;

@@ -2,7 +2,10 @@
 //! until the test ends it, and a launcher that hands out such processes
 //! (or fails on request) and counts what it is asked to do. The real-process
 //! suites (`tests/`, pytest) prove the same behaviour end to end; these make
-//! the router's logic testable in milliseconds.
+//! the router's logic testable in milliseconds. Built only for tests and
+//! with the `bench` feature (the benchmark harness measures how the
+//! router's cost grows with the number of keys, beyond what real processes
+//! allow); never part of the package.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};

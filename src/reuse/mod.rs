@@ -11,5 +11,5 @@ pub mod pool;
 pub mod registry;
 pub mod router;
 
-#[cfg(test)]
-mod fake;
+#[cfg(any(test, feature = "bench"))]
+pub(crate) mod fake;
