@@ -182,8 +182,8 @@ pub fn write(
 }
 
 /// Adds the stamp that vouches for the recorded digest to the manifest at
-/// `dir/name`, if it still records `daemon` for `key` and no stamp yet
-/// (everything else is kept as written). Returns whether it was added. The
+/// `dir/name`, if it still records `daemon` for `key`, in the current format,
+/// and no stamp yet (everything else is kept as written). Returns whether it was added. The
 /// caller holds the key's lock and has proven the stamp: a verified
 /// adoption hashed the binary, settled, to the recorded digest.
 pub fn add_binary_stamp(
@@ -202,7 +202,13 @@ pub fn add_binary_stamp(
     let Ok(mut manifest) = serde_json::from_slice::<Manifest>(&bytes) else {
         return Ok(false);
     };
-    if &parts.key != key || &parts.daemon != daemon || manifest.binary_stamp.is_some() {
+    // A manifest of the older format (no process record) is left as it was
+    // written: adoption never rewrites it into a newer one.
+    if &parts.key != key
+        || &parts.daemon != daemon
+        || manifest.binary_stamp.is_some()
+        || manifest.process.is_none()
+    {
         return Ok(false);
     }
     manifest.binary_stamp = Some(stamp);
