@@ -364,11 +364,11 @@ POOL_CLIENT = textwrap.dedent(
     import json, sys, time
     t0 = time.perf_counter()
     import running_process as rp
-    root, binary, version_dir, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    root, binary, version_dir, n, version = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
     t_import = time.perf_counter() - t0
     sd = rp.ServiceDefinition(service_name="benchecho", binary_path=binary,
                               per_version_binary_dir=version_dir, isolation=rp.Isolation.SHARED)
-    key = rp.BackendKey.for_service(sd, "1.0.0")
+    key = rp.BackendKey.for_service(sd, version)
     launcher = rp.CommandBackendLauncher.for_current_user(socket_dir=root + "/s", log_dir=root + "/logs")
     pool = rp.BackendPool(launcher, state_dir=root + "/state")
     samples = []
@@ -381,6 +381,31 @@ POOL_CLIENT = textwrap.dedent(
     print(json.dumps({"samples": samples, "pids": sorted(pids), "import_s": t_import}))
     """
 )
+
+
+def pool_client(
+    root: Path, binary: Path, version_dir: Path, n: int, version: str = VERSION
+) -> dict[str, Any]:
+    """Runs ``POOL_CLIENT`` in a fresh interpreter: ``n`` pool hits on the
+    backend of ``version``; its samples, pids and import time."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            POOL_CLIENT,
+            str(root),
+            str(binary),
+            str(version_dir),
+            str(n),
+            version,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD,
+    )
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
 
 
 def fresh_pool_hits(tree: Tree, release: Path, processes: int) -> tuple[Series, Series, Optional[bool]]:
@@ -413,14 +438,7 @@ def fresh_pool_hits(tree: Tree, release: Path, processes: int) -> tuple[Series, 
     launched = time.perf_counter() - start
     hits: list[float] = []
     for _ in range(processes):
-        out = subprocess.run(
-            [sys.executable, "-c", POOL_CLIENT, str(root), str(binary), str(version_dir), "1"],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=HANG_GUARD,
-        )
-        data = json.loads(out.stdout)
+        data = pool_client(root, binary, version_dir, 1)
         assert data["pids"] == [owner.pid], "the pool hit launched another backend"
         hits += data["samples"]
     manifests = list((root / "state").glob("*.json"))
@@ -448,22 +466,7 @@ def pool_hits(tree: Tree, n: int) -> tuple[Series, Series, int]:
     firsts: list[float] = []
     rest: list[float] = []
     for _ in range(5):
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                POOL_CLIENT,
-                str(root),
-                str(tree.rust_backend),
-                str(tree.version_dir),
-                str(n),
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=HANG_GUARD,
-        )
-        data = json.loads(out.stdout)
+        data = pool_client(root, tree.rust_backend, tree.version_dir, n)
         assert data["pids"] == [owner.pid], "the pool hit launched another backend"
         firsts.append(data["samples"][0])
         rest += data["samples"][1:]
@@ -722,23 +725,8 @@ def pool_keys_curve(tree: Tree, counts: tuple[int, ...], hits: int) -> list[dict
         pool = rp.BackendPool(launcher, state_dir=str(root / "state"))
         handles = [pool.get_or_launch(rp.BackendKey.for_service(sd, f"1.0.{i}"), sd) for i in range(count)]
         try:
-            client = POOL_CLIENT.replace('"1.0.0"', f'"1.0.{count // 2}"')
-            out = subprocess.run(
-                [
-                    sys.executable,
-                    "-c",
-                    client,
-                    str(root),
-                    str(tree.rust_backend),
-                    str(tree.version_dir),
-                    str(hits),
-                ],
-                check=True,
-                capture_output=True,
-                text=True,
-                timeout=HANG_GUARD,
-            )
-            samples = json.loads(out.stdout)["samples"][1:]
+            data = pool_client(root, tree.rust_backend, tree.version_dir, hits, f"1.0.{count // 2}")
+            samples = data["samples"][1:]
             points.append({"keys": count, "hit_p50_s": statistics.median(samples)})
         finally:
             pool.stop_all(timeout=5.0)
