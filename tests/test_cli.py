@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import running_process as rp
 from running_process import cli
@@ -537,3 +539,73 @@ def test_doctor_takes_a_relative_definition_dir_as_the_store_does(
     verdict = report["directories"]["service_def_dir"]
     assert verdict["path"] == str(c.def_dir) and verdict["status"] == "ok"
     assert cli.main(["servicedef", "show", SERVICE, "--dir", c.def_dir.name]) == 0
+
+
+# --- hostile input -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["launch", SERVICE, "--version", VERSION, "--ready-timeout", "inf"],
+        ["launch", SERVICE, "--version", VERSION, "--ready-timeout", "1e309"],
+        ["launch", SERVICE, "--version", VERSION, "--ready-timeout", "nan"],
+        ["launch", SERVICE, "--version", VERSION, "--ready-timeout", "86401"],
+        ["launch", SERVICE, "--version", VERSION, "--idle-timeout", "99999999999"],
+        ["launch", SERVICE, "--version", VERSION, "--idle-timeout", "-5"],
+        ["launch", SERVICE, "--version", VERSION, "--idle-timeout", "1.5"],
+        ["stop", "--all", "--timeout", "-inf"],
+    ],
+    ids=lambda argv: " ".join(argv[-2:]),
+)
+def test_out_of_range_numbers_are_usage_errors(c: Cli, argv: list[str]) -> None:
+    code, _, err = c.run(*argv)
+    assert code == cli.EXIT_USAGE, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("running-process launch: error:") or "stop: error:" in err
+
+
+def test_a_name_that_is_not_utf8_is_a_one_line_usage_error(c: Cli) -> None:
+    name = os.fsdecode(b"echo\xff")
+    code, _, err = c.run("launch", name, "--version", VERSION, *c.sd())
+    assert code == cli.EXIT_USAGE
+    assert_one_line_failure(err, "InvalidArgumentError")
+    assert "'echo\\udcff' is not valid UTF-8" in err
+
+
+def test_escape_sequences_never_reach_the_terminal(c: Cli) -> None:
+    for argv in (
+        ["launch", "\x1b[2J\x1b]0;pwned\x07x", "--version", VERSION, *c.sd()],
+        ["launch", SERVICE, "--version", VERSION, "--dir", "/nonexistent/\x1b[2J\x07"],
+    ):
+        code, _, err = c.run(*argv)
+        assert code != 0
+        assert "\x1b" not in err and "\x07" not in err, err
+        assert "\\x1b[2J" in err or "\\u{1b}[2J" in err, err
+    assert cli.printable("tab\there\u009bC1") == "tab\\there\\x9bC1"
+
+
+# Words of the command line, and free text that cannot be an option or an
+# absolute path (so no generated command writes outside the test's
+# directories; relative paths land in the working directory, a temporary one).
+WORDS = st.sampled_from(
+    ["launch", "stop", "ls", "probe", "doctor", "servicedef", "write", "show", "validate", "--json", "--all",
+     "--version", "--ready-timeout", "--idle-timeout", "--timeout", "--label", "--traceparent", "inf", "-1",
+     "0", "1e309", "nan", "shared/x@1.0.0"]
+)  # fmt: skip
+FREE_TEXT = st.text(max_size=20).filter(lambda t: not t.startswith(("-", "/")))
+
+
+@pytest.mark.slow  # a few hundred command lines
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(argv=st.lists(st.one_of(WORDS, FREE_TEXT), max_size=8))
+def test_no_command_line_ends_in_a_traceback(c: Cli, argv: list[str], tmp_path: Path) -> None:
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        code, _, err = c.run(*argv)
+    finally:
+        os.chdir(cwd)
+    assert isinstance(code, int)
+    assert "Traceback" not in err
+    assert "\x1b" not in err

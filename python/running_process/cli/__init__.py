@@ -95,20 +95,53 @@ from running_process.cli.hints import (
     CliError,
     exit_code_for,
     hint_for,
+    printable,
     report_error,
 )
 
 # --- parser ----------------------------------------------------------------------
 
 
+MAX_WAIT_SECS = 86_400.0
+"""Longest wait a command line accepts (a day): beyond it, a typo."""
+MAX_IDLE_SECS = 2**32 - 1
+"""Longest idle timeout the contract can carry (a u32)."""
+
+
 def _positive_float(text: str) -> float:
+    """Seconds to wait: a finite number above 0 and at most a day."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+        raise argparse.ArgumentTypeError(f"{printable(repr(text))} is not a number") from None
+    if not 0 < value <= MAX_WAIT_SECS:
+        raise argparse.ArgumentTypeError(
+            f"{printable(repr(text))} must be more than 0 and at most {MAX_WAIT_SECS:.0f} seconds"
+        )
     return value
+
+
+def _idle_seconds(text: str) -> int:
+    """Idle seconds: 0 (never) or a whole number the contract can carry."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{printable(repr(text))} is not a whole number of seconds"
+        ) from None
+    if not 0 <= value <= MAX_IDLE_SECS:
+        raise argparse.ArgumentTypeError(
+            f"{printable(repr(text))} must be 0 (never) or a number of seconds up to {MAX_IDLE_SECS}"
+        )
+    return value
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -190,7 +223,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     launch.add_argument(
         "--idle-timeout",
-        type=int,
+        type=_idle_seconds,
         metavar="SECS",
         help="idle seconds before the backend exits (default 30; 0: never)",
     )
@@ -238,6 +271,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else EXIT_USAGE
+    undecodable = [a for a in (sys.argv[1:] if argv is None else argv) if not _is_utf8(a)]
     if args.command == "stop" and bool(args.all) == bool(args.key):
         print(
             f"usage: {PROG} stop [--json] (KEY | --all) [--timeout SECS] [--state-dir DIR]", file=sys.stderr
@@ -249,6 +283,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
+    except UnicodeError:
+        # A name or value that is not UTF-8 (the contract carries text);
+        # paths need not be, so this is only known once one is used.
+        shown = ", ".join(printable(repr(a)) for a in undecodable) or "an argument"
+        return report_error(
+            CliError("InvalidArgumentError", f"{shown} is not valid UTF-8", EXIT_USAGE, None),
+            bool(args.json),
+        )
     except CliError as err:
         return report_error(err, bool(args.json))
     except (rp.RunningProcessError, OSError) as err:
@@ -284,6 +326,7 @@ __all__ = [
     "entry_fields",
     "exit_code_for",
     "hint_for",
+    "printable",
     "main",
     "parse_key",
     "report_error",

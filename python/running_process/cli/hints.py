@@ -41,8 +41,18 @@ class CliError(Exception):
         self.hint = hint
 
 
+def printable(text: str) -> str:
+    """``text`` with every control character (C0, DEL, C1; escape sequences
+    of a backend's log or of a hostile name among them) shown as an escape,
+    so nothing printed can drive the terminal; tabs and newlines too, as
+    every line printed is one line."""
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii") for c in text
+    )
+
+
 def one_line(text: str) -> str:
-    return " ".join(str(text).split())
+    return printable(" ".join(str(text).split()))
 
 
 def _last_log_line(log_tail: object) -> Optional[str]:
