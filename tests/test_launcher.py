@@ -27,7 +27,7 @@ import running_process as rp
 from support.launch import SERVICE, VERSION, BackendDirs, Launches, env_lines, install, key_for, new_launcher
 from support.leftovers import assert_nothing_left_behind, files_in, snapshot
 from support.procfs import children, environ_pairs, exe_of, fd_targets, proc_stat, status_of
-from support.values import W3C_TRACEPARENT, W3C_TRACESTATE, mode_of
+from support.values import NOBODY_UID, W3C_TRACEPARENT, W3C_TRACESTATE, mode_of
 from support.waits import HANG_GUARD, poll_until
 
 
@@ -769,3 +769,26 @@ def test_the_launcher_lists_and_kills_its_live_children(dirs: BackendDirs, launc
     assert [(key, daemon.pid) for key, daemon in killed] == [(second.key, second.pid)]
     assert second.returncode == -signal.SIGKILL
     assert launcher.live_children() == [] and launcher.kill_children() == []
+
+
+def test_logs_stay_in_the_users_tree_when_only_the_socket_dir_is_given(
+    dirs: BackendDirs, launches: Launches
+) -> None:
+    """A socket directory under a shared parent must not put the logs in a
+    directory beside it that another user could have created first."""
+    shared_parent = dirs.root / "shared"
+    shared_parent.mkdir()
+    os.chmod(shared_parent, 0o1777)
+    # Another user's directory where the logs used to go.
+    (shared_parent / "logs").mkdir(mode=0o700)
+    os.chmod(shared_parent / "logs", 0o700)
+    if os.geteuid() == 0:
+        os.chown(shared_parent / "logs", NOBODY_UID, NOBODY_UID)
+    sd = dirs.sd()
+    launcher = rp.CommandBackendLauncher.for_current_user(
+        socket_dir=str(shared_parent / "s"), ready_timeout=HANG_GUARD
+    )
+    handle = launches.launch(launcher, key_for(sd), sd)
+    assert Path(handle.log_path).parent == Path(rp.socket_dir()).parent / "logs"
+    assert mode_of(Path(handle.log_path).parent) == 0o700
+    assert launcher.log_dir == str(Path(rp.socket_dir()).parent / "logs")

@@ -448,7 +448,9 @@ class CommandBackendLauncher:
         """A launcher for the calling user. ``idle_timeout_secs`` is passed to
         the backend (default 30; None: never idle out); ``env_scrub`` lists variable names
         removed from the backend's environment (a trailing ``*`` matches a
-        prefix; default: ``LD_*`` and glibc's other unsafe loader variables)."""
+        prefix; default: ``LD_*`` and glibc's other unsafe loader variables).
+        Logs go to ``log_dir``, by default ``logs`` beside the user's default
+        socket directory (also when ``socket_dir`` is given)."""
     def launch(
         self,
         key: BackendKey,

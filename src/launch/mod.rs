@@ -83,7 +83,8 @@ pub struct LaunchOptions {
     pub idle_timeout_secs: Option<NonZeroU32>,
     /// How long a backend has to become ready and pass the probe.
     pub ready_timeout: Duration,
-    /// Where backend logs go (default: `logs` beside the socket directory).
+    /// Where backend logs go (default: `logs` beside the user's default
+    /// socket directory, also when `socket_dir` is given).
     pub log_dir: Option<PathBuf>,
     /// Socket directory override (default: [`host::socket_dir`]).
     pub socket_dir: Option<PathBuf>,
@@ -136,11 +137,19 @@ impl CommandBackendLauncher {
                 (dir, Some(base))
             }
         };
+        // Logs go to the user's own tree (beside the default socket
+        // directory), also when the socket directory is given: beside a
+        // socket directory under /tmp they would land in a /tmp/logs that
+        // the first user to create it owns, locking every other user out.
         let (log_dir, log_base) = match &options.log_dir {
             Some(dir) => (dir.clone(), None),
             None => {
-                let parent = socket_dir.parent().unwrap_or(Path::new("/")).to_path_buf();
-                (parent.join("logs"), socket_base.clone())
+                let (default_socket_dir, base) = host::socket_dir_with_base();
+                let parent = default_socket_dir
+                    .parent()
+                    .unwrap_or(Path::new("/"))
+                    .to_path_buf();
+                (parent.join("logs"), Some(base))
             }
         };
         Ok(CommandBackendLauncher {
