@@ -54,6 +54,19 @@ def fd_count() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+def pidfds() -> int:
+    """Open pidfds: a backend's reaper thread closes the one it shares a
+    moment after the backend's exit is recorded."""
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") == "anon_inode:[pidfd]":
+                count += 1
+        except OSError:
+            pass
+    return count
+
+
 def settle(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
     """Polls ``condition`` for a moment: a killed backend's reaper thread
     records the exit, then closes the pidfd it shares."""
@@ -119,6 +132,9 @@ def main() -> int:
 
     report: dict[str, Any] = {"attempts": []}
     report["warm_up"] = stop(launch())
+    # The baseline is taken once the warm-up backend's reaper has let go of
+    # its pidfd, or a descriptor closed after it would never be matched.
+    settle(lambda: pidfds() == 0)
     baseline_fds = fd_count()
     baseline_children = children()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
