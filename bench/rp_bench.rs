@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use running_process::bench_support::{
-    cached_sha256, fake_handle, format_exe_digest, FakeLauncher, FileStamp,
+    cached_digests, fake_handle, format_exe_digest, FakeLauncher, FileStamp, Need,
 };
 use running_process::env::{
     ENV_BACKEND_NAMESPACE, ENV_BACKEND_PIPE, ENV_EXE_DIGEST, ENV_INSTANCE, ENV_SERVICE_NAME,
@@ -172,11 +172,11 @@ fn floor(
 fn launcher_digest(binary: &Path) -> Result<String, Failure> {
     let file = File::open(binary)?;
     let stamp = FileStamp::of(&file.metadata()?);
-    let (digest, vouches) = cached_sha256(&file, stamp)?;
-    if !vouches {
+    let (digests, vouches) = cached_digests(&file, stamp, Need::Both)?;
+    let (true, Some(sha256)) = (vouches, digests.sha256) else {
         return Err("the binary has not settled; the launcher would not pass its digest".into());
-    }
-    Ok(format_exe_digest(&digest, &stamp))
+    };
+    Ok(format_exe_digest(&sha256, &digests.blake3, &stamp))
 }
 
 /// `HelloRouter::route` hits with `keys` backends registered. The handles
@@ -406,7 +406,7 @@ fn digest_cache(file: &Path, n: usize) -> Result<Vec<u128>, Failure> {
         let start = Instant::now();
         let opened = File::open(file)?;
         let stamp = FileStamp::of(&opened.metadata()?);
-        std::hint::black_box(cached_sha256(&opened, stamp)?);
+        std::hint::black_box(cached_digests(&opened, stamp, Need::Both)?);
         samples.push(nanos(start.elapsed()));
     }
     Ok(samples)

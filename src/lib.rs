@@ -102,5 +102,5 @@ pub mod bench_support {
     pub use crate::contract::stamp::FileStamp;
     #[cfg(feature = "bench")]
     pub use crate::reuse::fake::{handle as fake_handle, FakeLauncher};
-    pub use crate::sys::digest::cached_sha256;
+    pub use crate::sys::digest::{cached_digests, Digests, Need};
 }

@@ -64,6 +64,7 @@ fn daemon_process_encoding_is_pinned() {
         pid: 4242,
         exe_path: "/e".into(),
         exe_sha256: [0xab; 32],
+        exe_blake3: None,
         boot_id: "b".into(),
         ipc_endpoint: Endpoint::new("shared", "/s").unwrap(),
         started_at_unix_ms: 1000,
@@ -88,10 +89,86 @@ fn daemon_process_encoding_is_pinned() {
         ..id.clone()
     };
     assert_eq!(no_idle.to_bytes(), expected[..expected.len() - 2]);
-    // Fields of newer peers (numbers above 7) are ignored.
+    // Fields of newer peers (numbers above 9) are ignored.
     let mut newer = expected.clone();
-    newer.extend(len_field(9, b"future"));
+    newer.extend(len_field(10, b"future"));
     assert_eq!(DaemonProcess::from_bytes(&newer).unwrap(), id);
+}
+
+/// The current generation (running-process 4.10.x): fields 8 and 9 carry the
+/// algorithm and the BLAKE3 digest, field 3 is left out of the message and
+/// appended after it with the legacy SHA-256, so a first-generation prober
+/// (which keeps the last field 3 it sees) reads the SHA-256 while a current
+/// one reads fields 8 and 9 and skips field 3 as reserved.
+#[test]
+fn current_generation_encoding_is_pinned() {
+    let id = DaemonProcess {
+        pid: 4242,
+        exe_path: "/e".into(),
+        exe_sha256: [0xab; 32],
+        exe_blake3: Some([0xcd; 32]),
+        boot_id: "b".into(),
+        ipc_endpoint: Endpoint::new("shared", "/s").unwrap(),
+        started_at_unix_ms: 1000,
+        idle_timeout_secs: None,
+    };
+    let canonical = [
+        varint_field(1, &[0x92, 0x21]),
+        len_field(2, b"/e"),
+        len_field(4, &[len_field(1, b"shared"), len_field(2, b"/s")].concat()),
+        varint_field(5, &[0xe8, 0x07]),
+        len_field(6, b"b"),
+        len_field(8, b"blake3"),
+        len_field(9, &[0xcd; 32]),
+    ]
+    .concat();
+    let expected = [canonical.clone(), len_field(3, &[0xab; 32])].concat();
+    assert_eq!(id.to_bytes(), expected);
+    assert_eq!(DaemonProcess::from_bytes(&expected).unwrap(), id);
+
+    // A BLAKE3-only peer (zccache) appends zeros; a manifest carries no
+    // field 3 at all. Both decode with an all-zero legacy slot.
+    let blake3_only = DaemonProcess {
+        exe_sha256: [0; 32],
+        ..id.clone()
+    };
+    let zeros = [canonical.clone(), len_field(3, &[0; 32])].concat();
+    assert_eq!(blake3_only.to_bytes(), zeros);
+    assert_eq!(DaemonProcess::from_bytes(&zeros).unwrap(), blake3_only);
+    assert_eq!(DaemonProcess::from_bytes(&canonical).unwrap(), blake3_only);
+
+    // Only "blake3" is an algorithm; a hash without one, or one of another
+    // length, is refused naming the field.
+    for (bytes, field) in [
+        (
+            [
+                &canonical[..canonical.len() - 42],
+                &len_field(8, b"sha256")[..],
+                &len_field(9, &[0xcd; 32])[..],
+            ]
+            .concat(),
+            "exe_hash_algorithm",
+        ),
+        (
+            [
+                &canonical[..canonical.len() - 42],
+                &len_field(9, &[0xcd; 32])[..],
+            ]
+            .concat(),
+            "exe_hash",
+        ),
+        (
+            [
+                &canonical[..canonical.len() - 34],
+                &len_field(9, &[0xcd; 31])[..],
+            ]
+            .concat(),
+            "exe_hash",
+        ),
+    ] {
+        let err = DaemonProcess::from_bytes(&bytes).unwrap_err().to_string();
+        assert!(err.contains(field), "{field}: {err}");
+    }
 }
 
 #[test]

@@ -234,7 +234,7 @@ def test_from_bytes_reads_a_hand_built_message() -> None:
 
 def test_from_bytes_ignores_unknown_fields() -> None:
     dp = make_dp()
-    extra = field_varint(8, 1) + field_bytes(20, b"future") + field_varint(1000, 5)
+    extra = field_varint(30, 1) + field_bytes(20, b"future") + field_varint(1000, 5)
     assert rp.DaemonProcess.from_bytes(dp.to_bytes() + extra) == dp
 
 
@@ -318,7 +318,7 @@ def test_json_shape() -> None:
     assert json.loads(text) == {
         "pid": 4242,
         "exe_path": "/opt/zccache/1.11.20/zccache-backend",
-        "exe_sha256": SHA.hex(),
+        "exe_sha256": list(SHA),
         "boot_id": BOOT_ID,
         "ipc_endpoint": {"namespace_id": "private:zccache", "path": ENDPOINT_PATH},
         "started_at_unix_ms": 1_764_000_000_000,

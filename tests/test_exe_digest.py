@@ -38,9 +38,12 @@ def test_a_settled_binary_gets_its_digest_and_stamp(
     sd = dirs.sd(binary)
     handle = launches.launch(dirs.launcher(), key_for(sd), sd)
     env = dict(environ_pairs(handle.pid))
-    digest, dev, ino, size, mtime, ctime = env[rp.ENV_EXE_DIGEST].split(":")
+    digests, dev, ino, size, mtime, ctime = env[rp.ENV_EXE_DIGEST].split(":")
+    sha256, blake3 = digests.split("-")
     st = os.stat(binary)
-    assert digest == handle.daemon.exe_sha256.hex() == rp.sha256_file(str(binary)).hex()
+    assert sha256 == handle.daemon.exe_sha256.hex() == rp.sha256_file(str(binary)).hex()
+    assert blake3 == handle.daemon.exe_hash_hex == rp.blake3_file(str(binary)).hex()
+    assert handle.daemon.exe_hash_algorithm == "blake3"
     assert (int(dev), int(ino), int(size)) == (st.st_dev, st.st_ino, st.st_size)
     assert mtime == f"{st.st_mtime_ns // 10**9}.{st.st_mtime_ns % 10**9}"
     assert ctime == f"{st.st_ctime_ns // 10**9}.{st.st_ctime_ns % 10**9}"

@@ -141,7 +141,7 @@ def test_identity_unknown_fields_are_ignored_inside_the_endpoint_too() -> None:
     inner = endpoint_bytes(endpoint.namespace_id.encode(), endpoint.path.encode()) + field_varint(3, 1)
     data = (
         dp_with(4, field_bytes(4, inner))
-        + field_bytes(9, b"\xff not UTF-8, but unknown")
+        + field_bytes(12, b"\xff not UTF-8, but unknown")
         + tag(10, I64)
         + b"\0" * 8
         + tag(11, SGROUP)

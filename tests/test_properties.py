@@ -231,6 +231,7 @@ def daemon_processes(draw: st.DrawFn) -> rp.DaemonProcess:
         ipc_endpoint=rp.Endpoint(draw(printable_ascii), draw(socket_paths)),
         started_at_unix_ms=draw(st.integers(0, U64_MAX)),
         idle_timeout_secs=idle,
+        exe_blake3=draw(st.one_of(st.none(), st.binary(min_size=32, max_size=32))),
     )
 
 
@@ -310,7 +311,15 @@ def test_daemon_process_round_trips(dp: rp.DaemonProcess) -> None:
     text = dp.to_json()
     assert rp.DaemonProcess.from_json(text) == dp
     parsed = json.loads(text)
-    assert parsed["exe_sha256"] == dp.exe_sha256.hex() == dp.exe_sha256_hex
+    if dp.exe_blake3 is None:
+        assert dp.exe_hash_algorithm == "sha256"
+        assert bytes(parsed["exe_sha256"]) == dp.exe_sha256 == dp.exe_hash
+    else:
+        assert dp.exe_hash_algorithm == parsed["exe_hash_algorithm"] == "blake3"
+        assert bytes(parsed["exe_hash"]) == dp.exe_blake3 == dp.exe_hash
+        assert bytes(parsed["legacy_exe_sha256"]) == dp.exe_sha256
+        assert "exe_sha256" not in parsed
+    assert dp.exe_hash.hex() == dp.exe_hash_hex
     assert parsed["started_at_unix_ms"] == dp.started_at_unix_ms
     assert parsed.get("idle_timeout_secs") == dp.idle_timeout_secs
     check_pickle_and_repr(dp)

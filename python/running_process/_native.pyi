@@ -10,7 +10,7 @@ import os
 import socket
 from collections.abc import Coroutine, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Callable, ClassVar, Final, Optional, Union, final
+from typing import Any, Callable, ClassVar, Final, Literal, Optional, Union, final
 
 from typing_extensions import Self
 
@@ -58,6 +58,7 @@ __all__ = [
     "check_private_dir",
     "service_def_dir",
     "sha256_file",
+    "blake3_file",
     "validate_service_name",
     "validate_instance_name",
     "validate_version",
@@ -322,31 +323,51 @@ class TraceContext:
 
 @final
 class DaemonProcess:
-    """The identity of a running backend (the v1 ``DaemonProcess`` message).
+    """The identity of a running backend (the v1 ``DaemonProcess`` message),
+    of either generation of the contract.
 
-    ``exe_sha256`` must be 32 bytes, ``pid`` between 1 and 2**31-1,
-    ``exe_path`` absolute, ``boot_id`` printable ASCII.
+    A first-generation identity (running-process 4.5.x) names its executable
+    by ``exe_sha256``; a current one (4.10.x) by ``exe_blake3``, with
+    ``exe_sha256`` as the legacy slot (a real SHA-256, or zeros for a
+    BLAKE3-only peer; pass ``None`` for zeros). Digests are 32 bytes,
+    ``pid`` between 1 and 2**31-1, ``exe_path`` absolute, ``boot_id``
+    printable ASCII.
     """
 
     def __new__(
         cls,
         pid: int,
         exe_path: str,
-        exe_sha256: bytes,
+        exe_sha256: Optional[bytes],
         boot_id: str,
         ipc_endpoint: Endpoint,
         started_at_unix_ms: int,
         idle_timeout_secs: Optional[int] = None,
+        *,
+        exe_blake3: Optional[bytes] = None,
     ) -> Self: ...
     @property
     def pid(self) -> int: ...
     @property
     def exe_path(self) -> str: ...
     @property
-    def exe_sha256(self) -> bytes: ...
+    def exe_sha256(self) -> bytes:
+        """SHA-256 of the executable (zeros for a BLAKE3-only identity)."""
     @property
     def exe_sha256_hex(self) -> str:
         """``exe_sha256`` as 64 lowercase hex digits."""
+    @property
+    def exe_blake3(self) -> Optional[bytes]:
+        """BLAKE3 of the executable; ``None`` for a first-generation identity."""
+    @property
+    def exe_hash_algorithm(self) -> Literal["sha256", "blake3"]:
+        """``"blake3"`` for the current generation, ``"sha256"`` for the first."""
+    @property
+    def exe_hash(self) -> bytes:
+        """The executable hash of :attr:`exe_hash_algorithm`."""
+    @property
+    def exe_hash_hex(self) -> str:
+        """``exe_hash`` as 64 lowercase hex digits."""
     @property
     def boot_id(self) -> str: ...
     @property
@@ -356,17 +377,27 @@ class DaemonProcess:
     @property
     def idle_timeout_secs(self) -> Optional[int]: ...
     def to_bytes(self) -> bytes:
-        """Protobuf encoding (field numbers of the contract)."""
+        """Protobuf encoding as a probe answer carries it: for the current
+        generation fields 8 and 9 with the legacy SHA-256 (field 3) appended
+        last, so probers of both generations read it."""
     @staticmethod
     def from_bytes(data: bytes) -> DaemonProcess:
-        """Decodes and validates a protobuf encoding."""
-    def to_json(self) -> str:
-        """Compact JSON with the hash as hex."""
+        """Decodes and validates a protobuf encoding of either generation."""
+    def to_json(self, form: Optional[Literal["current", "legacy"]] = None, *, pretty: bool = False) -> str:
+        """JSON of the identity's own generation (``form=None``), of the
+        current one (4.10: ``exe_hash_algorithm``, ``exe_hash``,
+        ``legacy_exe_sha256``) or of the first (4.5: ``exe_sha256``), digests
+        as arrays of 32 integers; a form that would need a digest the
+        identity lacks raises ``InvalidIdentityError``."""
     @staticmethod
     def from_json(text: str) -> DaemonProcess:
-        """Decodes and validates JSON; unknown fields are ignored, a duplicated
-        field, an array in place of an object, or a str with no UTF-8 form
-        (a lone surrogate) is a ``DecodeError``."""
+        """Decodes and validates JSON of any of the three forms (4.10, 4.5,
+        and this package's first, with a hex ``exe_sha256``); unknown fields
+        are ignored; a duplicated or missing field, an array in place of an
+        object, or a str with no UTF-8 form (a lone surrogate) is a
+        ``DecodeError``; a mix of two generations' hash fields, an unknown
+        algorithm or a digest that is not 32 bytes an
+        ``InvalidIdentityError`` naming the field."""
     def __eq__(self, other: object, /) -> bool: ...
     def __hash__(self) -> int: ...
 
@@ -858,6 +889,10 @@ def service_def_dir() -> str:
 
 def sha256_file(path: _Path) -> bytes:
     """SHA-256 of a file, streamed in fixed-size chunks with the GIL released."""
+
+def blake3_file(path: _Path) -> bytes:
+    """BLAKE3 of a file (the current generation's executable hash), on
+    several threads for a large file, with the GIL released."""
 
 def validate_service_name(name: str) -> None:
     """Raises ``InvalidNameError`` unless ``name`` matches ``[a-z0-9-]{1,64}``."""

@@ -38,10 +38,11 @@ pub const V1_ENV_NAMES: [&str; 7] = [
 /// Where the service definition directory is taken from first.
 pub const ENV_SERVICE_DEF_DIR: &str = "RUNNING_PROCESS_SERVICE_DEF_DIR";
 
-/// The SHA-256 the launcher computed of the executable it started, with the
-/// stamp of the file it hashed: `<64 hex>:<dev>:<ino>:<size>:<mtime s>.<ns>:<ctime s>.<ns>`
+/// The digests the launcher computed of the executable it started, with the
+/// stamp of the file it hashed:
+/// `<SHA-256, 64 hex>-<BLAKE3, 64 hex>:<dev>:<ino>:<size>:<mtime s>.<ns>:<ctime s>.<ns>`
 /// (this project's addition; set only when the stamp vouches for the
-/// digest). The backend SDK reports it as its `exe_sha256` instead of
+/// digests). The backend SDK reports them in its identity instead of
 /// hashing its own executable again, but only if the file it would hash
 /// still has exactly that stamp; otherwise it hashes. It is a hint, never a
 /// proof: the launcher verifies the running image through `/proc` itself.
@@ -54,11 +55,13 @@ pub const ENV_EXE_DIGEST: &str = "RUNNING_PROCESS_EXE_DIGEST";
 /// smaller value, or one that does not parse, is ignored.
 pub const ENV_SETTLE_MS: &str = "RUNNING_PROCESS_SETTLE_MS";
 
-/// The value of [`ENV_EXE_DIGEST`] for `digest` of a file with `stamp`.
-pub fn format_exe_digest(digest: &[u8; 32], stamp: &FileStamp) -> String {
+/// The value of [`ENV_EXE_DIGEST`] for the SHA-256 and BLAKE3 digests of a
+/// file with `stamp`.
+pub fn format_exe_digest(sha256: &[u8; 32], blake3: &[u8; 32], stamp: &FileStamp) -> String {
     format!(
-        "{}:{}:{}:{}:{}.{}:{}.{}",
-        hex::encode(digest),
+        "{}-{}:{}:{}:{}:{}.{}:{}.{}",
+        hex::encode(sha256),
+        hex::encode(blake3),
         stamp.dev,
         stamp.ino,
         stamp.size,
@@ -69,11 +72,15 @@ pub fn format_exe_digest(digest: &[u8; 32], stamp: &FileStamp) -> String {
     )
 }
 
-/// Parses an [`ENV_EXE_DIGEST`] value; `None` for anything malformed.
-pub fn parse_exe_digest(value: &str) -> Option<([u8; 32], FileStamp)> {
+/// Parses an [`ENV_EXE_DIGEST`] value into (SHA-256, BLAKE3, stamp); `None`
+/// for anything malformed.
+pub fn parse_exe_digest(value: &str) -> Option<([u8; 32], [u8; 32], FileStamp)> {
     let mut parts = value.split(':');
-    let mut digest = [0u8; 32];
-    hex::decode_to_slice(parts.next()?, &mut digest).ok()?;
+    let (sha_hex, blake_hex) = parts.next()?.split_once('-')?;
+    let mut sha256 = [0u8; 32];
+    hex::decode_to_slice(sha_hex, &mut sha256).ok()?;
+    let mut blake3 = [0u8; 32];
+    hex::decode_to_slice(blake_hex, &mut blake3).ok()?;
     let number = |text: Option<&str>| text?.parse::<u64>().ok();
     let time = |text: Option<&str>| {
         let (secs, nanos) = text?.split_once('.')?;
@@ -86,7 +93,7 @@ pub fn parse_exe_digest(value: &str) -> Option<([u8; 32], FileStamp)> {
         mtime: time(parts.next())?,
         ctime: time(parts.next())?,
     };
-    parts.next().is_none().then_some((digest, stamp))
+    parts.next().is_none().then_some((sha256, blake3, stamp))
 }
 
 #[cfg(test)]
@@ -102,9 +109,9 @@ mod tests {
             mtime: (1_764_000_000, 123_456_789),
             ctime: (1_764_000_001, 5),
         };
-        let digest = [0xab; 32];
-        let text = format_exe_digest(&digest, &stamp);
-        assert_eq!(parse_exe_digest(&text), Some((digest, stamp)));
+        let (sha256, blake3) = ([0xab; 32], [0xcd; 32]);
+        let text = format_exe_digest(&sha256, &blake3, &stamp);
+        assert_eq!(parse_exe_digest(&text), Some((sha256, blake3, stamp)));
         for bad in [
             "",
             "abc",
@@ -112,6 +119,8 @@ mod tests {
             &format!("{text}:1"),
             &text.replace(".123456789", ""),
             &text.replacen("ab", "zz", 1),
+            &text.replacen("-", "", 1),
+            &text[65..],
         ] {
             assert_eq!(parse_exe_digest(bad), None, "{bad:?}");
         }

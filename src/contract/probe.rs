@@ -214,6 +214,55 @@ pub fn probe_response(
     frame::encode_frame(&frame, MAX_FRAME_BODY).unwrap_or_default()
 }
 
+/// Compares the executable hashes an identity carries with the expected
+/// ones, whatever generation each side is of: every digest both sides carry
+/// must be equal (BLAKE3, and SHA-256 where both have a real one, not the
+/// zeros of a BLAKE3-only identity), and at least one must be compared. So a
+/// first-generation peer is checked by its SHA-256, a BLAKE3-only peer by its
+/// BLAKE3, a compatible peer by both; a peer that carries neither expected
+/// digest is refused on `exe_hash_algorithm`.
+pub fn compare_hashes(
+    expected_sha256: Option<[u8; 32]>,
+    expected_blake3: Option<[u8; 32]>,
+    actual: &DaemonProcess,
+) -> Result<(), ProbeError> {
+    let mut compared = false;
+    if let (Some(expected), Some(actual)) = (expected_blake3, actual.exe_blake3) {
+        if expected != actual {
+            return Err(ProbeError::Mismatch {
+                field: "exe_hash",
+                expected: format!("blake3:{}", hex::encode(expected)),
+                actual: format!("blake3:{}", hex::encode(actual)),
+            });
+        }
+        compared = true;
+    }
+    if let (Some(expected), Some(actual)) = (expected_sha256, actual.real_sha256()) {
+        if expected != actual {
+            return Err(ProbeError::Mismatch {
+                field: "exe_sha256",
+                expected: hex::encode(expected),
+                actual: hex::encode(actual),
+            });
+        }
+        compared = true;
+    }
+    if !compared {
+        let named = |sha256: bool, blake3: bool| match (sha256, blake3) {
+            (true, true) => "blake3 and sha256",
+            (false, true) => "blake3 only",
+            (true, false) => "sha256 only",
+            (false, false) => "no hash",
+        };
+        return Err(ProbeError::Mismatch {
+            field: "exe_hash_algorithm",
+            expected: named(expected_sha256.is_some(), expected_blake3.is_some()).to_owned(),
+            actual: named(actual.real_sha256().is_some(), actual.exe_blake3.is_some()).to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// Compares a probed identity with the expected one on the fields the
 /// contract names; the first difference is reported with both values.
 pub fn compare_identity(
@@ -239,13 +288,7 @@ pub fn compare_identity(
             actual.exe_path.clone(),
         ));
     }
-    if expected.exe_sha256 != actual.exe_sha256 {
-        return Err(mismatch(
-            "exe_sha256",
-            expected.exe_sha256_hex(),
-            actual.exe_sha256_hex(),
-        ));
-    }
+    compare_hashes(expected.real_sha256(), expected.exe_blake3, actual)?;
     if expected.boot_id != actual.boot_id {
         return Err(mismatch(
             "boot_id",
@@ -280,6 +323,7 @@ mod tests {
             pid: 77,
             exe_path: "/bin/x".into(),
             exe_sha256: [3; 32],
+            exe_blake3: None,
             boot_id: "boot".into(),
             ipc_endpoint: Endpoint::new("shared", "/tmp/x.sock").unwrap(),
             started_at_unix_ms: 1,

@@ -65,6 +65,13 @@ pub struct DaemonProcessMsg {
     pub boot_id: String,
     #[prost(uint32, optional, tag = "7")]
     pub idle_timeout_secs: Option<u32>,
+    /// The current generation's executable hash: its algorithm (only
+    /// `"blake3"` is defined) and digest. Field 3 is then the legacy SHA-256
+    /// slot, appended after these in probe answers.
+    #[prost(string, tag = "8")]
+    pub exe_hash_algorithm: String,
+    #[prost(bytes = "vec", tag = "9")]
+    pub exe_hash: Vec<u8>,
 }
 
 /// `Frame.kind`.

@@ -12,10 +12,11 @@ use super::verify::ExeProof;
 use super::CommandBackendLauncher;
 use crate::contract::identity::DaemonProcess;
 use crate::contract::keys::BackendKey;
+use crate::contract::probe::compare_hashes;
 use crate::contract::service::ServiceDefinition;
 use crate::contract::stamp::FileStamp;
 use crate::contract::trace::TraceContext;
-use crate::sys::digest::remember_digest;
+use crate::sys::digest::{remember_digest, Digests, Need};
 use crate::sys::exe::open_backend_recorded;
 use crate::sys::reaper::ChildWatch;
 
@@ -70,20 +71,30 @@ impl CommandBackendLauncher {
             ));
         }
         let path_var = std::env::var_os("PATH");
-        let recorded = recorded_stamp.map(|stamp| (stamp, daemon.exe_sha256));
+        // Every digest the record claims is checked against the binary: a
+        // BLAKE3-only record needs no SHA-256.
+        let need = match daemon.real_sha256() {
+            Some(_) => Need::Both,
+            None => Need::Blake3,
+        };
+        let recorded = match (recorded_stamp, daemon.exe_blake3) {
+            (Some(stamp), Some(blake3)) => Some((
+                stamp,
+                Digests {
+                    blake3,
+                    sha256: daemon.real_sha256(),
+                },
+            )),
+            _ => None,
+        };
         let binary = open_backend_recorded(
             &sd.binary_path,
             &sd.per_version_binary_dir,
             path_var.as_deref(),
             recorded,
+            need,
         )?;
-        if binary.sha256 != daemon.exe_sha256 {
-            return Err(mismatch(
-                "exe_sha256",
-                hex::encode(binary.sha256),
-                daemon.exe_sha256_hex(),
-            ));
-        }
+        compare_hashes(binary.digests.sha256, Some(binary.digests.blake3), daemon)?;
         let exe_path = binary.canonical.to_string_lossy();
         if daemon.exe_path != exe_path {
             return Err(mismatch("exe_path", exe_path, &daemon.exe_path));
@@ -96,7 +107,7 @@ impl CommandBackendLauncher {
             // The backend runs this very inode (the proof checked it) and
             // reported the recorded digest, computed by hashing that file
             // (by itself or by its launcher, for this stamp): it is proven.
-            remember_digest(binary.stamp, binary.sha256);
+            remember_digest(binary.stamp, binary.digests);
         }
         // The instance's socket directory must pass the same checks as for a
         // launch. The endpoint is not reserved in the allocator, though: its

@@ -268,7 +268,10 @@ impl BackendLauncher for CommandBackendLauncher {
         let expected = DaemonProcess {
             pid: watch.pid(),
             exe_path: binary.canonical.to_string_lossy().into_owned(),
-            exe_sha256: binary.sha256,
+            // A launch hashes with both algorithms: the backend may answer in
+            // either generation.
+            exe_sha256: binary.digests.sha256.unwrap_or_default(),
+            exe_blake3: Some(binary.digests.blake3),
             boot_id: self.boot_id.clone(),
             ipc_endpoint: reservation.endpoint.clone(),
             started_at_unix_ms: clock::unix_time_ms(),

@@ -200,10 +200,10 @@ impl CommandBackendLauncher {
         if let Some(secs) = self.options.idle_timeout_secs {
             set(env::ENV_IDLE_TIMEOUT_SECS, &secs.to_string());
         }
-        if binary.stamp_vouches {
+        if let (true, Some(sha256)) = (binary.stamp_vouches, binary.digests.sha256) {
             set(
                 env::ENV_EXE_DIGEST,
-                &env::format_exe_digest(&binary.sha256, &binary.stamp),
+                &env::format_exe_digest(&sha256, &binary.digests.blake3, &binary.stamp),
             );
         }
         vars

@@ -71,6 +71,14 @@ pub fn sha256_file<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, P
     Ok(PyBytes::new(py, &digest))
 }
 
+/// BLAKE3 of a file (the current generation's executable hash), on several
+/// threads for a large file, with the GIL released.
+#[pyfunction]
+pub fn blake3_file<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyBytes>> {
+    let digests = py.detach(|| digest::digests_of_file(&path, digest::Need::Blake3))?;
+    Ok(PyBytes::new(py, &digests.blake3))
+}
+
 /// Raises ``InvalidNameError`` unless ``name`` matches ``[a-z0-9-]{1,64}``.
 #[pyfunction]
 pub fn validate_service_name(name: &str) -> PyResult<()> {

@@ -109,6 +109,7 @@ pub fn handle(key: &BackendKey, pid: u32) -> (BackendHandle, Arc<FakeProcess>) {
         pid,
         exe_path: "/opt/fake/backend".into(),
         exe_sha256: [7; 32],
+        exe_blake3: None,
         boot_id: "fake-boot".into(),
         ipc_endpoint: Endpoint::new(&key.instance().id(), &format!("/tmp/fake-{pid}.sock"))
             .expect("a valid endpoint"),

@@ -20,7 +20,7 @@ use crate::contract::keys::{BackendKey, BrokerInstanceKey};
 use crate::contract::names::{validate_service_name, validate_version};
 use crate::contract::stamp::FileStamp;
 use crate::contract::trace::TraceContext;
-use crate::sys::digest::sha256_file;
+use crate::sys::digest::{digests_of_file, Digests, Need};
 use crate::sys::host;
 use crate::sys::proc;
 
@@ -33,10 +33,10 @@ pub struct ServerConfig {
     pub(super) trace: TraceContext,
     pub(super) idle_timeout_secs: Option<NonZeroU32>,
     pub(super) identity_exe: Option<PathBuf>,
-    /// The launcher's digest of our executable and the stamp it hashed
+    /// The launcher's digests of our executable and the stamp it hashed
     /// ([`ENV_EXE_DIGEST`]): used instead of hashing while the file still
     /// has that stamp.
-    pub(super) exe_digest_hint: Option<([u8; 32], FileStamp)>,
+    pub(super) exe_digest_hint: Option<(Digests, FileStamp)>,
     pub(super) classify_window: Duration,
     pub(super) exit_on_sigterm: bool,
     /// The variable the endpoint path came from, named by errors about it.
@@ -200,7 +200,14 @@ impl ServerConfig {
             // and the executable hashed.
             exe_digest_hint: lookup(ENV_EXE_DIGEST)
                 .and_then(|raw| raw.into_string().ok())
-                .and_then(|text| parse_exe_digest(&text)),
+                .and_then(|text| parse_exe_digest(&text))
+                .map(|(sha256, blake3, stamp)| {
+                    let digests = Digests {
+                        blake3,
+                        sha256: Some(sha256),
+                    };
+                    (digests, stamp)
+                }),
             classify_window: DEFAULT_CLASSIFY_WINDOW,
             exit_on_sigterm: false,
             endpoint_variable: Some(ENV_BACKEND_PIPE),
@@ -285,8 +292,11 @@ impl ServerConfig {
     }
 
     /// The identity a server bound with this configuration reports, with
-    /// `started_at_unix_ms` = now. Hashes the executable, so it costs a read
-    /// of the whole file, unless the launcher passed its digest
+    /// `started_at_unix_ms` = now, in the compatible layout of the current
+    /// generation: BLAKE3 in fields 8 and 9 and a real SHA-256 in field 3, so
+    /// that probers of both generations accept it. Hashes the executable
+    /// (both digests in one pass), so it costs a read of the whole file,
+    /// unless the launcher passed its digest
     /// ([`ENV_EXE_DIGEST`]) with the stamp of the file it hashed and the
     /// file still has exactly that stamp (for a native executable, the
     /// running image cannot be written while it runs).
@@ -309,10 +319,12 @@ impl ServerConfig {
             value: exe.to_string_lossy().into_owned(),
             reason: "must be UTF-8 (the wire format carries it as a string)".to_owned(),
         })?;
+        let digests = self.exe_digests(&hashed)?;
         let identity = DaemonProcess {
             pid: std::process::id(),
             exe_path: exe_path.to_owned(),
-            exe_sha256: self.exe_digest(&hashed)?,
+            exe_sha256: digests.sha256.unwrap_or_default(),
+            exe_blake3: Some(digests.blake3),
             boot_id: host::boot_id()?,
             ipc_endpoint: self.endpoint.clone(),
             started_at_unix_ms: clock::unix_time_ms(),
@@ -324,15 +336,15 @@ impl ServerConfig {
 }
 
 impl ServerConfig {
-    /// The digest of `hashed`: the launcher's, if its stamp still holds.
-    pub(super) fn exe_digest(&self, hashed: &Path) -> Result<[u8; 32], ServerError> {
-        if let Some((digest, stamp)) = &self.exe_digest_hint {
+    /// The digests of `hashed`: the launcher's, if its stamp still holds.
+    pub(super) fn exe_digests(&self, hashed: &Path) -> Result<Digests, ServerError> {
+        if let Some((digests, stamp)) = &self.exe_digest_hint {
             let now = std::fs::metadata(hashed).map(|meta| FileStamp::of(&meta));
             if now.is_ok_and(|now| now == *stamp) {
-                return Ok(*digest);
+                return Ok(*digests);
             }
         }
-        Ok(sha256_file(hashed)?)
+        Ok(digests_of_file(hashed, Need::Both)?)
     }
 }
 
@@ -365,21 +377,26 @@ mod tests {
     fn the_launchers_digest_is_used_only_while_the_stamp_holds() {
         let exe = Path::new(proc::SELF_EXE_LINK);
         let stamp = FileStamp::of(&std::fs::metadata(exe).unwrap());
-        let real = sha256_file(exe).unwrap();
-        // A digest that is not ours shows which source was used.
-        let hinted = [0x5a; 32];
-        let identity = |var: Option<String>| config_with(var).daemon_identity().unwrap().exe_sha256;
-        assert_eq!(identity(Some(format_exe_digest(&hinted, &stamp))), hinted);
+        let both = digests_of_file(exe, Need::Both).unwrap();
+        let real = (both.sha256.unwrap(), Some(both.blake3));
+        // Digests that are not ours show which source was used.
+        let hinted = ([0x5a; 32], [0x6b; 32]);
+        let identity = |var: Option<String>| {
+            let id = config_with(var).daemon_identity().unwrap();
+            (id.exe_sha256, id.exe_blake3)
+        };
+        let hint = |stamp: &FileStamp| Some(format_exe_digest(&hinted.0, &hinted.1, stamp));
+        assert_eq!(identity(hint(&stamp)), (hinted.0, Some(hinted.1)));
         let moved = FileStamp {
             ctime: (stamp.ctime.0, stamp.ctime.1 + 1),
             ..stamp
         };
-        assert_eq!(identity(Some(format_exe_digest(&hinted, &moved))), real);
+        assert_eq!(identity(hint(&moved)), real);
         let other = FileStamp {
             ino: stamp.ino + 1,
             ..stamp
         };
-        assert_eq!(identity(Some(format_exe_digest(&hinted, &other))), real);
+        assert_eq!(identity(hint(&other)), real);
         assert_eq!(identity(Some("not a digest".to_owned())), real);
         assert_eq!(identity(None), real);
     }

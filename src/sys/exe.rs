@@ -27,7 +27,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::contract::stamp::FileStamp;
-use crate::sys::digest::cached_sha256;
+use crate::sys::digest::{cached_digests, Digests, Need};
 use crate::sys::proc::own_fd_path as fd_path;
 
 impl FileStamp {
@@ -103,8 +103,9 @@ pub struct BackendBinary {
     pub file: File,
     pub canonical: PathBuf,
     pub stamp: FileStamp,
-    pub sha256: [u8; 32],
-    /// Whether `stamp` vouches for `sha256` (see [`cached_sha256`]).
+    /// Its digests: BLAKE3, and SHA-256 unless only BLAKE3 was asked for.
+    pub digests: Digests,
+    /// Whether `stamp` vouches for `digests` (see [`cached_digests`]).
     pub stamp_vouches: bool,
     /// Set for `#!` scripts.
     pub interpreter: Option<ScriptInterpreter>,
@@ -138,18 +139,22 @@ pub fn open_backend(
     root: &Path,
     path_var: Option<&OsStr>,
 ) -> Result<BackendBinary, BinaryError> {
-    open_backend_recorded(binary_path, root, path_var, None)
+    open_backend_recorded(binary_path, root, path_var, None, Need::Both)
 }
 
-/// [`open_backend`], where `recorded` is a digest recorded earlier with the
-/// stamp the file had then: while the stamp is unchanged, that digest is
-/// taken instead of hashing (it is not put in the digest cache; the caller
-/// must prove it before calling [`remember_digest`]).
+/// [`open_backend`], hashing what `need` asks for, where `recorded` are
+/// digests recorded earlier with the stamp the file had then: while the
+/// stamp is unchanged and they cover `need`, they are taken instead of
+/// hashing (they are not put in the digest cache; the caller must prove
+/// them before calling [`remember_digest`]).
+///
+/// [`remember_digest`]: crate::sys::digest::remember_digest
 pub fn open_backend_recorded(
     binary_path: &Path,
     root: &Path,
     path_var: Option<&OsStr>,
-    recorded: Option<(FileStamp, [u8; 32])>,
+    recorded: Option<(FileStamp, Digests)>,
+    need: Need,
 ) -> Result<BackendBinary, BinaryError> {
     if binary_path.as_os_str().is_empty() {
         return Err(BinaryError::EmptyBinaryPath);
@@ -217,9 +222,11 @@ pub fn open_backend_recorded(
     }
     check_trusted_path(&canonical)?;
     let stamp = FileStamp::of(&meta);
-    let (sha256, stamp_vouches) = match recorded {
-        Some((recorded_stamp, digest)) if recorded_stamp == stamp => (digest, true),
-        _ => cached_sha256(&file, stamp).map_err(io_error("hash", &canonical))?,
+    let (digests, stamp_vouches) = match recorded {
+        Some((recorded_stamp, digests)) if recorded_stamp == stamp && digests.covers(need) => {
+            (digests, true)
+        }
+        _ => cached_digests(&file, stamp, need).map_err(io_error("hash", &canonical))?,
     };
     let interpreter = script_interpreter(&file, &canonical, path_var)?;
     if let Some(interp) = &interpreter {
@@ -229,7 +236,7 @@ pub fn open_backend_recorded(
         file,
         canonical,
         stamp,
-        sha256,
+        digests,
         stamp_vouches,
         interpreter,
     })
@@ -391,10 +398,13 @@ mod tests {
             .unwrap()
             .write_all(b" and more")
             .unwrap();
-        let (digest, vouches) = cached_sha256(&file, stamp).unwrap();
-        assert_eq!(digest, crate::sys::digest::sha256_file(&path).unwrap());
+        let (digests, vouches) = cached_digests(&file, stamp, Need::Both).unwrap();
+        assert_eq!(
+            digests.sha256,
+            Some(crate::sys::digest::sha256_file(&path).unwrap())
+        );
         assert!(!vouches, "the content hashed is not the stamped one");
-        assert!(!cached_sha256(&file, stamp).unwrap().1);
+        assert!(!cached_digests(&file, stamp, Need::Blake3).unwrap().1);
     }
 
     #[test]
@@ -410,11 +420,18 @@ mod tests {
             assert!(SystemTime::now() < deadline, "the file never settled");
             std::thread::sleep(Duration::from_millis(1));
         }
-        let (digest, vouches) = cached_sha256(&file, stamp).unwrap();
+        let (digest, vouches) = cached_digests(&file, stamp, Need::Both).unwrap();
         assert!(vouches);
         // Cached: the same digest for the same stamp, although the path now
         // names other content (the open file is still the stamped one).
         std::fs::remove_file(&path).unwrap();
-        assert_eq!(cached_sha256(&file, stamp).unwrap(), (digest, true));
+        assert_eq!(
+            cached_digests(&file, stamp, Need::Both).unwrap(),
+            (digest, true)
+        );
+        assert_eq!(
+            cached_digests(&file, stamp, Need::Blake3).unwrap(),
+            (digest, true)
+        );
     }
 }

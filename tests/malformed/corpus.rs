@@ -74,7 +74,21 @@ pub(crate) fn seed_corpus() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         (
             "daemon_process",
             "unknown-fields",
-            [identity().to_bytes(), uint_field(8, 1), len_field(9, b"x")].concat(),
+            [
+                identity().to_bytes(),
+                uint_field(10, 1),
+                len_field(11, b"x"),
+            ]
+            .concat(),
+        ),
+        (
+            "daemon_process",
+            "current-generation",
+            DaemonProcess {
+                exe_blake3: Some([0xcd; 32]),
+                ..identity()
+            }
+            .to_bytes(),
         ),
         (
             "daemon_process",

@@ -56,7 +56,11 @@ fn daemon_json_malformed_text() {
             format!("{text}{text}"),
             "trailing characters",
         ),
-        ("an empty array", "[]".to_owned(), "invalid length 0"),
+        (
+            "an empty array",
+            "[]".to_owned(),
+            "must be JSON objects",
+        ),
         (
             "an array of the values in field order",
             format!(

@@ -183,8 +183,8 @@ fn daemon_process_wire_errors_are_malformed() {
 fn daemon_process_unknown_fields_are_ignored() {
     let bytes = [
         identity_fields().concat(),
-        uint_field(8, 1),
-        len_field(9, b"\xff\xfe not UTF-8, but unknown"),
+        uint_field(13, 1),
+        len_field(14, b"\xff\xfe not UTF-8, but unknown"),
         [key(10, I64), vec![0; 8]].concat(),
         [key(11, I32), vec![0; 4]].concat(),
         [key(12, SGROUP), uint_field(1, 1), key(12, EGROUP)].concat(),

@@ -138,6 +138,7 @@ fn identity() -> DaemonProcess {
         pid: 4242,
         exe_path: "/opt/echo/1.0.0/echo".into(),
         exe_sha256: HASH,
+        exe_blake3: None,
         boot_id: BOOT_ID.into(),
         ipc_endpoint: Endpoint::new("shared", SOCKET).unwrap(),
         started_at_unix_ms: 1_764_000_000_000,

@@ -88,7 +88,7 @@ fn pool_manifest_refuses_malformed_content() {
     assert!(manifest_error(&m).contains("pid"));
     let mut m = manifest();
     m["daemon"] = "not an object".into();
-    assert!(manifest_error(&m).contains("invalid type: string"));
+    assert!(manifest_error(&m).contains("must be JSON objects"));
     // The daemon object is read through a generic JSON value, where a
     // duplicated key keeps its last value (the identity JSON decoder alone
     // refuses it). Pinned so that a change either way is deliberate.

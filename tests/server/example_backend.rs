@@ -120,6 +120,7 @@ fn expected_echo_identity(pid: u32, path: &Path) -> DaemonProcess {
         pid,
         exe_path: exe.to_str().unwrap().to_owned(),
         exe_sha256: sha256_file(&exe).unwrap(),
+        exe_blake3: Some(*blake3::hash(&fs::read(&exe).unwrap()).as_bytes()),
         boot_id: boot_id().unwrap(),
         ipc_endpoint: Endpoint::new("shared", path.to_str().unwrap()).unwrap(),
         started_at_unix_ms: 0,
@@ -187,6 +188,11 @@ fn replaced_binary_reports_the_running_image() {
         sha256_file(Path::new(&format!("/proc/{}/exe", child.pid()))).unwrap()
     );
     assert_ne!(identity.exe_sha256, sha256_file(&bin).unwrap());
+    let running = fs::read(format!("/proc/{}/exe", child.pid())).unwrap();
+    assert_eq!(
+        identity.exe_blake3,
+        Some(*blake3::hash(&running).as_bytes())
+    );
     child.signal(rustix::process::Signal::TERM);
     let (status, stderr) = child.wait();
     assert_eq!(status.code(), Some(0), "stderr: {stderr}");

@@ -114,6 +114,7 @@ fn probe_answers_with_the_server_identity() {
         pid: std::process::id(),
         exe_path: exe.to_str().unwrap().to_owned(),
         exe_sha256: sha256_file(&exe).unwrap(),
+        exe_blake3: Some(*blake3::hash(&fs::read(&exe).unwrap()).as_bytes()),
         boot_id: boot_id().unwrap(),
         ipc_endpoint: Endpoint::new("private:echo", path.to_str().unwrap()).unwrap(),
         started_at_unix_ms: server.identity().started_at_unix_ms,
@@ -163,6 +164,10 @@ fn identity_exe_override_reports_the_canonical_file() {
     let canonical = fs::canonicalize(&script).unwrap();
     assert_eq!(identity.exe_path, canonical.to_str().unwrap());
     assert_eq!(identity.exe_sha256, sha256_file(&canonical).unwrap());
+    assert_eq!(
+        identity.exe_blake3,
+        Some(*blake3::hash(&fs::read(&canonical).unwrap()).as_bytes())
+    );
     assert_eq!(identity.idle_timeout_secs, None);
     assert_eq!(&identity, server.identity());
 }

@@ -5,7 +5,7 @@ use pyo3::types::{PyBytes, PyString};
 
 use super::{pyrepr, PyEndpoint};
 use crate::contract::error::DecodeError;
-use crate::contract::identity::{hash_from_slice, DaemonProcess};
+use crate::contract::identity::{digest_from_slice, DaemonProcess, JsonForm};
 
 /// The verified identity of a running backend (the v1 ``DaemonProcess``).
 #[pyclass(
@@ -24,20 +24,28 @@ pub struct PyDaemonProcess {
 #[pymethods]
 impl PyDaemonProcess {
     #[new]
-    #[pyo3(signature = (pid, exe_path, exe_sha256, boot_id, ipc_endpoint, started_at_unix_ms, idle_timeout_secs = None))]
+    #[pyo3(signature = (pid, exe_path, exe_sha256, boot_id, ipc_endpoint, started_at_unix_ms, idle_timeout_secs = None, *, exe_blake3 = None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         pid: u32,
         exe_path: String,
-        exe_sha256: &[u8],
+        exe_sha256: Option<&[u8]>,
         boot_id: String,
         ipc_endpoint: PyEndpoint,
         started_at_unix_ms: u64,
         idle_timeout_secs: Option<u32>,
+        exe_blake3: Option<&[u8]>,
     ) -> PyResult<Self> {
         let inner = DaemonProcess {
             pid,
             exe_path,
-            exe_sha256: hash_from_slice(exe_sha256)?,
+            exe_sha256: match exe_sha256 {
+                Some(bytes) => digest_from_slice("exe_sha256", bytes)?,
+                None => [0; 32],
+            },
+            exe_blake3: exe_blake3
+                .map(|bytes| digest_from_slice("exe_blake3", bytes))
+                .transpose()?,
             boot_id,
             ipc_endpoint: ipc_endpoint.inner,
             started_at_unix_ms,
@@ -57,10 +65,36 @@ impl PyDaemonProcess {
         &self.inner.exe_path
     }
 
-    /// The executable's SHA-256 digest (32 bytes).
+    /// The executable's SHA-256 digest (32 bytes; zeros for a BLAKE3-only
+    /// identity).
     #[getter]
     fn exe_sha256<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
         PyBytes::new(py, &self.inner.exe_sha256)
+    }
+
+    /// The executable's BLAKE3 digest (32 bytes), or ``None`` for a
+    /// first-generation identity.
+    #[getter]
+    fn exe_blake3<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        self.inner.exe_blake3.map(|d| PyBytes::new(py, &d))
+    }
+
+    /// ``"blake3"`` (current generation) or ``"sha256"`` (first).
+    #[getter]
+    fn exe_hash_algorithm(&self) -> &'static str {
+        self.inner.exe_hash_algorithm().as_str()
+    }
+
+    /// The executable hash of :attr:`exe_hash_algorithm` (32 bytes).
+    #[getter]
+    fn exe_hash<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.inner.exe_hash())
+    }
+
+    /// :attr:`exe_hash` as 64 lowercase hex digits.
+    #[getter]
+    fn exe_hash_hex(&self) -> String {
+        hex::encode(self.inner.exe_hash())
     }
 
     /// The executable's SHA-256 digest as 64 lowercase hex digits.
@@ -104,9 +138,20 @@ impl PyDaemonProcess {
         })
     }
 
-    /// JSON encoding, with the hash as hex.
-    fn to_json(&self) -> String {
-        self.inner.to_json()
+    /// JSON encoding: ``form=None`` writes the identity's own generation,
+    /// ``"current"`` the 4.10 form (needs a BLAKE3 hash), ``"legacy"`` the
+    /// 4.5 form (needs a real SHA-256); ``pretty`` indents as identity files
+    /// are written.
+    #[pyo3(signature = (form = None, *, pretty = false))]
+    fn to_json(&self, form: Option<&str>, pretty: bool) -> PyResult<String> {
+        let form = match form {
+            None => match self.inner.exe_blake3 {
+                Some(_) => JsonForm::Current,
+                None => JsonForm::Legacy,
+            },
+            Some(name) => json_form(name)?,
+        };
+        Ok(self.inner.to_json_form(form, pretty)?)
     }
 
     /// Decodes and validates the JSON encoding. A str that has no UTF-8
@@ -126,7 +171,7 @@ impl PyDaemonProcess {
         let d = &self.inner;
         format!(
             "DaemonProcess(pid={}, exe_path={}, exe_sha256=bytes.fromhex('{}'), boot_id={}, \
-             ipc_endpoint={}, started_at_unix_ms={}, idle_timeout_secs={})",
+             ipc_endpoint={}, started_at_unix_ms={}, idle_timeout_secs={}{})",
             d.pid,
             pyrepr(py, &d.exe_path),
             d.exe_sha256_hex(),
@@ -135,6 +180,10 @@ impl PyDaemonProcess {
             d.started_at_unix_ms,
             d.idle_timeout_secs
                 .map_or_else(|| "None".to_owned(), |s| s.to_string()),
+            d.exe_blake3.map_or_else(String::new, |b| format!(
+                ", exe_blake3=bytes.fromhex('{}')",
+                hex::encode(b)
+            )),
         )
     }
 
@@ -146,5 +195,16 @@ impl PyDaemonProcess {
             py.get_type::<PyDaemonProcess>().getattr("from_bytes")?,
             (self.to_bytes(py),),
         ))
+    }
+}
+
+/// A JSON form by its Python name.
+pub(crate) fn json_form(name: &str) -> PyResult<JsonForm> {
+    match name {
+        "current" => Ok(JsonForm::Current),
+        "legacy" => Ok(JsonForm::Legacy),
+        other => Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "form must be \"current\" or \"legacy\", not {other:?}"
+        ))),
     }
 }
