@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use running_process::bench_support::{
-    cached_digests, fake_handle, format_exe_digest, FakeLauncher, FileStamp, Need,
+    cached_digests, fake_handle, format_exe_digest, FakeLauncher, FileStamp,
 };
 use running_process::env::{
     ENV_BACKEND_NAMESPACE, ENV_BACKEND_PIPE, ENV_EXE_DIGEST, ENV_INSTANCE, ENV_SERVICE_NAME,
@@ -44,7 +44,9 @@ use running_process::{
     sha256_file, user_sid_hash, BackendKey, BrokerInstanceKey, Isolation, ServiceDefinition,
     TraceContext,
 };
-use running_process::{BackendHandle, BackendLauncher, CommandBackendLauncher, LaunchOptions};
+use running_process::{
+    BackendHandle, BackendLauncher, CommandBackendLauncher, LaunchOptions, Need,
+};
 use running_process::{BackendRegistry, Catalog, HelloRouter, RouteOutcome, RouterOptions};
 
 const SERVICE: &str = "benchecho";

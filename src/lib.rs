@@ -42,10 +42,11 @@ pub mod fuzzing;
 #[cfg(feature = "python")]
 mod python;
 
+pub use contract::args::{BUILTIN_PLACEHOLDERS, MAX_ARGS, MAX_ARG_LEN};
 pub use contract::error::{
     AllocError, DecodeError, FsError, HostError, NameKind, StoreError, ValidationError, VersionRule,
 };
-pub use contract::identity::{DaemonProcess, Endpoint};
+pub use contract::identity::{DaemonProcess, Endpoint, HashAlgorithm, JsonForm};
 pub use contract::keys::{BackendKey, BrokerInstanceKey};
 pub use contract::names::{
     backend_socket_name, check_sun_path, instance_broker_socket_name, service_broker_socket_name,
@@ -59,7 +60,7 @@ pub use contract::trace::TraceContext;
 pub use launch::endpoint::BackendEndpointAllocator;
 pub use launch::{
     BackendHandle, BackendLauncher, CommandBackendLauncher, LaunchError, LaunchOptions,
-    DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_READY_TIMEOUT,
+    LaunchRequest, DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_READY_TIMEOUT,
 };
 pub use reuse::pool::{BackendPool, PoolEntry, PoolError};
 pub use reuse::registry::{BackendRegistry, RegistryEntry};
@@ -71,10 +72,14 @@ pub use sdk::{
     MAX_PROBE_REQUEST,
 };
 pub use store::service_def_dir;
-pub use sys::digest::sha256_file;
+pub use sys::digest::{digests_of_file, sha256_file, Digests, Need};
 pub use sys::exe::BinaryError;
 pub use sys::fs::inspect_private_dir;
 pub use sys::host::{boot_id, socket_dir, user_sid_hash};
+pub use sys::identity_file::{
+    read_identity_file, read_identity_file_tolerant, remove_identity_file_of, write_identity_file,
+    IdentityFileError, MAX_IDENTITY_FILE_BYTES,
+};
 pub use sys::reaper::Exit;
 
 /// The environment contract between a launcher and its backend.
@@ -102,5 +107,5 @@ pub mod bench_support {
     pub use crate::contract::stamp::FileStamp;
     #[cfg(feature = "bench")]
     pub use crate::reuse::fake::{handle as fake_handle, FakeLauncher};
-    pub use crate::sys::digest::{cached_digests, Digests, Need};
+    pub use crate::sys::digest::cached_digests;
 }

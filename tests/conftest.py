@@ -119,3 +119,13 @@ def rust_example() -> Path:
     if not binary.exists():
         subprocess.run(["cargo", "build", "--quiet", "--bin", "rp-echo-backend"], cwd=REPO, check=True)
     return binary
+
+
+@pytest.fixture(scope="session")
+def example_daemon() -> Path:
+    """The Rust example daemon (arguments, fixed endpoint, identity file),
+    built by cargo if this checkout has not yet."""
+    binary = REPO / "target" / "debug" / "rp-example-daemon"
+    if not binary.exists():
+        subprocess.run(["cargo", "build", "--quiet", "--bin", "rp-example-daemon"], cwd=REPO, check=True)
+    return binary

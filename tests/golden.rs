@@ -31,6 +31,7 @@ fn service_definition_encoding_is_pinned() {
         min_version: Some("1.0.0".parse().unwrap()),
         version_allow_list: vec!["1.0.0".parse().unwrap(), "1.1.0".parse().unwrap()],
         labels: [("k".to_owned(), "v".to_owned())].into(),
+        args: Vec::new(),
     };
     let expected = [
         len_field(1, b"zc"),
@@ -46,6 +47,26 @@ fn service_definition_encoding_is_pinned() {
     .concat();
     assert_eq!(sd.to_bytes(), expected);
     assert_eq!(ServiceDefinition::from_bytes(&expected).unwrap(), sd);
+
+    // This project's argument templates ride in field 1001 (tag 8010, two
+    // varint bytes), which peers that do not know it skip.
+    let with_args = ServiceDefinition {
+        args: vec!["--endpoint".into(), "{endpoint}".into()],
+        ..sd.clone()
+    };
+    let field_1001 = |text: &[u8]| {
+        let mut out = vec![0xca, 0x3e, text.len() as u8];
+        out.extend_from_slice(text);
+        out
+    };
+    let extended = [
+        expected.clone(),
+        field_1001(b"--endpoint"),
+        field_1001(b"{endpoint}"),
+    ]
+    .concat();
+    assert_eq!(with_args.to_bytes(), extended);
+    assert_eq!(ServiceDefinition::from_bytes(&extended).unwrap(), with_args);
 
     let explicit = ServiceDefinition {
         isolation: Isolation::Explicit,

@@ -75,6 +75,7 @@ SAMPLES: list[tuple[type[rp.RunningProcessError], dict[str, Any], tuple[type[Bas
         (rp.BackendLaunchError,),
     ),
     (rp.ProbeError, {"reason": "r"}, (rp.BackendLaunchError,)),
+    (rp.StaleIdentityError, {"reason": "r", "field": "pid"}, (rp.BackendLaunchError,)),
     (rp.LauncherError, {"reason": "r"}, (rp.BackendLaunchError,)),
     (rp.BackendServerError, {"variable": "RUNNING_PROCESS_BROKER_V1_BACKEND_PIPE", "reason": "r"}, ()),
     (rp.RefusedError, {"code": rp.ErrorCode.RATE_LIMITED, "reason": "r", "retry_after_ms": 1500}, ()),

@@ -47,6 +47,7 @@ from running_process._native import (
     boot_id,
     check_private_dir,
     instance_broker_socket_name,
+    read_identity_file,
     refresh_logging,
     service_broker_socket_name,
     service_def_dir,
@@ -54,10 +55,12 @@ from running_process._native import (
     shared_broker_socket_name,
     socket_dir,
     socket_dir_base,
+    try_read_identity_file,
     user_sid_hash,
     validate_instance_name,
     validate_service_name,
     validate_version,
+    write_identity_file,
 )
 from running_process._native import __version__ as __version__
 from running_process.errors import (
@@ -85,6 +88,7 @@ from running_process.errors import (
     ServiceDefinitionNotFoundError,
     ServiceDefinitionStemMismatchError,
     SpawnError,
+    StaleIdentityError,
     VerificationError,
     VersionRefusedError,
 )
@@ -166,6 +170,7 @@ __all__ = [
     "ServiceDefinition",
     "ServiceDefinitionNotFoundError",
     "ServiceDefinitionStemMismatchError",
+    "StaleIdentityError",
     "TraceContext",
     "VersionRefusedError",
     "backend_socket_name",
@@ -177,6 +182,9 @@ __all__ = [
     "service_def_dir",
     "sha256_file",
     "blake3_file",
+    "try_read_identity_file",
+    "read_identity_file",
+    "write_identity_file",
     "shared_broker_socket_name",
     "socket_dir",
     "socket_dir_base",

@@ -59,6 +59,9 @@ __all__ = [
     "service_def_dir",
     "sha256_file",
     "blake3_file",
+    "try_read_identity_file",
+    "read_identity_file",
+    "write_identity_file",
     "validate_service_name",
     "validate_instance_name",
     "validate_version",
@@ -149,6 +152,14 @@ class ServiceDefinition:
     valid name), valid versions in ``min_version`` and ``version_allow_list``,
     and at most 64 labels with keys of ``[A-Za-z0-9._/-]{1,128}`` and values of
     at most 1024 bytes without control characters.
+
+    ``args`` (this package's addition, carried in protobuf field 1001 that
+    other peers skip) are the backend's command-line argument templates:
+    ``{name}`` stands for a value the launch fills (``{endpoint}``,
+    ``{log_file}``, ``{namespace}``, ``{service}``, ``{version}``, or a name
+    given in ``arg_values``), ``{{`` and ``}}`` for literal braces. At most
+    256 arguments of at most 4096 bytes; they reach the backend as a list,
+    never through a shell.
     """
 
     def __new__(
@@ -161,6 +172,7 @@ class ServiceDefinition:
         min_version: str = ...,
         version_allow_list: Sequence[str] = ...,
         labels: Optional[Mapping[str, str]] = None,
+        args: Sequence[str] = ...,
     ) -> Self: ...
     @property
     def service_name(self) -> str: ...
@@ -180,6 +192,9 @@ class ServiceDefinition:
     @property
     def labels(self) -> dict[str, str]:
         """A copy of the labels."""
+    @property
+    def args(self) -> list[str]:
+        """A copy of the argument templates."""
     def validate(self) -> None:
         """Re-applies every rule; raises the first broken one."""
     def check_version(self, version: str) -> None:
@@ -487,10 +502,50 @@ class CommandBackendLauncher:
         key: BackendKey,
         service_definition: ServiceDefinition,
         trace_context: Optional[TraceContext] = None,
+        *,
+        endpoint: Optional[Endpoint] = None,
+        arg_values: Optional[Mapping[str, str]] = None,
     ) -> BackendHandle:
         """Launches and verifies a backend, with the GIL released. Raises a
         ``BackendLaunchError`` subclass (or a validation error before any side
-        effect)."""
+        effect).
+
+        ``arg_values`` fills the definition's own argument placeholders (a
+        placeholder without a value is an ``InvalidServiceDefinitionError``
+        before anything is done). ``endpoint`` serves the backend at that
+        fixed endpoint instead of an allocated one: its directory must be
+        private to this user (``EndpointError`` otherwise), launches of it
+        from any process take turns on ``<path>.lock``, and a verified backend
+        of this definition already serving it is handed out instead of a
+        second launch (a stale socket is removed; anything else serving it is
+        an ``EndpointError`` and is left alone)."""
+    def adopt(
+        self,
+        key: BackendKey,
+        service_definition: ServiceDefinition,
+        daemon: DaemonProcess,
+        trace_context: Optional[TraceContext] = None,
+        timeout: float = 5.0,
+    ) -> BackendHandle:
+        """A handle on a daemon another process started, after the whole
+        verification of a launch (the definition's binary with every digest
+        ``daemon`` carries, ``/proc/<pid>/exe``, boot, peer credentials,
+        nonce probe). A daemon that has ended or ran in another boot raises
+        ``StaleIdentityError``; any other difference ``VerificationError``
+        naming the field. Its endpoint is one of this launcher's or a fixed
+        endpoint checked as ``launch`` checks one. The daemon is not our
+        child: ``shutdown`` sends it SIGTERM (then SIGKILL) through its
+        pidfd, so a reused pid is never signalled."""
+    def adopt_identity_file(
+        self,
+        key: BackendKey,
+        service_definition: ServiceDefinition,
+        path: _Path,
+        trace_context: Optional[TraceContext] = None,
+        timeout: float = 5.0,
+    ) -> BackendHandle:
+        """``adopt`` of the daemon the identity file at ``path`` describes
+        (read strictly: an absent or malformed file raises)."""
     def launch_async(
         self,
         key: BackendKey,
@@ -583,9 +638,16 @@ class BackendServer:
     """
 
     @staticmethod
-    def from_env(exe_path: Optional[_Path] = None, exit_on_sigterm: bool = True) -> BackendServer:
+    def from_env(
+        exe_path: Optional[_Path] = None,
+        exit_on_sigterm: bool = True,
+        identity_file: Optional[_Path] = None,
+    ) -> BackendServer:
         """Reads the v1 environment and binds. ``exe_path`` is the file the
         identity names (default: the running script, else the interpreter).
+        With ``identity_file`` the identity is published there once bound
+        (JSON of the current generation, atomic, mode 0600) and removed when
+        the server ends cleanly.
         Raises ``BackendServerError`` naming a missing or invalid variable
         (an endpoint path with a ``.``/``..`` segment or a control character,
         or whose directory does not exist: the launcher creates it), and
@@ -893,6 +955,22 @@ def sha256_file(path: _Path) -> bytes:
 def blake3_file(path: _Path) -> bytes:
     """BLAKE3 of a file (the current generation's executable hash), on
     several threads for a large file, with the GIL released."""
+
+def write_identity_file(
+    path: _Path, daemon: DaemonProcess, form: Literal["current", "legacy"] = "current"
+) -> None:
+    """Writes ``daemon`` to the identity file at ``path``: pretty JSON of the
+    current (4.10) or legacy (4.5) form, atomically (temporary file renamed
+    into place), mode 0600. The directory must exist."""
+
+def read_identity_file(path: _Path) -> DaemonProcess:
+    """The identity in the file at ``path``, in any of the three JSON forms;
+    ``FilesystemError`` if it cannot be read (symlinks refused, at most 64
+    KiB), ``DecodeError``/``InvalidIdentityError`` if it is not an identity."""
+
+def try_read_identity_file(path: _Path) -> Optional[DaemonProcess]:
+    """``read_identity_file``, with an absent, unreadable or malformed file
+    read as ``None``."""
 
 def validate_service_name(name: str) -> None:
     """Raises ``InvalidNameError`` unless ``name`` matches ``[a-z0-9-]{1,64}``."""

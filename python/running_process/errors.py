@@ -46,6 +46,7 @@ __all__ = [
     "NotReadyError",
     "VerificationError",
     "ProbeError",
+    "StaleIdentityError",
     "LauncherError",
     "BackendServerError",
     "RefusedError",
@@ -231,7 +232,10 @@ class BinaryPolicyError(BackendLaunchError):
 
 class EndpointError(BackendLaunchError):
     """No endpoint could be allocated (the cause is chained as
-    ``__cause__``: ``InsecureDirectoryError``, ``PathTooLongError``, ...)."""
+    ``__cause__``: ``InsecureDirectoryError``, ``PathTooLongError``, ...), or
+    a fixed endpoint cannot be used (its directory is not private, another
+    user owns the socket, something other than a verified backend of the
+    definition serves it; ``reason`` says which)."""
 
 
 class SpawnError(BackendLaunchError, OSError):
@@ -279,6 +283,15 @@ class VerificationError(BackendLaunchError):
 class ProbeError(BackendLaunchError):
     """The identity probe failed: the backend answered garbage, the wrong
     nonce or request id, or closed the connection."""
+
+
+class StaleIdentityError(BackendLaunchError):
+    """An identity (from an identity file, a manifest, a ``DaemonProcess``)
+    describes a process that is gone: ``field`` is ``pid`` (it has ended) or
+    ``boot_id`` (it ran in another boot). It was not trusted and nothing was
+    signalled."""
+
+    field: str
 
 
 class LauncherError(BackendLaunchError):

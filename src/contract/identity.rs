@@ -68,6 +68,29 @@ fn check_abs_path(field: &'static str, value: &str, max: usize) -> Result<(), Va
     Ok(())
 }
 
+/// Why an endpoint path is not plain, or `None`: a path is refused when it
+/// has a control character (a newline would forge lines in logs and
+/// listings), a `.` or `..` segment (it would bind somewhere other than
+/// where it appears to), or a trailing `/` (it names no socket file).
+pub fn endpoint_path_problem(path: &str) -> Option<String> {
+    if let Some(c) = path.chars().find(|c| c.is_control()) {
+        return Some(format!(
+            "contains the control character {:?}; a socket path must be printable",
+            c
+        ));
+    }
+    if path
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        return Some("contains a '.' or '..' segment; a socket path must be plain".to_owned());
+    }
+    if path.ends_with('/') {
+        return Some("ends with '/'; it must name the socket file".to_owned());
+    }
+    None
+}
+
 /// Where a backend listens: a namespace (the broker instance id) and a Unix
 /// socket path.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

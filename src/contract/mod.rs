@@ -8,6 +8,7 @@
 //! error enums of every layer live in [`error`], at the bottom, so that a
 //! layer can carry a lower layer's error without reaching upward.
 
+pub mod args;
 pub mod clock;
 pub mod env;
 pub mod error;

@@ -255,6 +255,22 @@ pub fn backend_socket_name(
     Ok(format!("{PREFIX}{user_sid_hash}-be-{token_hex}.sock"))
 }
 
+/// Whether `file_name` is a backend socket name as the allocator makes
+/// them (`rpb-v1-{16 hex}-be-{32 hex}.sock`).
+pub fn is_backend_socket_name(file_name: &str) -> bool {
+    let Some(rest) = file_name
+        .strip_prefix(PREFIX)
+        .and_then(|r| r.strip_suffix(".sock"))
+    else {
+        return false;
+    };
+    let Some((hash, token)) = rest.split_once("-be-") else {
+        return false;
+    };
+    validate_user_sid_hash(hash).is_ok()
+        && check_lower_hex(NameKind::EndpointToken, token, ENDPOINT_TOKEN_LEN).is_ok()
+}
+
 /// File name of the shared broker: `rpb-v1-{user_sid_hash}-shared.sock`.
 pub fn shared_broker_socket_name(user_sid_hash: &str) -> Result<String, ValidationError> {
     validate_user_sid_hash(user_sid_hash)?;

@@ -37,6 +37,12 @@ pub struct ServiceDefinitionMsg {
     /// A B-tree map so that encoding is deterministic (sorted by key).
     #[prost(btree_map = "string, string", tag = "8")]
     pub labels: BTreeMap<String, String>,
+    /// This project's addition: the backend's command-line argument
+    /// templates (see [`crate::contract::args`]). Far above the contract's
+    /// numbers; peers that do not know it ignore it, as protobuf ignores
+    /// unknown fields.
+    #[prost(string, repeated, tag = "1001")]
+    pub args: Vec<String>,
 }
 
 /// `running_process.broker.v1.Endpoint`.

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
+use crate::contract::args::validate_args;
 use crate::contract::error::{DecodeError, ValidationError, VersionRule};
 use crate::contract::names::{validate_instance_name, validate_service_name, Version};
 use crate::contract::proto::{BrokerIsolation, ServiceDefinitionMsg};
@@ -81,6 +82,10 @@ pub struct ServiceDefinition {
     /// Exact versions admitted; empty admits any.
     pub version_allow_list: Vec<Version>,
     pub labels: BTreeMap<String, String>,
+    /// Command-line argument templates (this project's addition; see
+    /// [`crate::contract::args`]). Empty: the backend is started without
+    /// arguments, as the contract does.
+    pub args: Vec<String>,
 }
 
 fn sd_error(field: &'static str, value: &str, reason: impl Into<String>) -> ValidationError {
@@ -214,7 +219,7 @@ impl ServiceDefinition {
         for (key, value) in &self.labels {
             check_label(key, value)?;
         }
-        Ok(())
+        validate_args(&self.args)
     }
 
     /// Applies the version policy: `version` must be valid, not below
@@ -269,6 +274,7 @@ impl ServiceDefinition {
                 .map(Version::to_string)
                 .collect(),
             labels: self.labels.clone(),
+            args: self.args.clone(),
         }
     }
 
@@ -288,6 +294,7 @@ impl ServiceDefinition {
             &msg.min_version,
             &msg.version_allow_list,
             msg.labels,
+            msg.args,
         )?)
     }
 
@@ -305,6 +312,7 @@ impl ServiceDefinition {
         min_version: &str,
         version_allow_list: &[String],
         labels: BTreeMap<String, String>,
+        args: Vec<String>,
     ) -> Result<Self, ValidationError> {
         let mut sd = ServiceDefinition {
             service_name,
@@ -315,6 +323,7 @@ impl ServiceDefinition {
             min_version: None,
             version_allow_list: Vec::new(),
             labels: BTreeMap::new(),
+            args: Vec::new(),
         };
         // Name, paths and isolation first, as `validate` orders them.
         sd.validate()?;
@@ -327,6 +336,7 @@ impl ServiceDefinition {
             .map(|v| Version::parse(v))
             .collect::<Result<_, _>>()?;
         sd.labels = labels;
+        sd.args = args;
         sd.validate()?;
         Ok(sd)
     }

@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
+use std::path::Path;
+
 use super::error::{mismatch, LaunchError};
+use super::fixed::check_fixed_endpoint;
 use super::handle::{BackendHandle, Verified};
 use super::policy::check_policy;
 use super::ready::connect_and_verify;
@@ -59,10 +62,6 @@ impl CommandBackendLauncher {
         trace: &TraceContext,
         timeout: Duration,
     ) -> Result<BackendHandle, LaunchError> {
-        check_policy(key, sd)?;
-        if daemon.boot_id != self.boot_id {
-            return Err(mismatch("boot_id", &self.boot_id, &daemon.boot_id));
-        }
         if daemon.ipc_endpoint.namespace_id != key.instance().id() {
             return Err(mismatch(
                 "ipc_endpoint.namespace_id",
@@ -70,6 +69,67 @@ impl CommandBackendLauncher {
                 &daemon.ipc_endpoint.namespace_id,
             ));
         }
+        self.adopt_checked(key, sd, daemon, recorded_stamp, trace, timeout, false)
+    }
+
+    /// A handle on a daemon that another process started, described by its
+    /// identity (an identity file, a [`DaemonProcess`] from anywhere), after
+    /// the whole verification of a launch: the key and definition agree and
+    /// the version is admitted, the daemon's executable is the definition's
+    /// binary (allow-list rules, and every digest the identity carries
+    /// recomputed), the process runs that very file, its boot is ours, and
+    /// the socket's peer credentials and the nonce probe prove the identity.
+    ///
+    /// Its endpoint is either one of this launcher's (the namespace is the
+    /// key's instance and the socket directory passes the launch's checks)
+    /// or a fixed endpoint, checked as [`Self::launch_with`] checks one.
+    /// An identity of another boot or of a pid that has ended is
+    /// [`LaunchError::Stale`]: never trusted, nothing signalled.
+    ///
+    /// The daemon is not our child: it is watched through a pidfd; the
+    /// handle's `shutdown` sends it SIGTERM (then SIGKILL after the grace)
+    /// through that pidfd, so a reused pid is never signalled.
+    pub fn adopt_daemon(
+        &self,
+        key: &BackendKey,
+        sd: &ServiceDefinition,
+        daemon: &DaemonProcess,
+        trace: &TraceContext,
+        timeout: Duration,
+    ) -> Result<BackendHandle, LaunchError> {
+        let fixed = daemon.ipc_endpoint.namespace_id != key.instance().id()
+            || Path::new(&daemon.ipc_endpoint.path).parent() != Some(self.socket_dir.as_path());
+        if fixed {
+            check_fixed_endpoint(&daemon.ipc_endpoint)?;
+        }
+        self.adopt_checked(key, sd, daemon, None, trace, timeout, fixed)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn adopt_checked(
+        &self,
+        key: &BackendKey,
+        sd: &ServiceDefinition,
+        daemon: &DaemonProcess,
+        recorded_stamp: Option<FileStamp>,
+        trace: &TraceContext,
+        timeout: Duration,
+        fixed_endpoint: bool,
+    ) -> Result<BackendHandle, LaunchError> {
+        check_policy(key, sd)?;
+        if daemon.boot_id != self.boot_id {
+            return Err(LaunchError::Stale {
+                field: "boot_id",
+                reason: format!(
+                    "{:?} is another boot's (this one is {:?})",
+                    daemon.boot_id, self.boot_id
+                ),
+            });
+        }
+        let watch = ChildWatch::adopt(daemon.pid).map_err(|e| LaunchError::Stale {
+            field: "pid",
+            reason: format!("{} has ended ({e})", daemon.pid),
+        })?;
         let path_var = std::env::var_os("PATH");
         // Every digest the record claims is checked against the binary: a
         // BLAKE3-only record needs no SHA-256.
@@ -99,8 +159,6 @@ impl CommandBackendLauncher {
         if daemon.exe_path != exe_path {
             return Err(mismatch("exe_path", exe_path, &daemon.exe_path));
         }
-        let watch = ChildWatch::adopt(daemon.pid)
-            .map_err(|e| mismatch("pid alive", daemon.pid, format!("no such process ({e})")))?;
         let proof = ExeProof::of(&binary);
         connect_and_verify(&watch, daemon, &proof, self.euid, trace, timeout)?;
         if recorded_stamp == Some(binary.stamp) {
@@ -116,7 +174,9 @@ impl CommandBackendLauncher {
         // process that launched the backend (the one that reaps it), so a
         // long-lived process adopting backends that end elsewhere would
         // accumulate them.
-        self.allocator(key.instance())?;
+        if !fixed_endpoint {
+            self.allocator(key.instance())?;
+        }
         let log_path = self.log_dir.join(log_file_name(key, &daemon.ipc_endpoint));
         let process = Verified {
             watch,

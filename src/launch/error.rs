@@ -65,6 +65,17 @@ pub enum LaunchError {
     /// A launcher implemented outside this crate failed.
     #[error("launcher failed: {message}")]
     Launcher { message: String },
+    /// A fixed endpoint cannot be used: its directory is not private to
+    /// this user, its path is not a socket, another user owns the socket,
+    /// or something other than a verified backend of the definition serves
+    /// it. Nothing was spawned.
+    #[error("fixed endpoint {path}: {reason}")]
+    FixedEndpoint { path: PathBuf, reason: String },
+    /// An identity read from a file or manifest describes a process that is
+    /// gone: its pid has ended, or it ran in another boot. It was not
+    /// trusted, and nothing was signalled.
+    #[error("stale identity: {field} {reason}")]
+    Stale { field: &'static str, reason: String },
 }
 
 pub(super) fn mismatch(

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use super::verify::ExeProof;
 use super::LOG_TAIL_BYTES;
 use crate::contract::identity::{DaemonProcess, Endpoint};
 use crate::contract::keys::BackendKey;
+use crate::contract::names::is_backend_socket_name;
 use crate::contract::stamp::FileStamp;
 use crate::contract::trace::TraceContext;
 use crate::launch::endpoint::BackendEndpointAllocator;
@@ -263,11 +264,28 @@ impl BackendHandle {
     }
 }
 
+/// Removes the socket file a backend leaves at `path`. An allocated
+/// endpoint (its unguessable name in the private socket directory) is the
+/// launch's own: its socket goes whoever still listens on it (an impostor
+/// that squatted it). At a fixed endpoint the socket goes only if it is this
+/// user's and nothing listens on it any more: a daemon someone else started
+/// there since keeps its endpoint.
 pub(super) fn remove_socket_file(path: &Path) {
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if meta.file_type().is_socket() {
-            let _ = std::fs::remove_file(path);
-        }
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    if !meta.file_type().is_socket() {
+        return;
+    }
+    let allocated = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(is_backend_socket_name);
+    if allocated
+        || (meta.uid() == crate::sys::host::effective_uid()
+            && crate::sys::net::socket_is_stale(path))
+    {
+        let _ = std::fs::remove_file(path);
     }
 }
 

@@ -26,6 +26,7 @@
 mod adopt;
 pub mod endpoint;
 mod error;
+mod fixed;
 mod handle;
 mod policy;
 mod ready;
@@ -33,29 +34,33 @@ mod start;
 pub mod verify;
 
 pub use error::LaunchError;
+use fixed::{check_fixed_endpoint, fixed_fs_error};
 pub use handle::BackendHandle;
 #[cfg(any(test, feature = "bench"))]
 pub(crate) use handle::Process;
 use handle::Verified;
 use policy::check_policy;
 use ready::wait_ready_and_verify;
+use start::Reservation;
 pub use start::DEFAULT_ENV_SCRUB;
 use verify::ExeProof;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::contract::args::{self, expand_args, validate_values};
 use crate::contract::clock;
-use crate::contract::identity::DaemonProcess;
+use crate::contract::identity::{DaemonProcess, Endpoint};
 use crate::contract::keys::{BackendKey, BrokerInstanceKey};
 use crate::contract::service::ServiceDefinition;
 use crate::contract::trace::TraceContext;
 use crate::launch::endpoint::{BackendEndpointAllocator, DEFAULT_MAX_ATTEMPTS};
 use crate::sys::exe::{open_backend, BackendBinary};
 use crate::sys::host;
+use crate::sys::keylock::{self, Acquired};
 use crate::sys::reaper::{ChildWatch, WeakChildWatch};
 
 /// Default seconds a backend may sit without clients before it exits.
@@ -261,10 +266,144 @@ impl BackendLauncher for CommandBackendLauncher {
         sd: &ServiceDefinition,
         trace: &TraceContext,
     ) -> Result<BackendHandle, LaunchError> {
+        self.launch_with(key, sd, trace, &LaunchRequest::default())
+    }
+}
+
+/// The identity a handle carries: the expected one, with the backend's own
+/// answer for what the contract leaves to it (its start time, idle timeout
+/// and the generation of its hash; each digest it carries was checked
+/// against ours).
+fn merged_identity(expected: DaemonProcess, actual: &DaemonProcess) -> DaemonProcess {
+    DaemonProcess {
+        started_at_unix_ms: actual.started_at_unix_ms,
+        idle_timeout_secs: actual.idle_timeout_secs,
+        exe_sha256: actual.exe_sha256,
+        exe_blake3: actual.exe_blake3,
+        ..expected
+    }
+}
+
+/// What a launch may ask for beyond the key and the definition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LaunchRequest {
+    /// Serve at this endpoint (namespace and socket path) instead of one
+    /// the allocator makes up: the way tools that own their endpoint run
+    /// their daemons. See [`CommandBackendLauncher::launch_with`].
+    pub endpoint: Option<Endpoint>,
+    /// Values for the definition's own argument placeholders (the builtin
+    /// ones are the launcher's; see [`crate::contract::args`]).
+    pub arg_values: BTreeMap<String, String>,
+}
+
+impl CommandBackendLauncher {
+    /// [`BackendLauncher::launch`] with a [`LaunchRequest`]: the
+    /// definition's argument templates are expanded with the request's
+    /// values (a placeholder without one is an error before anything is
+    /// done), and the backend may serve at a fixed endpoint.
+    ///
+    /// A fixed endpoint's directory must exist, be owned by this user or
+    /// root and be writable by nobody else, on a path of such directories
+    /// (sticky ones aside); a file at the path must be a socket of this
+    /// user's. Launches of the same endpoint from any process take turns on
+    /// a lock file beside it (`<path>.lock`), and each first looks at what
+    /// serves the endpoint: a backend of this definition's binary that
+    /// passes the whole verification is handed out (adopted: not a second
+    /// launch); a socket nobody listens on is removed; anything else
+    /// serving it is refused ([`LaunchError::FixedEndpoint`]), never
+    /// signalled or unlinked.
+    pub fn launch_with(
+        &self,
+        key: &BackendKey,
+        sd: &ServiceDefinition,
+        trace: &TraceContext,
+        request: &LaunchRequest,
+    ) -> Result<BackendHandle, LaunchError> {
         let started = Instant::now();
+        validate_values(&request.arg_values)?;
+        if let Some(endpoint) = &request.endpoint {
+            check_fixed_endpoint(endpoint)?;
+        }
+        // Every placeholder must have a value before anything is done; the
+        // log file's path is known only once it is reserved, so a stand-in
+        // checks that it is filled.
+        let mut values = self.builtin_values(key, request, Path::new("/"));
+        values.extend(request.arg_values.clone());
+        expand_args(&sd.args, &values)?;
         let binary = self.admit(key, sd)?;
-        let reservation = self.reserve(key, &binary)?;
-        let watch = self.start(key, trace, &binary, &reservation)?;
+        let Some(endpoint) = &request.endpoint else {
+            let reservation = self.reserve(key, &binary)?;
+            return self.run(key, sd, trace, binary, reservation, request, started);
+        };
+        let lock_path = PathBuf::from(format!("{}.lock", endpoint.path));
+        loop {
+            match keylock::acquire(&lock_path, true).map_err(fixed_fs_error(endpoint))? {
+                Acquired::Locked(lock) => {
+                    if let Some(handle) = self.serving(key, &binary, endpoint, trace)? {
+                        return Ok(handle);
+                    }
+                    let reservation = self.reserve_fixed(key, &binary, endpoint)?;
+                    let launched = self.run(key, sd, trace, binary, reservation, request, started);
+                    if launched.is_err() {
+                        // Removed while held: a waiter that locks the removed
+                        // file sees that and opens the path again.
+                        let _ = std::fs::remove_file(&lock_path);
+                    }
+                    drop(lock);
+                    return launched;
+                }
+                // Another process launched meanwhile: what it left is
+                // checked; if it failed, the lock is tried again.
+                Acquired::Waited => {
+                    if let Some(handle) = self.serving(key, &binary, endpoint, trace)? {
+                        return Ok(handle);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The values of the builtin argument placeholders.
+    fn builtin_values(
+        &self,
+        key: &BackendKey,
+        request: &LaunchRequest,
+        log_path: &Path,
+    ) -> BTreeMap<String, String> {
+        let endpoint = request.endpoint.as_ref();
+        // An allocated endpoint is known only once reserved; its namespace
+        // is the instance's.
+        let namespace = endpoint.map_or_else(|| key.instance().id(), |e| e.namespace_id.clone());
+        let path = endpoint.map_or_else(String::new, |e| e.path.clone());
+        [
+            (args::ENDPOINT, path),
+            (args::LOG_FILE, log_path.to_string_lossy().into_owned()),
+            (args::NAMESPACE, namespace),
+            (args::SERVICE, key.service_name().to_owned()),
+            (args::VERSION, key.service_version().to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
+    /// Steps 3 to 6, once the endpoint and log are reserved.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        key: &BackendKey,
+        sd: &ServiceDefinition,
+        trace: &TraceContext,
+        binary: BackendBinary,
+        reservation: Reservation,
+        request: &LaunchRequest,
+        started: Instant,
+    ) -> Result<BackendHandle, LaunchError> {
+        let mut values = self.builtin_values(key, request, reservation.log_path());
+        values.insert(args::ENDPOINT.to_owned(), reservation.endpoint.path.clone());
+        values.extend(request.arg_values.clone());
+        let argv = expand_args(&sd.args, &values)?;
+        let watch = self.start(key, trace, &binary, &reservation, &argv)?;
         let expected = DaemonProcess {
             pid: watch.pid(),
             exe_path: binary.canonical.to_string_lossy().into_owned(),
@@ -313,11 +452,7 @@ impl BackendLauncher for CommandBackendLauncher {
             started.elapsed().as_secs_f64() * 1000.0
         );
         let (allocator, log_path) = reservation.keep();
-        let daemon = DaemonProcess {
-            started_at_unix_ms: actual.started_at_unix_ms,
-            idle_timeout_secs: actual.idle_timeout_secs,
-            ..expected
-        };
+        let daemon = merged_identity(expected, &actual);
         self.record_child(key, &daemon, &watch);
         let process = Verified {
             watch,
@@ -325,11 +460,7 @@ impl BackendLauncher for CommandBackendLauncher {
             euid: self.euid,
         };
         Ok(BackendHandle::verified(
-            key,
-            daemon,
-            log_path,
-            process,
-            Some(allocator),
+            key, daemon, log_path, process, allocator,
         ))
     }
 }

@@ -47,7 +47,9 @@ pub const DEFAULT_ENV_SCRUB: &[&str] = &[
 /// left at the endpoint path, gives the path back to the allocator and
 /// removes the log: a failed launch leaves nothing behind.
 pub(super) struct Reservation {
-    pub(super) allocator: Arc<BackendEndpointAllocator>,
+    /// The allocator that handed out the endpoint; None for a fixed
+    /// endpoint, which nobody allocates.
+    pub(super) allocator: Option<Arc<BackendEndpointAllocator>>,
     pub(super) endpoint: Endpoint,
     log: Option<(File, PathBuf)>,
     kept: bool,
@@ -60,10 +62,10 @@ impl Reservation {
 
     /// The launch succeeded: the allocator and log path now belong to the
     /// backend's handle.
-    pub(super) fn keep(mut self) -> (Arc<BackendEndpointAllocator>, PathBuf) {
+    pub(super) fn keep(mut self) -> (Option<Arc<BackendEndpointAllocator>>, PathBuf) {
         self.kept = true;
         let log_path = self.log.take().map(|(_, path)| path).unwrap_or_default();
-        (Arc::clone(&self.allocator), log_path)
+        (self.allocator.clone(), log_path)
     }
 }
 
@@ -74,7 +76,9 @@ impl Drop for Reservation {
         }
         let path = Path::new(&self.endpoint.path);
         remove_socket_file(path);
-        self.allocator.release(path);
+        if let Some(allocator) = &self.allocator {
+            allocator.release(path);
+        }
         if let Some((_, log)) = &self.log {
             let _ = std::fs::remove_file(log);
         }
@@ -95,6 +99,27 @@ impl CommandBackendLauncher {
         let endpoint = allocator
             .allocate()
             .map_err(|e| LaunchError::Endpoint(e).or_shortage(&binary.canonical))?;
+        self.reservation(key, binary, Some(allocator), endpoint)
+    }
+
+    /// Step 2 for a fixed endpoint (already checked, and locked against the
+    /// launchers of other processes): nothing to allocate; the log file.
+    pub(super) fn reserve_fixed(
+        &self,
+        key: &BackendKey,
+        binary: &BackendBinary,
+        endpoint: &Endpoint,
+    ) -> Result<Reservation, LaunchError> {
+        self.reservation(key, binary, None, endpoint.clone())
+    }
+
+    fn reservation(
+        &self,
+        key: &BackendKey,
+        binary: &BackendBinary,
+        allocator: Option<Arc<BackendEndpointAllocator>>,
+        endpoint: Endpoint,
+    ) -> Result<Reservation, LaunchError> {
         let mut reservation = Reservation {
             allocator,
             endpoint,
@@ -118,6 +143,7 @@ impl CommandBackendLauncher {
         trace: &TraceContext,
         binary: &BackendBinary,
         reservation: &Reservation,
+        args: &[String],
     ) -> Result<ChildWatch, LaunchError> {
         let env: Vec<CString> = self
             .environment(key, &reservation.endpoint, trace, binary)
@@ -125,6 +151,10 @@ impl CommandBackendLauncher {
             .filter_map(|(k, v)| spawn::env_entry(k, v))
             .collect();
         let argv0 = spawn::arg0(&binary.canonical).unwrap_or_default();
+        // Expanded and checked for NUL bytes before the launch began.
+        let argv: Vec<CString> = std::iter::once(argv0)
+            .chain(args.iter().filter_map(|a| CString::new(a.as_bytes()).ok()))
+            .collect();
         let Some((log, _)) = &reservation.log else {
             return Err(LaunchError::LogFile(FsError::io(
                 "open",
@@ -135,7 +165,7 @@ impl CommandBackendLauncher {
         let request = SpawnRequest {
             executable: &binary.file,
             is_script: binary.interpreter.is_some(),
-            argv: vec![argv0],
+            argv,
             env,
             log,
         };
@@ -154,10 +184,12 @@ impl CommandBackendLauncher {
             }
         })?;
         let reaped_endpoint = PathBuf::from(&reservation.endpoint.path);
-        let reaped_allocator = Arc::clone(&reservation.allocator);
+        let reaped_allocator = reservation.allocator.clone();
         ChildWatch::start(spawned, move || {
             remove_socket_file(&reaped_endpoint);
-            reaped_allocator.release(&reaped_endpoint);
+            if let Some(allocator) = reaped_allocator {
+                allocator.release(&reaped_endpoint);
+            }
         })
         .map_err(|source| shortage(&binary.canonical, "start the reaper thread", &source))
     }
@@ -223,14 +255,22 @@ impl CommandBackendLauncher {
     }
 }
 
-/// `{service}-{version}-{endpoint token}.log`: one log per backend.
+/// `{service}-{version}-{endpoint token}.log`: one log per backend. The
+/// token is the random part of an allocated endpoint's name, or for a fixed
+/// endpoint `fixed-` and 16 hex digits of the BLAKE3 of its path.
 pub(super) fn log_file_name(key: &BackendKey, endpoint: &Endpoint) -> String {
-    let token = endpoint
+    let allocated = endpoint
         .path
-        .rsplit("-be-")
-        .next()
-        .and_then(|t| t.strip_suffix(".sock"))
-        .unwrap_or("backend");
+        .rsplit_once("-be-")
+        .and_then(|(_, t)| t.strip_suffix(".sock"))
+        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_hexdigit()));
+    let token = match allocated {
+        Some(token) => token.to_owned(),
+        None => format!(
+            "fixed-{}",
+            hex::encode(&blake3::hash(endpoint.path.as_bytes()).as_bytes()[..8])
+        ),
+    };
     format!(
         "{}-{}-{token}.log",
         key.service_name(),

@@ -17,6 +17,7 @@ use crate::launch::LaunchError;
 use crate::reuse::router::ErrorCode;
 use crate::sdk::ServerError;
 use crate::sys::exe::BinaryError;
+use crate::sys::identity_file::IdentityFileError;
 
 static ERRORS_MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 
@@ -62,6 +63,7 @@ pub(crate) const EXCEPTION_FIELDS: &[(&str, &[&str])] = &[
         &["reason", "field", "expected", "actual"],
     ),
     ("ProbeError", &["reason"]),
+    ("StaleIdentityError", &["reason", "field"]),
     ("LauncherError", &["reason"]),
     ("BackendServerError", &["variable", "reason"]),
     ("RefusedError", &["code", "reason", "retry_after_ms"]),
@@ -426,6 +428,10 @@ pub(crate) fn launch_error(py: Python<'_>, err: LaunchError) -> PyErr {
         LaunchError::Probe(_) => launch_class(py, "ProbeError", message, vec![]),
         LaunchError::Host(h) => host_error(py, h),
         LaunchError::Launcher { .. } => launch_class(py, "LauncherError", message, vec![]),
+        LaunchError::FixedEndpoint { .. } => launch_class(py, "EndpointError", message, vec![]),
+        LaunchError::Stale { field, .. } => {
+            launch_class(py, "StaleIdentityError", message, vec![value(py, field)])
+        }
     }
 }
 
@@ -441,6 +447,20 @@ fn binary_variant(err: &BinaryError) -> (&'static str, Option<String>) {
         BinaryError::InsecurePermissions { path, .. } => ("InsecurePermissions", p(path)),
         BinaryError::BadInterpreter { path, .. } => ("BadInterpreter", p(path)),
         BinaryError::Io { path, .. } => ("Io", p(path)),
+    }
+}
+
+pub(crate) fn identity_file_error(py: Python<'_>, err: IdentityFileError) -> PyErr {
+    match err {
+        IdentityFileError::Fs(e) => fs_error(py, e),
+        IdentityFileError::Form(e) => validation_error(py, e),
+        IdentityFileError::Decode { source, .. } => decode_error(py, source),
+    }
+}
+
+impl From<IdentityFileError> for PyErr {
+    fn from(err: IdentityFileError) -> PyErr {
+        Python::attach(|py| identity_file_error(py, err))
     }
 }
 

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use super::values::{json_form, PyDaemonProcess};
 use crate::contract::names;
 use crate::store;
-use crate::sys::{digest, host};
+use crate::sys::{digest, host, identity_file};
 
 /// The per-user hash: 16 lowercase hex digits of BLAKE3 over
 /// ``"{uid}:{machine_id}"``.
@@ -77,6 +78,38 @@ pub fn sha256_file<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, P
 pub fn blake3_file<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyBytes>> {
     let digests = py.detach(|| digest::digests_of_file(&path, digest::Need::Blake3))?;
     Ok(PyBytes::new(py, &digests.blake3))
+}
+
+/// Writes ``daemon`` to the identity file at ``path``: pretty JSON of
+/// ``form`` (``"current"``, the 4.10 form, by default; ``"legacy"``, the 4.5
+/// form), atomically (a temporary file renamed into place), mode 0600.
+#[pyfunction]
+#[pyo3(signature = (path, daemon, form = "current"))]
+pub fn write_identity_file(
+    py: Python<'_>,
+    path: PathBuf,
+    daemon: &PyDaemonProcess,
+    form: &str,
+) -> PyResult<()> {
+    let form = json_form(form)?;
+    let daemon = daemon.inner.clone();
+    Ok(py.detach(|| identity_file::write_identity_file(&path, &daemon, form))?)
+}
+
+/// The identity in the file at ``path`` (any of the three JSON forms);
+/// raises if it is absent, unreadable, malformed or invalid.
+#[pyfunction]
+pub fn read_identity_file(py: Python<'_>, path: PathBuf) -> PyResult<PyDaemonProcess> {
+    let inner = py.detach(|| identity_file::read_identity_file(&path))?;
+    Ok(PyDaemonProcess { inner })
+}
+
+/// ``read_identity_file``, with an absent, unreadable or malformed file read
+/// as ``None``, as the contract's clients read identity files.
+#[pyfunction]
+pub fn try_read_identity_file(py: Python<'_>, path: PathBuf) -> Option<PyDaemonProcess> {
+    py.detach(|| identity_file::read_identity_file_tolerant(&path))
+        .map(|inner| PyDaemonProcess { inner })
 }
 
 /// Raises ``InvalidNameError`` unless ``name`` matches ``[a-z0-9-]{1,64}``.

@@ -1,5 +1,6 @@
 //! Python classes for the launcher and the handle of a launched backend.
 
+use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::os::fd::IntoRawFd;
 use std::path::PathBuf;
@@ -18,9 +19,11 @@ use crate::contract::clock;
 use crate::contract::identity::DaemonProcess;
 use crate::contract::keys::BackendKey;
 use crate::launch::{
-    BackendHandle, BackendLauncher, CommandBackendLauncher, LaunchOptions, DEFAULT_ENV_SCRUB,
+    BackendHandle, BackendLauncher, CommandBackendLauncher, LaunchOptions, LaunchRequest,
+    DEFAULT_ENV_SCRUB,
 };
 use crate::sys::host;
+use crate::sys::identity_file::read_identity_file;
 
 /// How long a wait runs without the GIL before checking for signals.
 const WAIT_SLICE: Duration = Duration::from_millis(100);
@@ -132,18 +135,72 @@ impl PyCommandBackendLauncher {
     }
 
     /// Launches and verifies a backend (the GIL is released throughout).
-    #[pyo3(signature = (key, service_definition, trace_context = None))]
+    /// ``endpoint`` serves it at a fixed endpoint instead of an allocated
+    /// one (a verified backend of the definition already serving it is
+    /// handed out instead of a second launch); ``arg_values`` fills the
+    /// definition's own argument placeholders.
+    #[pyo3(signature = (key, service_definition, trace_context = None, *, endpoint = None, arg_values = None))]
     fn launch(
         &self,
         py: Python<'_>,
         key: &PyBackendKey,
         service_definition: &PyServiceDefinition,
         trace_context: Option<&PyTraceContext>,
+        endpoint: Option<&PyEndpoint>,
+        arg_values: Option<BTreeMap<String, String>>,
     ) -> PyResult<PyBackendHandle> {
         let trace = trace_context.map(|t| t.inner.clone()).unwrap_or_default();
         let (key, sd) = (key.inner.clone(), service_definition.inner.clone());
-        let handle = py.detach(|| self.inner.launch(&key, &sd, &trace))?;
+        let request = LaunchRequest {
+            endpoint: endpoint.map(|e| e.inner.clone()),
+            arg_values: arg_values.unwrap_or_default(),
+        };
+        let handle = py.detach(|| self.inner.launch_with(&key, &sd, &trace, &request))?;
         Ok(PyBackendHandle { inner: handle })
+    }
+
+    /// A handle on a daemon some other process started, described by
+    /// ``daemon`` (from an identity file, say), after the whole verification
+    /// of a launch; ``StaleIdentityError`` if it has ended or ran in another
+    /// boot. The daemon is not our child: ``shutdown`` signals it through
+    /// its pidfd.
+    #[pyo3(signature = (key, service_definition, daemon, trace_context = None, timeout = 5.0))]
+    fn adopt(
+        &self,
+        py: Python<'_>,
+        key: &PyBackendKey,
+        service_definition: &PyServiceDefinition,
+        daemon: &PyDaemonProcess,
+        trace_context: Option<&PyTraceContext>,
+        timeout: f64,
+    ) -> PyResult<PyBackendHandle> {
+        let trace = trace_context.map(|t| t.inner.clone()).unwrap_or_default();
+        let timeout = duration("timeout", timeout)?;
+        let (key, sd, daemon) = (
+            key.inner.clone(),
+            service_definition.inner.clone(),
+            daemon.inner.clone(),
+        );
+        let handle = py.detach(|| self.inner.adopt_daemon(&key, &sd, &daemon, &trace, timeout))?;
+        Ok(PyBackendHandle { inner: handle })
+    }
+
+    /// ``adopt`` of the daemon an identity file describes (read strictly:
+    /// an absent or malformed file raises).
+    #[pyo3(signature = (key, service_definition, path, trace_context = None, timeout = 5.0))]
+    fn adopt_identity_file(
+        &self,
+        py: Python<'_>,
+        key: &PyBackendKey,
+        service_definition: &PyServiceDefinition,
+        path: PathBuf,
+        trace_context: Option<&PyTraceContext>,
+        timeout: f64,
+    ) -> PyResult<PyBackendHandle> {
+        let daemon = PyDaemonProcess {
+            inner: py.detach(|| read_identity_file(&path))?,
+        };
+        self.adopt(py, key, service_definition, &daemon, trace_context, timeout)
     }
 
     /// ``launch`` as a coroutine (see ``running_process.aio``).

@@ -68,6 +68,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(functions::check_private_dir, m)?)?;
     m.add_function(wrap_pyfunction!(functions::sha256_file, m)?)?;
     m.add_function(wrap_pyfunction!(functions::blake3_file, m)?)?;
+    m.add_function(wrap_pyfunction!(functions::write_identity_file, m)?)?;
+    m.add_function(wrap_pyfunction!(functions::read_identity_file, m)?)?;
+    m.add_function(wrap_pyfunction!(functions::try_read_identity_file, m)?)?;
     m.add_function(wrap_pyfunction!(functions::validate_service_name, m)?)?;
     m.add_function(wrap_pyfunction!(functions::validate_instance_name, m)?)?;
     m.add_function(wrap_pyfunction!(functions::validate_version, m)?)?;

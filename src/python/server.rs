@@ -69,13 +69,17 @@ impl PyBackendServer {
     /// Reads the environment contract and binds. ``exe_path`` is the file the
     /// identity names; by default the running script (for a ``#!`` backend)
     /// or else the interpreter. With ``exit_on_sigterm`` (the default)
-    /// SIGTERM and SIGINT shut the server down gracefully.
+    /// SIGTERM and SIGINT shut the server down gracefully. With
+    /// ``identity_file`` the server publishes its identity there once bound
+    /// (JSON of the current generation, atomically, mode 0600) and removes
+    /// it when it ends cleanly.
     #[staticmethod]
-    #[pyo3(signature = (exe_path = None, exit_on_sigterm = true))]
+    #[pyo3(signature = (exe_path = None, exit_on_sigterm = true, identity_file = None))]
     fn from_env(
         py: Python<'_>,
         exe_path: Option<PathBuf>,
         exit_on_sigterm: bool,
+        identity_file: Option<PathBuf>,
     ) -> PyResult<Py<Self>> {
         super::logbridge::connect_here();
         // Signal handling goes in before the bind, so a SIGTERM that arrives
@@ -83,6 +87,9 @@ impl PyBackendServer {
         let mut config = ServerConfig::from_env()?.with_exit_on_sigterm(exit_on_sigterm);
         if let Some(exe) = exe_path.or(running_script(py)?) {
             config = config.with_identity_exe(exe);
+        }
+        if let Some(path) = identity_file {
+            config = config.with_identity_file(path);
         }
         let inner = py.detach(|| BackendServer::bind(config))?;
         let server = Py::new(py, PyBackendServer { inner })?;

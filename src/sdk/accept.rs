@@ -7,6 +7,8 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
+
+use crate::sys::identity_file::remove_identity_file_of;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -278,10 +280,16 @@ pub(super) struct ListenerGuard {
     pub(super) listener: Option<UnixListener>,
     pub(super) path: PathBuf,
     pub(super) file: BoundSocketFile,
+    /// The identity file this server published, removed with the socket
+    /// (if it still describes this server).
+    pub(super) identity_file: Option<PathBuf>,
 }
 
 impl Drop for ListenerGuard {
     fn drop(&mut self) {
+        if let Some(path) = &self.identity_file {
+            remove_identity_file_of(path, &self.shared.identity);
+        }
         match self.file.is_at(&self.path) {
             Ok(true) => match std::fs::remove_file(&self.path) {
                 Ok(()) => log::info!("removed socket file {}", self.path.display()),

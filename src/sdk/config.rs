@@ -15,6 +15,7 @@ use crate::contract::env::{
     ENV_TRACESTATE,
 };
 use crate::contract::error::ValidationError;
+pub(super) use crate::contract::identity::endpoint_path_problem;
 use crate::contract::identity::{validate_namespace_id, DaemonProcess, Endpoint};
 use crate::contract::keys::{BackendKey, BrokerInstanceKey};
 use crate::contract::names::{validate_service_name, validate_version};
@@ -41,6 +42,8 @@ pub struct ServerConfig {
     pub(super) exit_on_sigterm: bool,
     /// The variable the endpoint path came from, named by errors about it.
     pub(super) endpoint_variable: Option<&'static str>,
+    /// Where to publish the identity once bound (removed on a clean end).
+    pub(super) identity_file: Option<PathBuf>,
 }
 
 /// The `reason` of a validation error, without the value it repeats.
@@ -53,29 +56,6 @@ pub(super) fn reason_of(err: &ValidationError) -> String {
         | ValidationError::TraceContext { reason, .. }
         | ValidationError::Identity { reason, .. } => reason.clone(),
     }
-}
-
-/// Why an endpoint path is not plain, or `None`: a path is refused when it
-/// has a control character (a newline would forge lines in logs and
-/// listings), a `.` or `..` segment (it would bind somewhere other than
-/// where it appears to), or a trailing `/` (it names no socket file).
-pub(super) fn endpoint_path_problem(path: &str) -> Option<String> {
-    if let Some(c) = path.chars().find(|c| c.is_control()) {
-        return Some(format!(
-            "contains the control character {:?}; a socket path must be printable",
-            c
-        ));
-    }
-    if path
-        .split('/')
-        .any(|segment| segment == "." || segment == "..")
-    {
-        return Some("contains a '.' or '..' segment; a socket path must be plain".to_owned());
-    }
-    if path.ends_with('/') {
-        return Some("ends with '/'; it must name the socket file".to_owned());
-    }
-    None
 }
 
 pub(super) fn invalid_env(
@@ -114,6 +94,7 @@ impl ServerConfig {
             classify_window: DEFAULT_CLASSIFY_WINDOW,
             exit_on_sigterm: false,
             endpoint_variable: None,
+            identity_file: None,
         })
     }
 
@@ -211,6 +192,7 @@ impl ServerConfig {
             classify_window: DEFAULT_CLASSIFY_WINDOW,
             exit_on_sigterm: false,
             endpoint_variable: Some(ENV_BACKEND_PIPE),
+            identity_file: None,
         })
     }
 
@@ -233,6 +215,20 @@ impl ServerConfig {
     pub fn with_identity_exe(mut self, path: impl Into<PathBuf>) -> Self {
         self.identity_exe = Some(path.into());
         self
+    }
+
+    /// Publish the server's identity at `path` once the socket is bound (as
+    /// JSON of the current generation, atomically, mode 0600; see
+    /// [`crate::sys::identity_file`]) and remove it when the server ends
+    /// cleanly, if it still describes this server. The directory must
+    /// exist.
+    pub fn with_identity_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.identity_file = Some(path.into());
+        self
+    }
+
+    pub fn identity_file(&self) -> Option<&Path> {
+        self.identity_file.as_deref()
     }
 
     /// How long a new connection may take to show a complete probe request

@@ -62,10 +62,11 @@ use std::time::{Duration, Instant};
 
 use crate::contract::clock;
 use crate::contract::error::{FsError, HostError, ValidationError};
-use crate::contract::identity::{DaemonProcess, Endpoint};
+use crate::contract::identity::{DaemonProcess, Endpoint, JsonForm};
 use crate::contract::keys::{BackendKey, BrokerInstanceKey};
 use crate::contract::trace::TraceContext;
 use crate::sys::fs::check_private_dir;
+use crate::sys::identity_file::{write_identity_file, IdentityFileError};
 
 mod accept;
 mod bind;
@@ -292,12 +293,31 @@ impl BackendServer {
                 return Err(err);
             }
         };
-        let guard = ListenerGuard {
+        let mut guard = ListenerGuard {
             shared: Arc::clone(&shared),
             listener: Some(listener),
             path: path.clone(),
             file,
+            identity_file: None,
         };
+        // Published once the socket is bound; on failure the guard's drop
+        // removes the socket.
+        if let Some(identity_file) = &config.identity_file {
+            write_identity_file(identity_file, &shared.identity, JsonForm::Current).map_err(
+                |e| match e {
+                    IdentityFileError::Fs(e) => ServerError::Fs(e),
+                    IdentityFileError::Form(e) => ServerError::Validation(e),
+                    IdentityFileError::Decode { source, .. } => {
+                        ServerError::Validation(ValidationError::Identity {
+                            field: "identity_file",
+                            value: identity_file.display().to_string(),
+                            reason: source.to_string(),
+                        })
+                    }
+                },
+            )?;
+            guard.identity_file = Some(identity_file.clone());
+        }
         // If the thread cannot start, the closure and the guard in it are
         // dropped, which removes the socket file.
         let accept_thread = thread::Builder::new()

@@ -13,6 +13,8 @@ pub mod digest;
 pub mod exe;
 pub mod fs;
 pub mod host;
+pub mod identity_file;
+pub mod keylock;
 pub mod net;
 pub mod proc;
 pub mod reaper;

@@ -52,3 +52,14 @@ pub fn peer_credentials(stream: &UnixStream) -> io::Result<(u32, u32)> {
     let cred = rustix::net::sockopt::socket_peercred(stream.as_fd())?;
     Ok((cred.pid.as_raw_nonzero().get() as u32, cred.uid.as_raw()))
 }
+
+/// Whether the socket file at `path` is stale: nothing listens on it (a
+/// connect is refused at once). A listener, even one whose backlog is full,
+/// and a path that cannot be checked count as not stale, so a caller that
+/// removes only stale sockets never takes a live endpoint away.
+pub fn socket_is_stale(path: &std::path::Path) -> bool {
+    matches!(
+        connect_until(path, Instant::now()),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused
+    )
+}

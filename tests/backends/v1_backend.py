@@ -14,6 +14,14 @@ answers probes with pid + 1; "wrong-nonce" answers probes with a flipped
 nonce; "garbage" answers every connection with junk; "delegate-bind" lets a
 forked child bind and answer (with the parent's identity), as a process
 squatting on the endpoint would.
+
+V1_BACKEND_IDENTITY chooses the generation of the identity it answers
+with: "sha256" (default; the first generation, 4.5.x: SHA-256 in field 3),
+"blake3-only" (the current generation as zccache answers: fields 8 and 9,
+then field 3 appended with zeros), "compatible" (fields 8 and 9, then a real
+SHA-256 appended), and lies for tests: "wrong-blake3", "wrong-legacy" (a
+compatible answer whose appended SHA-256 is wrong) and "unknown-algorithm"
+(field 8 = "sha512"). BLAKE3 comes from the ``blake3`` package.
 """
 
 import hashlib
@@ -107,14 +115,38 @@ def main() -> None:
     if mode == "delegate-bind":
         pid = os.getpid()
     endpoint = field_bytes(1, namespace.encode()) + field_bytes(2, path.encode())
-    identity = (
+    generation = os.environ.get("V1_BACKEND_IDENTITY", "sha256")
+    common = (
         field_varint(1, pid)
         + field_bytes(2, script.encode())
-        + field_bytes(3, digest)
         + field_bytes(4, endpoint)
         + field_varint(5, int(time.time() * 1000))
         + field_bytes(6, boot_id.encode())
     )
+    if generation == "sha256":
+        identity = (
+            field_varint(1, pid)
+            + field_bytes(2, script.encode())
+            + field_bytes(3, digest)
+            + field_bytes(4, endpoint)
+            + field_varint(5, int(time.time() * 1000))
+            + field_bytes(6, boot_id.encode())
+        )
+    else:
+        import blake3  # type: ignore[import-not-found,unused-ignore]
+
+        with open(script, "rb") as binary:
+            hashed = blake3.blake3(binary.read()).digest()
+        algorithm = b"sha512" if generation == "unknown-algorithm" else b"blake3"
+        if generation == "wrong-blake3":
+            hashed = bytes(b ^ 1 for b in hashed)
+        legacy = {
+            "blake3-only": bytes(32),
+            "wrong-legacy": bytes(b ^ 1 for b in digest),
+        }.get(generation, digest)
+        # The current generation's layout: fields in tag order without 3,
+        # then field 3 (the legacy SHA-256 slot) appended last.
+        identity = common + field_bytes(8, algorithm) + field_bytes(9, hashed) + b"\x1a\x20" + legacy
     for name in sorted(os.environ):
         if name.startswith(("RUNNING_PROCESS_", "LD_")):
             print(f"env {name}={os.environ[name]}", flush=True)

@@ -178,6 +178,22 @@ class Launches:
         self.handles.append(handle)
         return handle
 
+    def launch_with(
+        self,
+        launcher: rp.CommandBackendLauncher,
+        key: rp.BackendKey,
+        sd: rp.ServiceDefinition,
+        *,
+        endpoint: Optional[rp.Endpoint] = None,
+        arg_values: Optional[dict[str, str]] = None,
+    ) -> rp.BackendHandle:
+        """``launch`` with a fixed endpoint and argument values."""
+        handle = launcher.launch(
+            key, sd, rp.TraceContext.new_root(), endpoint=endpoint, arg_values=arg_values
+        )
+        self.handles.append(handle)
+        return handle
+
 
 def echo(handle: rp.BackendHandle, payload: bytes) -> bytes:
     """Sends ``payload`` to an echo backend and returns all it sends back."""

@@ -65,7 +65,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NoReturn, Optional
 
 import running_process as rp
 from running_process.cli.commands import (
@@ -144,13 +144,23 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line with every
+    character that a terminal would act on escaped (an unrecognized argument
+    may hold escape sequences)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {printable(message)}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    json_flag = argparse.ArgumentParser(add_help=False)
+    json_flag = _Parser(add_help=False)
     json_flag.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON instead of text"
     )
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Launch, verify and reuse on-demand backend daemons.",
         epilog=EXIT_CODES_HELP,

@@ -11,7 +11,7 @@ mod service;
 mod trace;
 
 pub(crate) use codes::{returncode, PyErrorCode};
-pub(crate) use identity::PyDaemonProcess;
+pub(crate) use identity::{json_form, PyDaemonProcess};
 pub(crate) use keys::{PyBackendKey, PyBrokerInstanceKey, PyEndpoint};
 pub(crate) use service::{PyIsolation, PyServiceDefinition};
 pub(crate) use trace::PyTraceContext;

@@ -105,6 +105,7 @@ impl PyServiceDefinition {
         min_version = String::new(),
         version_allow_list = Vec::new(),
         labels = None,
+        args = Vec::new(),
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -116,6 +117,7 @@ impl PyServiceDefinition {
         min_version: String,
         version_allow_list: Vec<String>,
         labels: Option<Bound<'_, PyAny>>,
+        args: Vec<String>,
     ) -> PyResult<Self> {
         let labels = match labels {
             None => BTreeMap::new(),
@@ -130,6 +132,7 @@ impl PyServiceDefinition {
             &min_version,
             &version_allow_list,
             labels,
+            args,
         )?;
         Ok(PyServiceDefinition { inner })
     }
@@ -186,6 +189,13 @@ impl PyServiceDefinition {
     #[getter]
     fn labels(&self) -> BTreeMap<String, String> {
         self.inner.labels.clone()
+    }
+
+    /// A copy of the argument templates (changing it does not change the
+    /// definition).
+    #[getter]
+    fn args(&self) -> Vec<String> {
+        self.inner.args.clone()
     }
 
     /// Re-applies every rule of the contract; raises on the first broken one.
@@ -250,7 +260,7 @@ impl PyServiceDefinition {
         format!(
             "ServiceDefinition(service_name={}, binary_path={}, per_version_binary_dir={}, \
              isolation=Isolation.{}, explicit_instance={}, min_version={}, \
-             version_allow_list=[{}], labels={{{}}})",
+             version_allow_list=[{}], labels={{{}}}{})",
             pyrepr(py, &sd.service_name),
             pyrepr(py, self.binary_path()),
             pyrepr(py, self.per_version_binary_dir()),
@@ -259,6 +269,12 @@ impl PyServiceDefinition {
             pyrepr(py, &self.min_version()),
             list.join(", "),
             labels.join(", "),
+            if sd.args.is_empty() {
+                String::new()
+            } else {
+                let args: Vec<String> = sd.args.iter().map(|a| pyrepr(py, a)).collect();
+                format!(", args=[{}]", args.join(", "))
+            },
         )
     }
 

@@ -36,7 +36,7 @@
 //! Backends end themselves after their idle timeout; the pool then sees a
 //! dead pid, which is an ordinary miss.
 
-mod lock;
+use crate::sys::keylock as lock;
 mod manifest;
 mod mark;
 
@@ -547,7 +547,7 @@ fn recorded_definition(key: &BackendKey, daemon: &DaemonProcess) -> ServiceDefin
 /// by [`BackendPool::kill_recorded`], not here.
 fn backend_at_fault(err: &LaunchError) -> bool {
     match err {
-        LaunchError::Mismatch { .. } => true,
+        LaunchError::Mismatch { .. } | LaunchError::Stale { .. } => true,
         LaunchError::Probe(ProbeError::Io { source, .. }) => !matches!(
             source.raw_os_error(),
             Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS)

@@ -1,6 +1,7 @@
-//! The lock protocol of a pool key: who launches, and how the others wait.
+//! The lock protocol of a key (a pool key, a fixed endpoint): who launches, and how the others wait.
 //!
-//! Each key has a lock file beside its manifest. The launcher of a key holds
+//! Each key has a lock file (beside a pool manifest, or beside a fixed
+//! endpoint). The launcher of a key holds
 //! its exclusive lock while it launches and records the backend. The
 //! exclusive lock counts only if, once held, the locked file is still the
 //! one at the path: the file may be removed by its holder (a stop, or a
