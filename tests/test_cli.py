@@ -258,7 +258,7 @@ def test_launch_ls_probe_stop_text(c: Cli) -> None:
     assert err == ""  # not a TTY: no progress
     assert out.startswith(f"launched {KEY} (verified) in ")
     pid = int(next(line.split()[1] for line in out.splitlines() if line.split()[:1] == ["pid"]))
-    for label in ("executable", "sha-256", "endpoint", "log", "trace", "time"):
+    for label in ("executable", "sha256", "endpoint", "log", "trace", "time"):  # a first-generation backend
         assert any(line.split()[:1] == [label] for line in out.splitlines()), label
     assert process_running(pid)
     code, out, _ = c.launch()

@@ -444,3 +444,54 @@ def test_sixteen_processes_get_one_verified_daemon(
     handle = dirs.launcher().adopt_identity_file(key_for(sd), sd, str(identity_file_of(endpoint)))
     handle.shutdown()
     assert_gone(pid)
+
+
+# --- from the command line ---------------------------------------------------------------
+
+
+def test_the_cli_writes_arguments_and_launches_at_a_fixed_endpoint(
+    dirs: BackendDirs, launches: Launches, example_daemon: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from running_process import cli
+
+    binary = install(dirs.version_dir / "rp-example-daemon", example_daemon.read_bytes())
+    defs = dirs.root / "defs"
+    write = ["servicedef", "write", SERVICE, "--binary", str(binary), "--root", str(dirs.version_dir)]
+    write += ["--isolation", "shared", "--dir", str(defs)]
+    write += [f"--arg={a}" for a in ARGS] + ["--arg=--identity-file", "--arg={idfile}"]
+    assert cli.main(write) == 0
+    capsys.readouterr()
+    assert cli.main(["--json", "servicedef", "show", SERVICE, "--dir", str(defs)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["args"] == [*ARGS, "--identity-file", "{idfile}"]
+    endpoint = fixed_endpoint(dirs)
+    idfile = dirs.root / "d" / "id.json"
+    launch = [
+        "--json",
+        "launch",
+        SERVICE,
+        "--version",
+        "1.0.0",
+        "--dir",
+        str(defs),
+        "--endpoint",
+        endpoint.path,
+    ]
+    launch += ["--arg-value", f"idfile={idfile}"]
+    assert cli.main(launch) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["reused"] is False and first["endpoint"] == endpoint.path
+    assert first["exe_hash_algorithm"] == "blake3"
+    try:
+        assert cli.main(launch) == 0
+        second = json.loads(capsys.readouterr().out)
+        assert second["reused"] is True and second["pid"] == first["pid"]
+        assert (
+            cli.main(["launch", SERVICE, "--version", "1.0.0", "--dir", str(defs), "--arg-value", "x"]) == 2
+        )
+        assert "has no '='" in capsys.readouterr().err
+    finally:
+        sd = dirs.sd(binary, service_name=SERVICE)
+        handle = dirs.launcher().adopt_identity_file(key_for(sd), sd, str(idfile))
+        handle.shutdown()
+    assert_gone(first["pid"])

@@ -204,6 +204,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     write.add_argument("--label", action="extend", nargs="+", metavar="K=V", help="labels (repeatable)")
     write.add_argument(
+        "--arg",
+        action="append",
+        metavar="TEMPLATE",
+        help="a command-line argument of the backend (repeatable, in order; {endpoint}, {log_file}, "
+        "{namespace}, {service}, {version} or a name given at launch; write --arg=--flag for one "
+        "that starts with -)",
+    )
+    write.add_argument(
         "--dir", metavar="DIR", help="service definition directory (default: rp.service_def_dir())"
     )
     write.set_defaults(func=cmd_servicedef_write)
@@ -238,6 +246,24 @@ def _parser() -> argparse.ArgumentParser:
         help="idle seconds before the backend exits (default 30; 0: never)",
     )
     launch.add_argument("--state-dir", metavar="DIR", help="pool state directory")
+    launch.add_argument(
+        "--endpoint",
+        metavar="PATH",
+        help="serve at this fixed socket path (its directory private to you) instead of through the pool; "
+        "a verified backend already there is adopted",
+    )
+    launch.add_argument(
+        "--namespace",
+        default="default",
+        metavar="ID",
+        help="namespace id of a fixed endpoint (default: default)",
+    )
+    launch.add_argument(
+        "--arg-value",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a value for an argument placeholder (repeatable)",
+    )
     launch.set_defaults(func=cmd_launch)
 
     ls = sub(commands, "ls", "list the backends recorded in the pool")

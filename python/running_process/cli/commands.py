@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import stat
 import sys
 import threading
@@ -22,6 +23,7 @@ from running_process.cli.hints import (
     CliError,
     emit_json,
     print_rows,
+    printable,
 )
 
 PROGRESS_AFTER = 0.5
@@ -76,6 +78,7 @@ def sd_fields(sd: rp.ServiceDefinition) -> dict[str, Any]:
         "min_version": sd.min_version,
         "version_allow_list": sd.version_allow_list,
         "labels": sd.labels,
+        "args": sd.args,
     }
 
 
@@ -91,6 +94,7 @@ def _print_sd(fields: dict[str, Any]) -> None:
             ("min version", fields["min_version"] or "(any)"),
             ("allow list", ", ".join(fields["version_allow_list"]) or "(any)"),
             ("labels", ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "(none)"),
+            ("args", " ".join(shlex.quote(a) for a in fields["args"]) or "(none)"),
         ]
     )
 
@@ -129,6 +133,8 @@ def entry_fields(entry: rp.PoolEntry, now_ms: Optional[int] = None) -> dict[str,
         "endpoint": daemon.ipc_endpoint.path,
         "exe_path": daemon.exe_path,
         "exe_sha256": daemon.exe_sha256_hex,
+        "exe_hash_algorithm": daemon.exe_hash_algorithm,
+        "exe_hash": daemon.exe_hash_hex,
         "boot_id": daemon.boot_id,
         "started_at_unix_ms": daemon.started_at_unix_ms,
         "uptime_secs": round(uptime, 3),
@@ -175,6 +181,22 @@ def _run_with_progress(what: str, work: Callable[[], _T], enabled: bool, stream:
     return result[0]
 
 
+def _parse_pairs(items: Sequence[str], flag: str, example: str) -> dict[str, str]:
+    """``NAME=value`` items as a dict; a missing ``=`` is a usage error."""
+    pairs: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise CliError(
+                "InvalidArgumentError",
+                f"{flag} {printable(repr(item))} has no '='",
+                EXIT_USAGE,
+                f"write {example}",
+            )
+        pairs[name] = value
+    return pairs
+
+
 def _parse_labels(items: Sequence[str]) -> dict[str, str]:
     labels: dict[str, str] = {}
     for item in items:
@@ -200,6 +222,7 @@ def cmd_servicedef_write(args: argparse.Namespace) -> int:
         "isolation": isolation,
         "version_allow_list": list(args.allow or []),
         "labels": _parse_labels(args.label or []),
+        "args": list(args.arg or []),
     }
     if args.instance:
         kwargs["explicit_instance"] = args.instance
@@ -226,6 +249,7 @@ def _flag_for(field: str) -> str:
         "min_version": "min-version",
         "version_allow_list": "allow",
         "labels": "label",
+        "args": "arg",
         "isolation": "isolation",
     }.get(field.split("[")[0].split(".")[0], field)
 
@@ -259,13 +283,32 @@ def cmd_launch(args: argparse.Namespace) -> int:
     else:
         trace = rp.TraceContext.new_root()
     key = rp.BackendKey.for_service(sd, args.version)
-    pool = make_pool(args.state_dir, make_launcher(args.ready_timeout, args.idle_timeout))
-    before = {str(e.key): e.daemon.pid for e in pool.list() if e.alive}
-    started = time.perf_counter()
+    arg_values = _parse_pairs(args.arg_value or [], "--arg-value", "--arg-value config=/etc/x.toml")
+    launcher = make_launcher(args.ready_timeout, args.idle_timeout)
     show_progress = not args.json and sys.stderr.isatty()
-    handle = _run_with_progress(
-        f"launching {key}", lambda: pool.get_or_launch(key, sd, trace), show_progress, sys.stderr
-    )
+    started = time.perf_counter()
+    if args.endpoint:
+        # A fixed endpoint: the launcher's own single flight and adoption
+        # (the pool records allocated endpoints only).
+        endpoint = rp.Endpoint(args.namespace, os.path.abspath(args.endpoint))
+        handle = _run_with_progress(
+            f"launching {key} at {endpoint.path}",
+            lambda: launcher.launch(key, sd, trace, endpoint=endpoint, arg_values=arg_values),
+            show_progress,
+            sys.stderr,
+        )
+        reused = all(daemon.pid != handle.pid for _, daemon in launcher.live_children())
+        state_dir: Optional[str] = None
+    else:
+        pool = make_pool(args.state_dir, launcher)
+        before = {str(e.key): e.daemon.pid for e in pool.list() if e.alive}
+        if arg_values:
+            raise CliError("InvalidArgumentError", "--arg-value needs --endpoint", EXIT_USAGE, None)
+        handle = _run_with_progress(
+            f"launching {key}", lambda: pool.get_or_launch(key, sd, trace), show_progress, sys.stderr
+        )
+        reused = before.get(str(key)) == handle.pid
+        state_dir = pool.state_dir
     elapsed_ms = (time.perf_counter() - started) * 1000.0
     daemon = handle.daemon
     facts: dict[str, Any] = {
@@ -274,13 +317,15 @@ def cmd_launch(args: argparse.Namespace) -> int:
         "pid": daemon.pid,
         "exe_path": daemon.exe_path,
         "exe_sha256": daemon.exe_sha256_hex,
+        "exe_hash_algorithm": daemon.exe_hash_algorithm,
+        "exe_hash": daemon.exe_hash_hex,
         "endpoint": daemon.ipc_endpoint.path,
         "namespace_id": daemon.ipc_endpoint.namespace_id,
         "log_path": handle.log_path,
         "traceparent": trace.traceparent,
-        "reused": before.get(str(key)) == daemon.pid,
+        "reused": reused,
         "elapsed_ms": round(elapsed_ms, 2),
-        "state_dir": pool.state_dir,
+        "state_dir": state_dir,
     }
     if args.json:
         emit_json(facts)
@@ -292,7 +337,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
                 ("key", facts["key"]),
                 ("pid", str(facts["pid"])),
                 ("executable", facts["exe_path"]),
-                ("sha-256", facts["exe_sha256"]),
+                (facts["exe_hash_algorithm"], facts["exe_hash"]),
                 ("endpoint", facts["endpoint"]),
                 ("log", facts["log_path"]),
                 ("trace", facts["traceparent"] or "(none)"),
@@ -381,10 +426,11 @@ def cmd_probe(args: argparse.Namespace) -> int:
     except rp.HostIdentityError:
         checks["same_boot"] = False
     checks["socket_present"] = _is_socket(daemon.ipc_endpoint.path)
+    hash_file = rp.blake3_file if daemon.exe_hash_algorithm == "blake3" else rp.sha256_file
     try:
-        checks["exe_sha256_matches"] = rp.sha256_file(daemon.exe_path) == daemon.exe_sha256
+        checks["exe_hash_matches"] = hash_file(daemon.exe_path) == daemon.exe_hash
     except (rp.RunningProcessError, OSError):
-        checks["exe_sha256_matches"] = False
+        checks["exe_hash_matches"] = False
     # The full verification of a launch: peer credentials, /proc/<pid>/exe
     # and the hashed file's stamp, and the nonce probe.
     checks["verified"] = checks["alive"] and pool.get(key) is not None
@@ -412,7 +458,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
             [
                 ("pid", str(facts["pid"])),
                 ("executable", facts["exe_path"]),
-                ("sha-256", facts["exe_sha256"]),
+                (facts["exe_hash_algorithm"], facts["exe_hash"]),
                 ("boot id", facts["boot_id"]),
                 ("endpoint", facts["endpoint"]),
                 ("uptime", format_duration(facts["uptime_secs"])),
