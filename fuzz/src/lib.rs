@@ -77,6 +77,7 @@ pub fn sample_identity() -> DaemonProcess {
         pid: 4242,
         exe_path: "/opt/echo/1.0.0/echo".to_owned(),
         exe_sha256: [0xab; 32],
+        exe_blake3: Some([0xcd; 32]),
         boot_id: "0d3c9a52-6c1e-4c2f-9a43-2f1d2a7b9e10".to_owned(),
         ipc_endpoint: Endpoint::new("shared", "/run/user/1000/rp/be.sock")
             .expect("the sample endpoint is valid"),
