@@ -8,11 +8,13 @@ in ``test_zccache.py``)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import multiprocessing
 import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from typing import Any
 import pytest
 
 import running_process as rp
+from running_process import aio
 from support.hostile import give_away
 from support.launch import BackendDirs, Launches, echo, install, key_for
 from support.leftovers import assert_gone
@@ -495,3 +498,45 @@ def test_the_cli_writes_arguments_and_launches_at_a_fixed_endpoint(
         handle = dirs.launcher().adopt_identity_file(key_for(sd), sd, str(idfile))
         handle.shutdown()
     assert_gone(first["pid"])
+
+
+PY_PUBLISHER = """
+import os
+import running_process as rp
+
+server = rp.BackendServer.from_env(identity_file=os.environ["RP_TEST_IDENTITY_FILE"])
+while (conn := server.accept()) is not None:
+    conn.close()
+"""
+
+
+def test_a_python_backend_publishes_its_identity_file_and_removes_it(
+    dirs: BackendDirs, launches: Launches, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = install(dirs.version_dir / "publisher", f"#!{sys.executable}\n{PY_PUBLISHER}".encode())
+    idfile = dirs.root / "publisher.json"
+    monkeypatch.setenv("RP_TEST_IDENTITY_FILE", str(idfile))
+    sd = dirs.sd(script, service_name="publisher")
+    handle = launches.launch(dirs.launcher(), key_for(sd), sd)
+    poll_until(idfile.exists, timeout=HANG_GUARD, what="the identity file")
+    assert rp.read_identity_file(str(idfile)) == handle.daemon
+    assert handle.daemon.exe_path == str(script)
+    handle.shutdown()
+    assert not idfile.exists()
+
+
+def test_launch_async_takes_a_fixed_endpoint(
+    dirs: BackendDirs, launches: Launches, example_daemon: Path
+) -> None:
+    sd = daemon_sd(dirs, example_daemon)
+    endpoint = fixed_endpoint(dirs)
+    launcher = dirs.launcher()
+
+    async def both() -> tuple[rp.BackendHandle, rp.BackendHandle]:
+        first = await launcher.launch_async(key_for(sd), sd, endpoint=endpoint)
+        second = await aio.launch_async(launcher, key_for(sd), sd, endpoint=endpoint)
+        return first, second
+
+    first, second = asyncio.run(both())
+    launches.handles.append(first)
+    assert first.pid == second.pid

@@ -551,9 +551,13 @@ class CommandBackendLauncher:
         key: BackendKey,
         service_definition: ServiceDefinition,
         trace_context: Optional[TraceContext] = None,
+        *,
+        endpoint: Optional[Endpoint] = None,
+        arg_values: Optional[Mapping[str, str]] = None,
     ) -> Coroutine[Any, Any, BackendHandle]:
         """:meth:`launch` as a coroutine that never blocks the event loop; if
-        cancelled, the backend is killed once the launch completes."""
+        cancelled, a backend the launch started is killed once the launch
+        completes (a daemon found serving a fixed endpoint is left running)."""
     @property
     def user_sid_hash(self) -> str: ...
     @property

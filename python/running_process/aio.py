@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Callable, Optional, TypeVar, Union
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
         BackendKey,
         BackendPool,
         CommandBackendLauncher,
+        Endpoint,
         HelloRouter,
         Negotiated,
         Refused,
@@ -69,11 +71,23 @@ async def launch_async(
     key: BackendKey,
     service_definition: ServiceDefinition,
     trace_context: Optional[TraceContext] = None,
+    *,
+    endpoint: Optional[Endpoint] = None,
+    arg_values: Optional[Mapping[str, str]] = None,
 ) -> BackendHandle:
-    """``launcher.launch(...)`` without blocking the event loop."""
+    """``launcher.launch(...)`` without blocking the event loop. If cancelled,
+    a backend the launch started is killed once it completes; a daemon it
+    found already serving a fixed endpoint is left running."""
+
+    def dispose(handle: BackendHandle) -> None:
+        if any(daemon.pid == handle.pid for _, daemon in launcher.live_children()):
+            handle.kill()
+
     return await _in_thread(
-        lambda: launcher.launch(key, service_definition, trace_context),
-        dispose=lambda handle: handle.kill(),
+        lambda: launcher.launch(
+            key, service_definition, trace_context, endpoint=endpoint, arg_values=arg_values
+        ),
+        dispose=dispose,
     )
 
 

@@ -204,18 +204,22 @@ impl PyCommandBackendLauncher {
     }
 
     /// ``launch`` as a coroutine (see ``running_process.aio``).
-    #[pyo3(signature = (key, service_definition, trace_context = None))]
+    #[pyo3(signature = (key, service_definition, trace_context = None, *, endpoint = None, arg_values = None))]
     fn launch_async<'py>(
         slf: &Bound<'py, Self>,
         key: Bound<'py, PyBackendKey>,
         service_definition: Bound<'py, PyServiceDefinition>,
         trace_context: Option<Bound<'py, PyTraceContext>>,
+        endpoint: Option<Bound<'py, PyEndpoint>>,
+        arg_values: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        super::aio_call(
-            slf.py(),
-            "launch_async",
-            (slf, key, service_definition, trace_context),
-        )
+        let py = slf.py();
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("endpoint", endpoint)?;
+        kwargs.set_item("arg_values", arg_values)?;
+        py.import("running_process.aio")?
+            .getattr("launch_async")?
+            .call((slf, key, service_definition, trace_context), Some(&kwargs))
     }
 
     #[getter]
