@@ -419,9 +419,7 @@ def _race(args: tuple[str, str, str, str, str, str]) -> tuple[int, float]:
 
 
 @pytest.mark.slow  # 16 interpreters
-def test_sixteen_processes_get_one_verified_daemon(
-    dirs: BackendDirs, launches: Launches, example_daemon: Path
-) -> None:
+def test_sixteen_processes_get_one_verified_daemon(dirs: BackendDirs, example_daemon: Path) -> None:
     sd = daemon_sd(dirs, example_daemon)
     endpoint = fixed_endpoint(dirs)
     start_at = str(time.time() + 1.5)

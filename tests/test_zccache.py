@@ -150,9 +150,7 @@ def _race(args: tuple[str, str, str, str, str, str]) -> tuple[int, float]:
     return handle.pid, time.perf_counter() - started
 
 
-def test_sixteen_processes_get_one_verified_zccache_daemon(
-    tree: ZccacheTree, launches: Launches, dirs: BackendDirs
-) -> None:
+def test_sixteen_processes_get_one_verified_zccache_daemon(tree: ZccacheTree, dirs: BackendDirs) -> None:
     binary = install(dirs.version_dir / "zccache-daemon", zccache_binary().read_bytes())
     tree.version_dir.mkdir(mode=0o700)
     start_at = str(time.time() + 2.0)
