@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import multiprocessing
 import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ import pytest
 import running_process as rp
 from running_process import aio
 from support.hostile import give_away
-from support.launch import BackendDirs, Launches, echo, install, key_for
+from support.launch import BackendDirs, Launches, echo, install, key_for, race_for_fixed_endpoint
 from support.leftovers import assert_gone
 from support.procfs import environ_of
 from support.waits import HANG_GUARD, poll_until
@@ -402,37 +400,21 @@ def test_identity_files_of_both_generations_round_trip(tmp_path: Path) -> None:
 # --- one daemon for many processes ---------------------------------------------------------
 
 
-def _race(args: tuple[str, str, str, str, str, str]) -> tuple[int, float]:
-    binary, version_dir, socket_dir, log_dir, path, start_at = args
-    sd = rp.ServiceDefinition(SERVICE, binary, version_dir, rp.Isolation.SHARED, args=ARGS)
-    launcher = rp.CommandBackendLauncher.for_current_user(
-        socket_dir=socket_dir, log_dir=log_dir, ready_timeout=HANG_GUARD
-    )
-    while time.time() < float(start_at):
-        time.sleep(0.0005)
-    started = time.perf_counter()
-    handle = launcher.launch(
-        rp.BackendKey.for_service(sd, "1.0.0"), sd, endpoint=rp.Endpoint("default", path)
-    )
-    handle.verify()
-    return handle.pid, time.perf_counter() - started
-
-
 @pytest.mark.slow  # 16 interpreters
 def test_sixteen_processes_get_one_verified_daemon(dirs: BackendDirs, example_daemon: Path) -> None:
     sd = daemon_sd(dirs, example_daemon)
     endpoint = fixed_endpoint(dirs)
-    start_at = str(time.time() + 1.5)
-    job = (
-        sd.binary_path,
-        sd.per_version_binary_dir,
-        str(dirs.socket_dir),
-        str(dirs.log_dir),
-        endpoint.path,
-        start_at,
-    )
-    with multiprocessing.get_context("spawn").Pool(16) as pool:
-        results = pool.map(_race, [job] * 16, chunksize=1)
+    job = {
+        "binary": sd.binary_path,
+        "version_dir": sd.per_version_binary_dir,
+        "service": SERVICE,
+        "version": "1.0.0",
+        "args": ARGS,
+        "socket_dir": str(dirs.socket_dir),
+        "log_dir": str(dirs.log_dir),
+        "endpoint": endpoint.path,
+    }
+    results = race_for_fixed_endpoint(16, job)
     pids = {pid for pid, _ in results}
     assert len(pids) == 1, results
     (pid,) = pids

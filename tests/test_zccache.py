@@ -8,19 +8,17 @@ virtual environment of its own (see ``support/zccache.py``)."""
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import running_process as rp
-from support.launch import BackendDirs, Launches, install
+from support.launch import BackendDirs, Launches, install, race_for_fixed_endpoint
 from support.leftovers import assert_gone
 from support.procfs import state_of
 from support.waits import HANG_GUARD
@@ -135,35 +133,20 @@ def zccache_status(tree: ZccacheTree) -> str:
     return done.stdout + done.stderr
 
 
-def _race(args: tuple[str, str, str, str, str, str]) -> tuple[int, float]:
-    binary, socket_dir, log_dir, endpoint, cache_dir, start_at = args
-    os.environ["ZCCACHE_CACHE_DIR"] = cache_dir
-    sd = zccache_sd(Path(binary))
-    launcher = rp.CommandBackendLauncher.for_current_user(
-        socket_dir=socket_dir, log_dir=log_dir, ready_timeout=HANG_GUARD
-    )
-    while time.time() < float(start_at):
-        time.sleep(0.0005)
-    started = time.perf_counter()
-    handle = launcher.launch(key(), sd, endpoint=rp.Endpoint("default", endpoint))
-    handle.verify()
-    return handle.pid, time.perf_counter() - started
-
-
 def test_sixteen_processes_get_one_verified_zccache_daemon(tree: ZccacheTree, dirs: BackendDirs) -> None:
     binary = install(dirs.version_dir / "zccache-daemon", zccache_binary().read_bytes())
     tree.version_dir.mkdir(mode=0o700)
-    start_at = str(time.time() + 2.0)
-    job = (
-        str(binary),
-        str(dirs.socket_dir),
-        str(dirs.log_dir),
-        str(tree.endpoint),
-        str(tree.cache_dir),
-        start_at,
-    )
-    with multiprocessing.get_context("spawn").Pool(16) as pool:
-        results = pool.map(_race, [job] * 16, chunksize=1)
+    job = {
+        "binary": str(binary),
+        "version_dir": str(binary.parent),
+        "service": SERVICE,
+        "version": VERSION,
+        "args": DAEMON_ARGS,
+        "socket_dir": str(dirs.socket_dir),
+        "log_dir": str(dirs.log_dir),
+        "endpoint": str(tree.endpoint),
+    }
+    results = race_for_fixed_endpoint(16, job, env={"ZCCACHE_CACHE_DIR": str(tree.cache_dir)})
     pids = {pid for pid, _ in results}
     assert len(pids) == 1, results
     (pid,) = pids

@@ -8,11 +8,13 @@ socket in a short private directory.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -205,3 +207,34 @@ def echo(handle: rp.BackendHandle, payload: bytes) -> bytes:
         while chunk := conn.recv(65536):
             chunks.append(chunk)
     return b"".join(chunks)
+
+
+# --- processes racing for one daemon at a fixed endpoint ---------------------------------
+
+RACER = BACKENDS / "fixed_endpoint_racer.py"
+
+
+def race_for_fixed_endpoint(
+    n: int, job: dict[str, Any], env: Optional[dict[str, str]] = None, delay: float = 2.0
+) -> list[tuple[int, float]]:
+    """Starts ``n`` interpreters (plain subprocesses, so nothing of them
+    outlives the race) that launch the daemon of ``job`` (see
+    ``backends/fixed_endpoint_racer.py``) at the same moment; returns each
+    one's ``(daemon pid, seconds)``."""
+    job = dict(job, start_at=time.time() + delay)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(RACER), json.dumps(job)],
+            env=dict(os.environ, **(env or {})),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(n)
+    ]
+    results = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=HANG_GUARD * 2)
+        assert proc.returncode == 0, out
+        pid, seconds = out.split()
+        results.append((int(pid), float(seconds)))
+    return results
