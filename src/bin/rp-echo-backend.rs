@@ -26,8 +26,11 @@ use std::process::ExitCode;
 use std::thread;
 use std::time::Duration;
 
+#[path = "common/echo.rs"]
+mod echo;
+
 use running_process::wire::{self as probe, NONCE_LEN};
-use running_process::{BackendServer, ServerConfig, ServerError, MAX_PROBE_REQUEST};
+use running_process::{BackendServer, ServerConfig, MAX_PROBE_REQUEST};
 
 const MODE_VAR: &str = "RP_ECHO_MODE";
 const LOG_VAR: &str = "RP_ECHO_LOG";
@@ -72,28 +75,10 @@ fn echo() -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .with_exit_on_sigterm(true);
     let server = BackendServer::bind(config).map_err(|e| e.to_string())?;
-    loop {
-        match server.accept() {
-            Ok(conn) => {
-                let spawned = thread::Builder::new()
-                    .name("echo".to_owned())
-                    .spawn(move || {
-                        let (mut reader, mut writer) = (&*conn, &*conn);
-                        if let Err(e) = io::copy(&mut reader, &mut writer) {
-                            log::debug!("echo connection ended: {e}");
-                        }
-                    });
-                if let Err(e) = spawned {
-                    log::warn!("dropping connection: cannot start a thread: {e}");
-                }
-            }
-            Err(ServerError::ShuttingDown) => return Ok(()),
-            Err(e) => {
-                log::error!("accept failed: {e}");
-                return Ok(());
-            }
-        }
+    if let Err(e) = echo::serve_until_shutdown(&server) {
+        log::error!("accept failed: {e}");
     }
+    Ok(())
 }
 
 /// Binds a plain listener at the endpoint of the environment contract

@@ -29,11 +29,11 @@ use std::num::NonZeroU32;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::thread;
 
-use running_process::{
-    BackendKey, BackendServer, BrokerInstanceKey, Endpoint, ServerConfig, ServerError,
-};
+#[path = "common/echo.rs"]
+mod echo;
+
+use running_process::{BackendKey, BackendServer, BrokerInstanceKey, Endpoint, ServerConfig};
 
 struct Options {
     endpoint: String,
@@ -134,23 +134,7 @@ fn serve(options: Options) -> Result<(), String> {
         std::process::id(),
         options.endpoint
     );
-    loop {
-        match server.accept() {
-            Ok(conn) => {
-                let spawned = thread::Builder::new()
-                    .name("echo".to_owned())
-                    .spawn(move || {
-                        let (mut reader, mut writer) = (&*conn, &*conn);
-                        let _ = io::copy(&mut reader, &mut writer);
-                    });
-                if let Err(e) = spawned {
-                    eprintln!("dropping a connection: cannot start a thread: {e}");
-                }
-            }
-            Err(ServerError::ShuttingDown) => return Ok(()),
-            Err(e) => return Err(format!("accept: {e}")),
-        }
-    }
+    echo::serve_until_shutdown(&server).map_err(|e| format!("accept: {e}"))
 }
 
 fn main() -> ExitCode {

@@ -24,27 +24,9 @@ use crate::sys::exe::open_backend_recorded;
 use crate::sys::reaper::ChildWatch;
 
 impl CommandBackendLauncher {
-    /// A handle on a backend that some process launched earlier (its identity
-    /// read from a pool manifest), after verifying it as a launch would: the
-    /// key and definition agree and the version is admitted (a version the
-    /// definition refuses now is not handed out because it was admitted
-    /// once), the binary passes the allow-list rules and still hashes to the recorded
-    /// digest (no rehash while its stamp is unchanged), the process runs that
-    /// very file, its boot is ours, and the socket's peer credentials and the
-    /// nonce probe prove the identity. The backend is not our child: it is
-    /// watched through a pidfd and never reaped here.
-    pub fn adopt(
-        &self,
-        key: &BackendKey,
-        sd: &ServiceDefinition,
-        daemon: &DaemonProcess,
-        trace: &TraceContext,
-        timeout: Duration,
-    ) -> Result<BackendHandle, LaunchError> {
-        self.adopt_recorded(key, sd, daemon, None, trace, timeout)
-    }
-
-    /// [`CommandBackendLauncher::adopt`], with the stamp the binary had when
+    /// [`CommandBackendLauncher::adopt`] of a pool manifest's record: the
+    /// endpoint must be one of this launcher's (its namespace the key's
+    /// instance), and with the stamp the binary had when
     /// the launching process hashed it (recorded in the pool manifest next to
     /// the digest). While the binary's stamp is still `recorded_stamp`, the
     /// recorded digest stands in for hashing it again, for this verification
@@ -89,7 +71,7 @@ impl CommandBackendLauncher {
     /// The daemon is not our child: it is watched through a pidfd; the
     /// handle's `shutdown` sends it SIGTERM (then SIGKILL after the grace)
     /// through that pidfd, so a reused pid is never signalled.
-    pub fn adopt_daemon(
+    pub fn adopt(
         &self,
         key: &BackendKey,
         sd: &ServiceDefinition,

@@ -339,14 +339,18 @@ impl CommandBackendLauncher {
         loop {
             match keylock::acquire(&lock_path, true).map_err(fixed_fs_error(endpoint))? {
                 Acquired::Locked(lock) => {
-                    if let Some(handle) = self.serving(key, &binary, endpoint, trace)? {
-                        return Ok(handle);
-                    }
-                    let reservation = self.reserve_fixed(key, &binary, endpoint)?;
-                    let launched = self.run(key, sd, trace, binary, reservation, request, started);
+                    let launched = match self.serving(key, &binary, endpoint, trace) {
+                        Ok(Some(handle)) => return Ok(handle),
+                        Ok(None) => self
+                            .reserve_fixed(key, &binary, endpoint)
+                            .and_then(|r| self.run(key, sd, trace, binary, r, request, started)),
+                        Err(e) => Err(e),
+                    };
                     if launched.is_err() {
-                        // Removed while held: a waiter that locks the removed
-                        // file sees that and opens the path again.
+                        // Nothing serves the endpoint for us: the lock file
+                        // goes too, removed while held (a waiter that locks
+                        // the removed file sees that and opens the path
+                        // again).
                         let _ = std::fs::remove_file(&lock_path);
                     }
                     drop(lock);

@@ -181,7 +181,7 @@ impl PyCommandBackendLauncher {
             service_definition.inner.clone(),
             daemon.inner.clone(),
         );
-        let handle = py.detach(|| self.inner.adopt_daemon(&key, &sd, &daemon, &trace, timeout))?;
+        let handle = py.detach(|| self.inner.adopt(&key, &sd, &daemon, &trace, timeout))?;
         Ok(PyBackendHandle { inner: handle })
     }
 
