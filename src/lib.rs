@@ -54,7 +54,7 @@ pub use contract::names::{
     Version, BACKEND_SOCKET_NAME_LEN, SUN_PATH_MAX,
 };
 pub use contract::service::{
-    Isolation, ServiceDefinition, MAX_ALLOW_LIST, MAX_LABELS, MAX_SERVICEDEF_BYTES,
+    Isolation, Listener, ServiceDefinition, MAX_ALLOW_LIST, MAX_LABELS, MAX_SERVICEDEF_BYTES,
 };
 pub use contract::trace::TraceContext;
 pub use launch::endpoint::BackendEndpointAllocator;
@@ -86,8 +86,9 @@ pub use sys::reaper::Exit;
 pub mod env {
     pub use crate::contract::env::{
         ENV_BACKEND_NAMESPACE, ENV_BACKEND_PIPE, ENV_EXE_DIGEST, ENV_IDLE_TIMEOUT_SECS,
-        ENV_INSTANCE, ENV_SERVICE_DEF_DIR, ENV_SERVICE_NAME, ENV_SERVICE_VERSION, ENV_SETTLE_MS,
-        ENV_TRACEPARENT, ENV_TRACESTATE, V1_ENV_NAMES,
+        ENV_INSTANCE, ENV_LISTENER_FD, ENV_LISTEN_FDS, ENV_LISTEN_PID, ENV_OWNED_BIND,
+        ENV_SERVICE_DEF_DIR, ENV_SERVICE_NAME, ENV_SERVICE_VERSION, ENV_SETTLE_MS, ENV_TRACEPARENT,
+        ENV_TRACESTATE, V1_ENV_NAMES,
     };
 }
 

@@ -4,7 +4,7 @@
 
 use running_process::wire::{decode_frame, encode_frame, MAX_FRAME_BODY};
 use running_process::wire::{FrameKind, FrameMsg, PayloadEncoding};
-use running_process::{DaemonProcess, Endpoint, Isolation, ServiceDefinition};
+use running_process::{DaemonProcess, Endpoint, Isolation, Listener, ServiceDefinition};
 
 /// A length-delimited field: tag `(field << 3) | 2`, length, bytes.
 fn len_field(field: u8, bytes: &[u8]) -> Vec<u8> {
@@ -32,6 +32,7 @@ fn service_definition_encoding_is_pinned() {
         version_allow_list: vec!["1.0.0".parse().unwrap(), "1.1.0".parse().unwrap()],
         labels: [("k".to_owned(), "v".to_owned())].into(),
         args: Vec::new(),
+        listener: Listener::Inherit,
     };
     let expected = [
         len_field(1, b"zc"),
@@ -67,6 +68,21 @@ fn service_definition_encoding_is_pinned() {
     .concat();
     assert_eq!(with_args.to_bytes(), extended);
     assert_eq!(ServiceDefinition::from_bytes(&extended).unwrap(), with_args);
+
+    // Who binds the endpoint rides in field 1002 (tag 8016), absent for the
+    // default (the launcher binds), 1 for a backend that binds itself.
+    let binds_itself = ServiceDefinition {
+        listener: Listener::Bind,
+        ..sd.clone()
+    };
+    let with_listener = [expected.clone(), vec![0xd0, 0x3e, 0x01]].concat();
+    assert_eq!(binds_itself.to_bytes(), with_listener);
+    assert_eq!(
+        ServiceDefinition::from_bytes(&with_listener).unwrap(),
+        binds_itself
+    );
+    let unknown = [expected.clone(), vec![0xd0, 0x3e, 0x07]].concat();
+    assert!(ServiceDefinition::from_bytes(&unknown).is_err());
 
     let explicit = ServiceDefinition {
         isolation: Isolation::Explicit,

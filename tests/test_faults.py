@@ -17,8 +17,8 @@ import json
 import logging
 import os
 import queue
-import select
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -34,7 +34,7 @@ import running_process as rp
 from support.launch import BACKENDS, BackendDirs, echo, install_fault_backend, install_rust_echo, key_for
 from support.leftovers import files_in
 from support.procfs import parent_of, pending_signals, start_ticks, state_of
-from support.waits import HANG_GUARD, poll_until
+from support.waits import HANG_GUARD, poll_until, read_event
 
 pytestmark = pytest.mark.slow
 
@@ -180,24 +180,6 @@ def lock_is_held(state_dir: Path) -> bool:
     return False
 
 
-def read_event(fd: int, timeout: float = HANG_GUARD) -> str:
-    """One line from a FIFO opened non-blocking for reading."""
-    data = b""
-    deadline = time.monotonic() + timeout
-    while not data.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"no event within {timeout} s (got {data!r})")
-        ready, _, _ = select.select([fd], [], [], left)
-        if ready:
-            chunk = os.read(fd, 256)
-            if not chunk and not data:
-                # No writer yet, or it closed without writing: keep waiting.
-                time.sleep(0.01)
-            data += chunk
-    return data.decode().strip()
-
-
 def open_gate(path: Path) -> None:
     """Writes a line to a FIFO once its reader has it open."""
     fds: list[int] = []
@@ -251,11 +233,13 @@ def test_launcher_killed_mid_launch_leaves_no_lock_and_its_orphan_idles_out(
     finally:
         os.close(events_fd)
 
-    # Mid-launch: the backend runs, has not bound, and its launcher waits for
-    # it holding the key's lock.
+    # Mid-launch: the backend runs, has not taken over the listener its
+    # launcher bound for it, and its launcher waits for it holding the key's
+    # lock.
     assert parent_of(orphan) == launcher_pid
     assert lock_is_held(state_dir)
-    assert files_in(dirs.socket_dir) == []
+    (bound,) = files_in(dirs.socket_dir)
+    assert stat.S_ISSOCK(os.lstat(dirs.socket_dir / bound).st_mode)
 
     os.kill(launcher_pid, signal.SIGKILL)
     assert out.expect(f"reaped {launcher_pid} ") == f"reaped {launcher_pid} -9"
@@ -263,8 +247,8 @@ def test_launcher_killed_mid_launch_leaves_no_lock_and_its_orphan_idles_out(
     assert not lock_is_held(state_dir)
     assert list(state_dir.glob("*.json")) == []
     assert sorted(p.name for p in state_dir.iterdir()) == [f"{manifest_stem(state_dir)}.lock"]
-    # The orphan now belongs to the subreaper. Let it bind: unused, it must
-    # end itself after its idle timeout.
+    # The orphan now belongs to the subreaper. Let it serve: unused, it must
+    # end itself after its idle timeout, and take its socket file with it.
     poll_until(lambda: parent_of(orphan) == harness.pid, what="the orphan to be re-parented")
     open_gate(gate)
 

@@ -104,7 +104,9 @@ def plant_and_launch(
     monkeypatch.setenv("HOSTILE_VICTIM", "late-sdk")
     if backend_exits:
         monkeypatch.setenv("HOSTILE_AFTER", "exit")
-    sd = dirs.sd(install_impostor_backend(dirs))
+    # The backend binds itself (Listener.BIND): a launcher-bound endpoint
+    # is never free for a planter (see test_impostors.py).
+    sd = dirs.sd(install_impostor_backend(dirs), listener=rp.Listener.BIND)
     before = snapshot()
     with Impostor(mode, dirs.socket_dir, arg) as planter:
         err = launch_fails(dirs, launches, expected, sd)

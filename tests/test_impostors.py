@@ -13,16 +13,18 @@ left: the impostor (the test's own child) is killed by the test.
 from __future__ import annotations
 
 import os
+import stat
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 import running_process as rp
 from support.hostile import Impostor, install_impostor_backend, launch_fails, same_identity
-from support.launch import BackendDirs, Launches, install, key_for
+from support.launch import BackendDirs, Launches, install, install_fault_backend, key_for
 from support.leftovers import assert_gone, assert_nothing_left_behind, snapshot
 from support.procfs import process_running
-from support.waits import HANG_GUARD
+from support.waits import HANG_GUARD, read_event
 from support.wire import probe
 
 pytestmark = pytest.mark.hostile
@@ -37,9 +39,12 @@ def launch_against(
 ) -> tuple[rp.VerificationError, Impostor, int, str]:
     """Launches impostor_v1.py as a backend in ``victim_role`` while an
     impostor in ``mode`` attacks it; returns the error, the impostor, the
-    backend's pid and the endpoint path."""
+    backend's pid and the endpoint path. The backend binds its endpoint
+    itself (``Listener.BIND``), which leaves the impostor a moment to take
+    the path first; a launcher-bound endpoint leaves none (see
+    ``test_a_launcher_bound_endpoint_cannot_be_taken_before_the_backend_runs``)."""
     monkeypatch.setenv("HOSTILE_VICTIM", victim_role)
-    sd = dirs.sd(install_impostor_backend(dirs))
+    sd = dirs.sd(install_impostor_backend(dirs), listener=rp.Listener.BIND)
     before = snapshot()
     impostor = Impostor(mode, dirs.socket_dir)
     try:
@@ -126,3 +131,43 @@ def test_an_impostor_in_front_of_a_verified_backend_answers_perfectly_and_is_ref
     assert sorted(os.listdir(dirs.socket_dir)) == [os.path.basename(path) + ".real"]
     os.unlink(path + ".real")
     assert_gone(handle.pid)
+
+
+@pytest.mark.parametrize("mode", ["squat", "copy", "plant-file", "plant-symlink"])
+def test_a_launcher_bound_endpoint_cannot_be_taken_before_the_backend_runs(
+    dirs: BackendDirs, launches: Launches, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """With the launcher binding the endpoint (the default,
+    ``Listener.INHERIT``), the socket is there and listening before the
+    backend runs a line of its own. An attacker who finds the path in /proc
+    while the backend is held at a gate can neither bind it nor plant
+    anything at it; once the gate opens, the launch verifies the real
+    backend."""
+    events, gate = dirs.root / "events", dirs.root / "gate"
+    os.mkfifo(events, 0o600)
+    os.mkfifo(gate, 0o600)
+    monkeypatch.setenv("FAULT_MODE", "gate")
+    monkeypatch.setenv("FAULT_EVENTS", str(events))
+    monkeypatch.setenv("FAULT_GATE", str(gate))
+    sd = dirs.sd(install_fault_backend(dirs))
+    events_fd = os.open(events, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with ThreadPoolExecutor(1) as pool:
+        launched = pool.submit(launches.launch, dirs.launcher(), key_for(sd), sd)
+        try:
+            word, pid = read_event(events_fd).split()
+            assert word == "started"
+        finally:
+            os.close(events_fd)
+        with Impostor(mode, dirs.socket_dir, str(dirs.root / "target")) as impostor:
+            outcome, victim, path, error = impostor.line().split(" ")
+        assert (outcome, victim) == ("failed", pid)
+        assert error == ("OSError" if mode in ("squat", "copy") else "FileExistsError")
+        st = os.lstat(path)
+        assert stat.S_ISSOCK(st.st_mode) and st.st_uid == os.geteuid()
+        assert stat.S_IMODE(st.st_mode) == 0o600
+        with open(gate, "w", encoding="ascii") as opened:
+            opened.write("go\n")
+        handle = launched.result(timeout=HANG_GUARD)
+    assert (handle.pid, handle.endpoint.path) == (int(pid), path)
+    handle.verify()
+    assert not os.path.lexists(dirs.root / "target")

@@ -60,6 +60,8 @@ def zccache_sd(binary: Path) -> rp.ServiceDefinition:
         rp.Isolation.SHARED,
         version_allow_list=[VERSION],
         args=DAEMON_ARGS,
+        # The zccache daemon binds its endpoint itself.
+        listener=rp.Listener.BIND,
     )
 
 
@@ -142,6 +144,7 @@ def test_sixteen_processes_get_one_verified_zccache_daemon(tree: ZccacheTree, di
         "service": SERVICE,
         "version": VERSION,
         "args": DAEMON_ARGS,
+        "listener": rp.Listener.BIND.value,
         "socket_dir": str(dirs.socket_dir),
         "log_dir": str(dirs.log_dir),
         "endpoint": str(tree.endpoint),

@@ -27,12 +27,15 @@ __all__ = [
     "ENV_IDLE_TIMEOUT_SECS",
     "ENV_SERVICE_DEF_DIR",
     "ENV_EXE_DIGEST",
+    "ENV_LISTENER_FD",
+    "ENV_OWNED_BIND",
     "ENV_SETTLE_MS",
     "V1_ENV_NAMES",
     "SUN_PATH_MAX",
     "BACKEND_SOCKET_NAME_LEN",
     "MACHINE_ID_PATHS",
     "Isolation",
+    "Listener",
     "ServiceDefinition",
     "Endpoint",
     "BrokerInstanceKey",
@@ -96,6 +99,14 @@ ENV_SETTLE_MS: Final[str]
 nanosecond timestamps must have stayed unchanged before its stamp vouches
 for its digest, when more than the system's own granule (four ticks of the
 kernel's coarse clock, at least 5 ms) is wanted. Only lengthens the wait."""
+ENV_LISTENER_FD: Final[str]
+"""``RUNNING_PROCESS_BROKER_LISTENER_FD``: the number of the listening socket
+the launcher bound for the backend and passed to it; a backend that gets it
+serves on that socket (listening on it again) instead of binding the path."""
+ENV_OWNED_BIND: Final[str]
+"""``RUNNING_PROCESS_BROKER_OWNED_BIND``: set to ``0``, ``false``, ``no`` or
+``off`` in the launcher's environment, it turns the launcher-side bind off for
+every definition, as if each said ``Listener.BIND``."""
 ENV_EXE_DIGEST: Final[str]
 """``RUNNING_PROCESS_EXE_DIGEST``: the launcher's SHA-256 of the executable it
 started, with the stamp of the file it hashed (this project's addition, set
@@ -143,6 +154,33 @@ class Isolation:
     def __hash__(self) -> int: ...
 
 @final
+class Listener:
+    """Who binds a backend's endpoint (protobuf field 1002 of the definition,
+    this package's addition)."""
+
+    INHERIT: ClassVar[Listener]
+    """The launcher binds the endpoint (mode 0600, in its private directory)
+    before the spawn and passes the listening socket to the backend in
+    ``RUNNING_PROCESS_BROKER_LISTENER_FD`` (the default, as in the current
+    generation of the v1 contract); wire value 0."""
+    BIND: ClassVar[Listener]
+    """The backend binds the endpoint itself (first-generation backends,
+    daemons that do not take a passed listener); wire value 1."""
+
+    @staticmethod
+    def from_value(value: int) -> Listener:
+        """The member with wire value ``value``; ``ValueError`` for others."""
+    @property
+    def name(self) -> str:
+        """``"INHERIT"`` or ``"BIND"``."""
+    @property
+    def value(self) -> int:
+        """The wire value (0, 1)."""
+    def __int__(self) -> int: ...
+    def __eq__(self, other: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
 class ServiceDefinition:
     """A backend service: the v1 ``ServiceDefinition`` message.
 
@@ -160,6 +198,10 @@ class ServiceDefinition:
     given in ``arg_values``), ``{{`` and ``}}`` for literal braces. At most
     256 arguments of at most 4096 bytes; they reach the backend as a list,
     never through a shell.
+
+    ``listener`` says who binds the endpoint (see :class:`Listener`): by
+    default the launcher, which hands the listening socket over; ``BIND`` for
+    a backend that binds it itself.
     """
 
     def __new__(
@@ -173,6 +215,7 @@ class ServiceDefinition:
         version_allow_list: Sequence[str] = ...,
         labels: Optional[Mapping[str, str]] = None,
         args: Sequence[str] = ...,
+        listener: Listener = ...,
     ) -> Self: ...
     @property
     def service_name(self) -> str: ...
@@ -195,6 +238,9 @@ class ServiceDefinition:
     @property
     def args(self) -> list[str]:
         """A copy of the argument templates."""
+    @property
+    def listener(self) -> Listener:
+        """Who binds the endpoint."""
     def validate(self) -> None:
         """Re-applies every rule; raises the first broken one."""
     def check_version(self, version: str) -> None:

@@ -86,8 +86,7 @@ fn echo() -> Result<(), String> {
 /// time.
 fn raw_listener(serve: fn(&mut UnixStream) -> io::Result<()>) -> Result<(), String> {
     let config = ServerConfig::from_env().map_err(|e| e.to_string())?;
-    let listener = UnixListener::bind(config.endpoint().path())
-        .map_err(|e| format!("bind {}: {e}", config.endpoint().path()))?;
+    let listener = plain_listener(&config)?;
     for stream in listener.incoming() {
         let Ok(mut stream) = stream else { continue };
         let _ = stream.set_read_timeout(Some(RAW_PEER_TIMEOUT));
@@ -97,6 +96,22 @@ fn raw_listener(serve: fn(&mut UnixStream) -> io::Result<()>) -> Result<(), Stri
         }
     }
     Ok(())
+}
+
+/// The listener of a plain (SDK-less) mode: the one the launcher passed,
+/// listened on again so that connections name this process, or else one
+/// bound at the endpoint.
+fn plain_listener(config: &ServerConfig) -> Result<UnixListener, String> {
+    if let Ok(fd) = std::env::var(running_process::env::ENV_LISTENER_FD) {
+        let fd: i32 = fd.parse().map_err(|e| format!("listener fd {fd:?}: {e}"))?;
+        // SAFETY: the launcher passed this descriptor for this process's
+        // listener; nothing else here owns it.
+        let listener = unsafe { <UnixListener as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        rustix::net::listen(&listener, 16).map_err(|e| format!("listen on fd {fd}: {e}"))?;
+        return Ok(listener);
+    }
+    UnixListener::bind(config.endpoint().path())
+        .map_err(|e| format!("bind {}: {e}", config.endpoint().path()))
 }
 
 fn answer_with_garbage(stream: &mut UnixStream) -> io::Result<()> {
@@ -113,8 +128,7 @@ fn answer_with_garbage(stream: &mut UnixStream) -> io::Result<()> {
 fn wrong_nonce() -> Result<(), String> {
     let config = ServerConfig::from_env().map_err(|e| e.to_string())?;
     let identity = config.daemon_identity().map_err(|e| e.to_string())?;
-    let listener = UnixListener::bind(config.endpoint().path())
-        .map_err(|e| format!("bind {}: {e}", config.endpoint().path()))?;
+    let listener = plain_listener(&config)?;
     for stream in listener.incoming() {
         let Ok(mut stream) = stream else { continue };
         let Ok(request) = probe::read_frame(&mut stream, MAX_PROBE_REQUEST, RAW_PEER_TIMEOUT)

@@ -127,7 +127,10 @@ fn serve(options: Options) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .with_idle_timeout_secs(options.idle_timeout)
         .with_identity_file(identity_file)
-        .with_exit_on_sigterm(true);
+        .with_exit_on_sigterm(true)
+        // A launcher that bound the endpoint passes its listener.
+        .with_inherited_listener_from_env()
+        .map_err(|e| e.to_string())?;
     let server = BackendServer::bind(config).map_err(|e| e.to_string())?;
     println!(
         "rp-example-daemon pid {} serving {}",

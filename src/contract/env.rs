@@ -48,6 +48,33 @@ pub const ENV_SERVICE_DEF_DIR: &str = "RUNNING_PROCESS_SERVICE_DEF_DIR";
 /// proof: the launcher verifies the running image through `/proc` itself.
 pub const ENV_EXE_DIGEST: &str = "RUNNING_PROCESS_EXE_DIGEST";
 
+/// Number of the listening socket the launcher bound for the backend and
+/// passed to it (the current generation of the v1 contract, Unix). A backend
+/// that receives it must serve on that listener and not bind the path again.
+pub const ENV_LISTENER_FD: &str = "RUNNING_PROCESS_BROKER_LISTENER_FD";
+/// Set in the launcher's own environment to `0`, `false`, `no` or `off`, it
+/// turns the launcher-side bind off for every definition (the contract's
+/// opt-out); any other value, or none, leaves it to each definition.
+pub const ENV_OWNED_BIND: &str = "RUNNING_PROCESS_BROKER_OWNED_BIND";
+/// Socket activation by a service manager (`sd_listen_fds`): the number of
+/// sockets passed from descriptor 3 up, for the process named by
+/// [`ENV_LISTEN_PID`].
+pub const ENV_LISTEN_FDS: &str = "LISTEN_FDS";
+/// The pid the [`ENV_LISTEN_FDS`] sockets are meant for.
+pub const ENV_LISTEN_PID: &str = "LISTEN_PID";
+/// Names of the [`ENV_LISTEN_FDS`] sockets, colon-separated.
+pub const ENV_LISTEN_FDNAMES: &str = "LISTEN_FDNAMES";
+/// First descriptor of socket activation (`SD_LISTEN_FDS_START`).
+pub const LISTEN_FDS_START: i32 = 3;
+
+/// Whether a value of [`ENV_OWNED_BIND`] turns the launcher-side bind off.
+pub fn owned_bind_disabled(value: &str) -> bool {
+    matches!(
+        value.trim().to_ascii_lowercase().as_str(),
+        "0" | "false" | "no" | "off"
+    )
+}
+
 /// Milliseconds a binary on a file system with nanosecond timestamps must
 /// have stayed unchanged before its stamp vouches for its digest, when more
 /// than the system's own granule (a few ticks of the kernel's coarse clock)

@@ -43,6 +43,11 @@ pub struct ServiceDefinitionMsg {
     /// unknown fields.
     #[prost(string, repeated, tag = "1001")]
     pub args: Vec<String>,
+    /// This project's addition: who binds the endpoint (0 the launcher,
+    /// which hands the listener over; 1 the backend itself). See
+    /// [`crate::contract::service::Listener`].
+    #[prost(int32, tag = "1002")]
+    pub listener: i32,
 }
 
 /// `running_process.broker.v1.Endpoint`.

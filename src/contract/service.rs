@@ -66,6 +66,43 @@ impl Isolation {
     }
 }
 
+/// Who binds a backend's endpoint (this project's addition, protobuf field
+/// 1002 of the definition; the current generation of the v1 contract binds
+/// in the launcher by default, as [`Listener::Inherit`] does).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Listener {
+    /// The launcher creates, binds and listens on the endpoint inside its
+    /// private directory before the spawn and hands the listening socket to
+    /// the backend (`RUNNING_PROCESS_BROKER_LISTENER_FD`). The endpoint exists
+    /// before the backend runs: no readiness polling, and no moment at which
+    /// another process could bind the path.
+    #[default]
+    Inherit = 0,
+    /// The backend binds the endpoint itself, as backends of the first
+    /// generation of the contract (and daemons that own their endpoint) do;
+    /// the launcher polls until it accepts.
+    Bind = 1,
+}
+
+impl Listener {
+    /// The listener mode with wire value `value`, if there is one.
+    pub fn from_i32(value: i32) -> Option<Listener> {
+        match value {
+            0 => Some(Listener::Inherit),
+            1 => Some(Listener::Bind),
+            _ => None,
+        }
+    }
+
+    /// Upper-case name, as in Python (`INHERIT`, `BIND`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Listener::Inherit => "INHERIT",
+            Listener::Bind => "BIND",
+        }
+    }
+}
+
 /// A backend service: the v1 `ServiceDefinition` message as a Rust value.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct ServiceDefinition {
@@ -86,6 +123,8 @@ pub struct ServiceDefinition {
     /// [`crate::contract::args`]). Empty: the backend is started without
     /// arguments, as the contract does.
     pub args: Vec<String>,
+    /// Who binds the endpoint (see [`Listener`]).
+    pub listener: Listener,
 }
 
 fn sd_error(field: &'static str, value: &str, reason: impl Into<String>) -> ValidationError {
@@ -275,6 +314,7 @@ impl ServiceDefinition {
                 .collect(),
             labels: self.labels.clone(),
             args: self.args.clone(),
+            listener: self.listener as i32,
         }
     }
 
@@ -285,7 +325,11 @@ impl ServiceDefinition {
                 what: "ServiceDefinition",
                 reason: format!("isolation {} is not a BrokerIsolation value", msg.isolation),
             })?;
-        Ok(Self::from_text(
+        let listener = Listener::from_i32(msg.listener).ok_or_else(|| DecodeError::Malformed {
+            what: "ServiceDefinition",
+            reason: format!("listener {} is not a listener mode", msg.listener),
+        })?;
+        let sd = Self::from_text(
             msg.service_name,
             msg.binary_path,
             msg.per_version_binary_dir,
@@ -295,7 +339,8 @@ impl ServiceDefinition {
             &msg.version_allow_list,
             msg.labels,
             msg.args,
-        )?)
+        )?;
+        Ok(ServiceDefinition { listener, ..sd })
     }
 
     /// A validated definition from its fields as text (an empty
@@ -324,6 +369,7 @@ impl ServiceDefinition {
             version_allow_list: Vec::new(),
             labels: BTreeMap::new(),
             args: Vec::new(),
+            listener: Listener::default(),
         };
         // Name, paths and isolation first, as `validate` orders them.
         sd.validate()?;

@@ -143,16 +143,18 @@ impl CommandBackendLauncher {
             idle_timeout_secs: None,
         };
         let proof = ExeProof::of(binary);
-        let actual = verify_connected(stream, &watch, &expected, &proof, self.euid, trace, timeout)
-            .map_err(|e| {
-                refused(
-                    endpoint,
-                    format!(
-                        "served by pid {pid}, which is not a verified backend of {}: {e}",
-                        binary.canonical.display()
-                    ),
-                )
-            })?;
+        let actual = verify_connected(
+            stream, &watch, &expected, &proof, self.euid, trace, timeout, false,
+        )
+        .map_err(|e| {
+            refused(
+                endpoint,
+                format!(
+                    "served by pid {pid}, which is not a verified backend of {}: {e}",
+                    binary.canonical.display()
+                ),
+            )
+        })?;
         let log_path = self.log_dir.join(log_file_name(key, endpoint));
         let process = Verified {
             watch,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::{mismatch, LaunchError};
-use super::ready::connect_and_verify;
+use super::verify::connect_and_verify;
 use super::verify::ExeProof;
 use super::LOG_TAIL_BYTES;
 use crate::contract::identity::{DaemonProcess, Endpoint};

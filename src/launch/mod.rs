@@ -407,7 +407,14 @@ impl CommandBackendLauncher {
         values.insert(args::ENDPOINT.to_owned(), reservation.endpoint.path.clone());
         values.extend(request.arg_values.clone());
         let argv = expand_args(&sd.args, &values)?;
-        let watch = self.start(key, trace, &binary, &reservation, &argv)?;
+        // Bound before the spawn when the backend takes its listener from
+        // the launcher; this process's copy is closed as soon as the child
+        // has its own, so the child's exit closes the socket.
+        let listener = self.bind_listener(sd, &reservation, &binary)?;
+        let inherited = listener.is_some();
+        let watch = self.start(key, trace, &binary, &reservation, &argv, listener.as_ref());
+        drop(listener);
+        let watch = watch?;
         let expected = DaemonProcess {
             pid: watch.pid(),
             exe_path: binary.canonical.to_string_lossy().into_owned(),
@@ -438,6 +445,7 @@ impl CommandBackendLauncher {
             trace,
             self.options.ready_timeout,
             reservation.log_path(),
+            inherited,
         );
         let actual = match ready {
             Ok(actual) => actual,

@@ -16,29 +16,6 @@ use crate::launch::verify::ProbeError;
 use crate::sys::net::connect_until;
 use crate::sys::reaper::ChildWatch;
 
-/// Connects to `expected`'s endpoint within `timeout` and verifies what
-/// answers (see [`verify_connected`]).
-pub(super) fn connect_and_verify(
-    watch: &ChildWatch,
-    expected: &DaemonProcess,
-    proof: &ExeProof,
-    euid: u32,
-    trace: &TraceContext,
-    timeout: Duration,
-) -> Result<DaemonProcess, LaunchError> {
-    let stream = connect_until(
-        Path::new(&expected.ipc_endpoint.path),
-        clock::deadline_after(timeout),
-    )
-    .map_err(|source| {
-        LaunchError::Probe(ProbeError::Io {
-            operation: "connect",
-            source,
-        })
-    })?;
-    verify_connected(stream, watch, expected, proof, euid, trace, timeout)
-}
-
 /// Shortest and longest pause between connect attempts while a backend
 /// starts (see [`ready_pause`]).
 pub(super) const READY_MIN_PAUSE: Duration = Duration::from_micros(20);
@@ -63,8 +40,21 @@ pub(super) fn ready_pause(elapsed: Duration) -> Duration {
     Duration::from_secs_f64(pace).clamp(READY_MIN_PAUSE, READY_MAX_PAUSE)
 }
 
+/// How long a failed probe waits for the child's exit to show on its pidfd:
+/// a child that dies closes its sockets a moment before it becomes a
+/// zombie, so a probe cut short by that death may fail first. Only a failed
+/// launch waits, and only while the child lives on.
+const EXIT_GRACE: Duration = Duration::from_secs(1);
+
 /// Waits until the backend accepts, then verifies it; fails at once if the
 /// child exits first.
+///
+/// With `launcher_bound` (the endpoint was bound here and its listener
+/// passed to the child) there is nothing to wait for: the first connect
+/// succeeds and waits in the backlog, and the probe's answer is the
+/// readiness signal. The child's death closes the last copy of the
+/// listener, which cuts the probe short at once.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn wait_ready_and_verify(
     watch: &ChildWatch,
     expected: &DaemonProcess,
@@ -73,6 +63,7 @@ pub(super) fn wait_ready_and_verify(
     trace: &TraceContext,
     ready_timeout: Duration,
     log_path: &Path,
+    launcher_bound: bool,
 ) -> Result<DaemonProcess, LaunchError> {
     let started = Instant::now();
     let deadline = clock::deadline_after(ready_timeout);
@@ -83,28 +74,44 @@ pub(super) fn wait_ready_and_verify(
                 let left = deadline
                     .saturating_duration_since(Instant::now())
                     .max(Duration::from_millis(1));
-                return verify_connected(stream, watch, expected, proof, euid, trace, left)
-                    .map_err(|e| {
-                        // The pidfd tells at once that the child ended; its
-                        // status follows from the reaper.
-                        let ended = (!watch.is_alive()).then(|| watch.wait());
-                        match (e, ended) {
-                            // A probe cut short by the child's death is an early exit.
-                            (LaunchError::Probe(_), Some(exit)) => LaunchError::Exited {
+                return verify_connected(
+                    stream,
+                    watch,
+                    expected,
+                    proof,
+                    euid,
+                    trace,
+                    left,
+                    launcher_bound,
+                )
+                .map_err(|e| {
+                    // The pidfd tells that the child ended; its status
+                    // follows from the reaper.
+                    let cut_short = matches!(
+                        e,
+                        LaunchError::Probe(ProbeError::Closed { .. } | ProbeError::Io { .. })
+                    );
+                    if cut_short {
+                        crate::sys::proc::pidfd_ended(watch.pidfd(), Some(EXIT_GRACE));
+                    }
+                    let ended = (!watch.is_alive()).then(|| watch.wait());
+                    match (e, ended) {
+                        // A probe cut short by the child's death is an early exit.
+                        (LaunchError::Probe(_), Some(exit)) => LaunchError::Exited {
+                            pid: expected.pid,
+                            exit,
+                            log_tail: log_tail(log_path),
+                        },
+                        (LaunchError::Probe(ProbeError::Timeout { .. }), None) => {
+                            LaunchError::NotReady {
                                 pid: expected.pid,
-                                exit,
+                                timeout: ready_timeout,
                                 log_tail: log_tail(log_path),
-                            },
-                            (LaunchError::Probe(ProbeError::Timeout { .. }), None) => {
-                                LaunchError::NotReady {
-                                    pid: expected.pid,
-                                    timeout: ready_timeout,
-                                    log_tail: log_tail(log_path),
-                                }
                             }
-                            (e, _) => e,
                         }
-                    });
+                        (e, _) => e,
+                    }
+                });
             }
             Err(e)
                 if matches!(

@@ -7,6 +7,7 @@
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,13 +16,15 @@ use super::error::{shortage, LaunchError};
 use super::handle::remove_socket_file;
 use super::CommandBackendLauncher;
 use crate::contract::env;
-use crate::contract::error::FsError;
+use crate::contract::error::{AllocError, FsError};
 use crate::contract::identity::Endpoint;
 use crate::contract::keys::BackendKey;
+use crate::contract::service::{Listener, ServiceDefinition};
 use crate::contract::trace::TraceContext;
 use crate::launch::endpoint::BackendEndpointAllocator;
 use crate::sys::exe::BackendBinary;
 use crate::sys::fs::{create_private_file, ensure_private_dir};
+use crate::sys::net::bind_private_socket;
 use crate::sys::reaper::ChildWatch;
 use crate::sys::spawn::{self, SpawnError, SpawnRequest};
 
@@ -144,9 +147,11 @@ impl CommandBackendLauncher {
         binary: &BackendBinary,
         reservation: &Reservation,
         args: &[String],
+        listener: Option<&OwnedFd>,
     ) -> Result<ChildWatch, LaunchError> {
+        let listener_fd = listener.map(AsRawFd::as_raw_fd);
         let env: Vec<CString> = self
-            .environment(key, &reservation.endpoint, trace, binary)
+            .environment(key, &reservation.endpoint, trace, binary, listener_fd)
             .iter()
             .filter_map(|(k, v)| spawn::env_entry(k, v))
             .collect();
@@ -168,6 +173,7 @@ impl CommandBackendLauncher {
             argv,
             env,
             log,
+            pass: listener_fd,
         };
         let spawned = spawn::spawn(&request).map_err(|e| {
             let (errno, source) = match e {
@@ -201,11 +207,20 @@ impl CommandBackendLauncher {
         endpoint: &Endpoint,
         trace: &TraceContext,
         binary: &BackendBinary,
+        listener: Option<RawFd>,
     ) -> Vec<(OsString, OsString)> {
         let scrubbed = |name: &OsStr| {
             let name = name.as_bytes();
             name.starts_with(b"RUNNING_PROCESS_BROKER_V1_")
-                || name == env::ENV_EXE_DIGEST.as_bytes()
+                || [
+                    env::ENV_EXE_DIGEST,
+                    env::ENV_LISTENER_FD,
+                    env::ENV_LISTEN_FDS,
+                    env::ENV_LISTEN_PID,
+                    env::ENV_LISTEN_FDNAMES,
+                ]
+                .iter()
+                .any(|inherited| name == inherited.as_bytes())
                 || self
                     .options
                     .env_scrub
@@ -232,6 +247,9 @@ impl CommandBackendLauncher {
         if let Some(secs) = self.options.idle_timeout_secs {
             set(env::ENV_IDLE_TIMEOUT_SECS, &secs.to_string());
         }
+        if let Some(fd) = listener {
+            set(env::ENV_LISTENER_FD, &fd.to_string());
+        }
         if let (true, Some(sha256)) = (binary.stamp_vouches, binary.digests.sha256) {
             set(
                 env::ENV_EXE_DIGEST,
@@ -239,6 +257,48 @@ impl CommandBackendLauncher {
             );
         }
         vars
+    }
+
+    /// The listening socket of the endpoint, bound here before the spawn
+    /// (mode 0600, in the endpoint's directory, which the reservation
+    /// checked), at a descriptor number above the standard streams; None
+    /// when the backend binds it itself: the definition says
+    /// [`Listener::Bind`], or [`env::ENV_OWNED_BIND`] turns it off. Whatever
+    /// this leaves at the path, the reservation removes if the launch
+    /// fails.
+    pub(super) fn bind_listener(
+        &self,
+        sd: &ServiceDefinition,
+        reservation: &Reservation,
+        binary: &BackendBinary,
+    ) -> Result<Option<OwnedFd>, LaunchError> {
+        let opted_out = std::env::var(env::ENV_OWNED_BIND)
+            .ok()
+            .is_some_and(|v| env::owned_bind_disabled(&v));
+        if sd.listener == Listener::Bind || opted_out {
+            return Ok(None);
+        }
+        let path = Path::new(&reservation.endpoint.path);
+        let fail = |operation: &'static str, source: io::Error| {
+            if reservation.allocator.is_none() {
+                LaunchError::FixedEndpoint {
+                    path: path.to_path_buf(),
+                    reason: format!("{operation}: {source}"),
+                }
+            } else {
+                LaunchError::Endpoint(AllocError::Fs(FsError::io(operation, path, source)))
+                    .or_shortage(&binary.canonical)
+            }
+        };
+        let (listener, _file) = bind_private_socket(path).map_err(|(op, e)| fail(op, e))?;
+        // Blocking, as a socket a process creates itself would be: the
+        // flag belongs to the socket, which the backend shares.
+        listener
+            .set_nonblocking(false)
+            .map_err(|e| fail("set blocking", e))?;
+        let fd = spawn::above_stdio(listener.as_raw_fd())
+            .map_err(|e| fail("duplicate the listener of", e))?;
+        Ok(Some(fd))
     }
 
     fn open_log(

@@ -23,7 +23,7 @@ use crate::contract::stamp::FileStamp;
 use crate::contract::trace::TraceContext;
 use crate::launch::error::{mismatch, LaunchError};
 use crate::sys::exe::BackendBinary;
-use crate::sys::net::peer_credentials;
+use crate::sys::net::{connect_until, peer_credentials};
 use crate::sys::proc;
 use crate::sys::reaper::ChildWatch;
 
@@ -200,6 +200,15 @@ pub(crate) fn script_fd_of(pid: u32, script: &Path, index: usize) -> Result<Path
 
 /// Checks the connected socket and `/proc` and probes; returns the identity
 /// the backend reported.
+///
+/// `launcher_bound`: this process bound the endpoint and passed the
+/// listening socket to the child, closing its own copy. The kernel records a
+/// listener's credentials at `listen`, so a connection queued before the
+/// child took the socket over (and listened on it again) names this process
+/// as its peer. Such a connection serves as the readiness wait only: once
+/// it is answered, a second connection is verified in full, and its peer
+/// must be the child.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn verify_connected(
     mut stream: UnixStream,
     watch: &ChildWatch,
@@ -208,6 +217,7 @@ pub(crate) fn verify_connected(
     euid: u32,
     trace: &TraceContext,
     timeout: Duration,
+    launcher_bound: bool,
 ) -> Result<DaemonProcess, LaunchError> {
     let (peer_pid, peer_uid) = peer_credentials(&stream).map_err(|source| {
         LaunchError::Probe(ProbeError::Io {
@@ -215,14 +225,23 @@ pub(crate) fn verify_connected(
             source,
         })
     })?;
-    if peer_pid != expected.pid {
+    let queued_early = launcher_bound && peer_pid == std::process::id();
+    if peer_pid != expected.pid && !queued_early {
         return Err(mismatch("peer pid", expected.pid, peer_pid));
     }
     if peer_uid != euid {
         return Err(mismatch("peer uid", euid, peer_uid));
     }
-    proof.check(expected.pid)?;
+    // A passed listener is connected to at once, possibly before the child
+    // runs its final image (`#!/usr/bin/env python3` runs env first): its
+    // executable is checked once it has answered.
+    if !launcher_bound {
+        proof.check(expected.pid)?;
+    }
     let actual = probe_stream(&mut stream, trace, timeout)?;
+    if launcher_bound {
+        proof.check(expected.pid)?;
+    }
     compare_identity(expected, &actual)?;
     if !watch.is_alive() {
         return Err(mismatch(
@@ -231,7 +250,57 @@ pub(crate) fn verify_connected(
             "exited during verification",
         ));
     }
+    if queued_early {
+        // The answer proves the child is up, but not who answered: any
+        // holder of the listener could have. The child listened again on
+        // the socket before it accepted (else it could not be verified
+        // later either), so a new connection names the process that did:
+        // verified once more with the kernel's word on the peer.
+        return connect_and_verify(watch, expected, proof, euid, trace, timeout).map_err(
+            |e| match e {
+                LaunchError::Mismatch {
+                    field,
+                    expected,
+                    actual,
+                } if field == "peer pid" && actual == std::process::id().to_string() => {
+                    LaunchError::Mismatch {
+                        field,
+                        expected,
+                        actual: format!(
+                            "{actual} (this launcher: the backend serves on the passed \
+                             listener without listening on it again, so no connection \
+                             can name it; its definition needs listener BIND)"
+                        ),
+                    }
+                }
+                other => other,
+            },
+        );
+    }
     Ok(actual)
+}
+
+/// Connects to `expected`'s endpoint within `timeout` and verifies what
+/// answers (see [`verify_connected`]).
+pub(crate) fn connect_and_verify(
+    watch: &ChildWatch,
+    expected: &DaemonProcess,
+    proof: &ExeProof,
+    euid: u32,
+    trace: &TraceContext,
+    timeout: Duration,
+) -> Result<DaemonProcess, LaunchError> {
+    let stream = connect_until(
+        Path::new(&expected.ipc_endpoint.path),
+        clock::deadline_after(timeout),
+    )
+    .map_err(|source| {
+        LaunchError::Probe(ProbeError::Io {
+            operation: "connect",
+            source,
+        })
+    })?;
+    verify_connected(stream, watch, expected, proof, euid, trace, timeout, false)
 }
 
 #[cfg(test)]

@@ -41,6 +41,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     logbridge::install(py);
 
     m.add_class::<values::PyIsolation>()?;
+    m.add_class::<values::PyListener>()?;
     m.add_class::<values::PyServiceDefinition>()?;
     m.add_class::<values::PyEndpoint>()?;
     m.add_class::<values::PyBrokerInstanceKey>()?;
@@ -90,6 +91,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ENV_SERVICE_DEF_DIR", env::ENV_SERVICE_DEF_DIR)?;
     m.add("ENV_EXE_DIGEST", env::ENV_EXE_DIGEST)?;
     m.add("ENV_SETTLE_MS", env::ENV_SETTLE_MS)?;
+    m.add("ENV_LISTENER_FD", env::ENV_LISTENER_FD)?;
+    m.add("ENV_OWNED_BIND", env::ENV_OWNED_BIND)?;
     m.add("V1_ENV_NAMES", PyTuple::new(py, env::V1_ENV_NAMES)?)?;
     m.add("SUN_PATH_MAX", crate::contract::names::SUN_PATH_MAX)?;
     m.add(

@@ -283,6 +283,9 @@ pub(super) struct ListenerGuard {
     /// The identity file this server published, removed with the socket
     /// (if it still describes this server).
     pub(super) identity_file: Option<PathBuf>,
+    /// Whether the listener was passed to this process (see
+    /// `bind::adopt_inherited`).
+    pub(super) adopted: bool,
 }
 
 impl Drop for ListenerGuard {
@@ -301,7 +304,13 @@ impl Drop for ListenerGuard {
             ),
             Err(e) => log::warn!("cannot inspect socket file {}: {e}", self.path.display()),
         }
-        drop(self.listener.take());
+        if let Some(listener) = self.listener.take() {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+            drop(listener);
+            if self.adopted {
+                super::bind::release_adopted(fd);
+            }
+        }
         let mut st = self.shared.lock();
         if st.stop.is_none() {
             st.stop = Some(ShutdownReason::Failed {

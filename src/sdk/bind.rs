@@ -1,52 +1,23 @@
 //! Binding the endpoint: clearing a stale socket file (never a live one, never
 //! anything that is not a socket), creating the socket with mode 0600, and
-//! remembering which file is ours so that only it is removed at the end.
+//! remembering which file is ours so that only it is removed at the end; or
+//! taking over the listener a launcher bound and passed.
 
 use std::io::{self};
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 
+use std::collections::BTreeSet;
+use std::os::fd::RawFd;
+use std::sync::Mutex;
+
+use super::config::{invalid_env, InheritedListener};
 use super::ServerError;
-use crate::sys::fs::PRIVATE_FILE_MODE;
+use crate::sys::net::{adopt_listener, bind_private_socket, SocketFilePin};
 
-/// Listen backlog of the endpoint socket.
-const LISTEN_BACKLOG: i32 = 128;
-
-/// The socket file this server created. An `O_PATH` descriptor pins its
-/// inode, so no other file can get the same inode number while the server
-/// lives (ext4 hands a freed number to the next new file at once); a file at
-/// the path with the same device and inode is therefore this one, and a file
-/// someone else put there later is never removed.
-#[derive(Debug)]
-pub(super) struct BoundSocketFile {
-    pub(super) pin: OwnedFd,
-}
-
-impl BoundSocketFile {
-    pub(super) fn pin(path: &Path) -> io::Result<Self> {
-        use rustix::fs::{Mode, OFlags};
-        let pin = rustix::fs::open(
-            path,
-            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        Ok(BoundSocketFile { pin })
-    }
-
-    /// Whether `path` still names this socket file.
-    pub(super) fn is_at(&self, path: &Path) -> io::Result<bool> {
-        let ours = rustix::fs::fstat(&self.pin)?;
-        match std::fs::symlink_metadata(path) {
-            Ok(meta) => Ok(meta.file_type().is_socket()
-                && meta.dev() == ours.st_dev
-                && meta.ino() == ours.st_ino),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-}
+/// The socket file this server created (see [`SocketFilePin`]).
+pub(super) type BoundSocketFile = SocketFilePin;
 
 pub(super) fn describe_file_type(meta: &std::fs::Metadata) -> &'static str {
     let ft = meta.file_type();
@@ -97,56 +68,69 @@ pub(super) fn clear_stale_socket(path: &Path) -> Result<(), ServerError> {
     }
 }
 
-/// Creates, binds and listens on the endpoint socket with mode 0600.
-///
-/// The mode is set on the socket before `bind`, so the file never exists
-/// with wider permissions (Linux creates the file from the socket inode's
-/// mode, filtered by the umask); this avoids changing the process-wide umask
-/// under other threads. The private directory around it is the real fence.
+/// Creates, binds and listens on the endpoint socket with mode 0600 (see
+/// [`bind_private_socket`]).
 pub(super) fn bind_socket(path: &Path) -> Result<(UnixListener, BoundSocketFile), ServerError> {
-    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
-
-    let fd = rustix::net::socket_with(
-        AddressFamily::UNIX,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .map_err(|e| ServerError::io("create socket for", path, e))?;
-    rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(PRIVATE_FILE_MODE))
-        .map_err(|e| ServerError::io("chmod socket for", path, e))?;
-    let addr = SocketAddrUnix::new(path).map_err(|e| ServerError::io("address", path, e))?;
-    rustix::net::bind(&fd, &addr).map_err(|e| {
-        if e == rustix::io::Errno::ADDRINUSE {
+    bind_private_socket(path).map_err(|(operation, source)| {
+        if source.kind() == io::ErrorKind::AddrInUse {
             ServerError::AddressInUse {
                 path: path.to_path_buf(),
             }
         } else {
-            ServerError::io("bind", path, e)
+            ServerError::io(operation, path, source)
         }
-    })?;
-    let listener = UnixListener::from(fd);
-    let result = (|| {
-        let file = BoundSocketFile::pin(path).map_err(|e| ServerError::io("open", path, e))?;
-        let mode = rustix::fs::fstat(&file.pin)
-            .map_err(|e| ServerError::io("inspect", path, e))?
-            .st_mode;
-        if mode & 0o777 != PRIVATE_FILE_MODE {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(PRIVATE_FILE_MODE))
-                .map_err(|e| ServerError::io("chmod", path, e))?;
+    })
+}
+
+/// The passed descriptors servers of this process own now: a descriptor is
+/// passed once, and a second server must not claim one the first owns. A
+/// server's descriptor leaves the set when its listener is closed
+/// ([`release_adopted`]).
+static ADOPTED: Mutex<BTreeSet<RawFd>> = Mutex::new(BTreeSet::new());
+
+fn adopted() -> std::sync::MutexGuard<'static, BTreeSet<RawFd>> {
+    ADOPTED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The listener taken over at `fd` has been closed.
+pub(super) fn release_adopted(fd: RawFd) {
+    adopted().remove(&fd);
+}
+
+/// Takes over the listening socket passed to this process (see
+/// [`adopt_listener`]): the first of `inherited`'s descriptors that is a
+/// listening Unix socket bound to `path`. None fits: the error names the
+/// variable that passed them and says what each one is.
+pub(super) fn adopt_inherited(
+    inherited: &InheritedListener,
+    path: &Path,
+) -> Result<(UnixListener, BoundSocketFile), ServerError> {
+    let value = if inherited.count == 1 {
+        inherited.first.to_string()
+    } else {
+        inherited.count.to_string()
+    };
+    let mut owned = adopted();
+    let mut reasons = Vec::new();
+    for fd in inherited.first..inherited.first.saturating_add(inherited.count) {
+        if owned.contains(&fd) {
+            reasons.push(format!(
+                "descriptor {fd} was taken over already by a server of this process"
+            ));
+            continue;
         }
-        rustix::net::listen(listener.as_fd(), LISTEN_BACKLOG)
-            .map_err(|e| ServerError::io("listen on", path, e))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| ServerError::io("set non-blocking", path, e))?;
-        Ok(file)
-    })();
-    match result {
-        Ok(id) => Ok((listener, id)),
-        Err(err) => {
-            let _ = std::fs::remove_file(path);
-            Err(err)
+        // SAFETY: the descriptors were passed to this process for its
+        // server through the environment; nothing else in it owns them,
+        // and ADOPTED keeps a second server from claiming one.
+        match unsafe { adopt_listener(fd, path) } {
+            Ok(listener) => {
+                let file =
+                    SocketFilePin::pin(path).map_err(|e| ServerError::io("open", path, e))?;
+                owned.insert(fd);
+                return Ok((listener, file));
+            }
+            Err(reason) => reasons.push(reason),
         }
     }
+    Err(invalid_env(inherited.variable, &value, reasons.join("; ")))
 }

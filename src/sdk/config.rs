@@ -11,8 +11,8 @@ use super::{ServerError, DEFAULT_CLASSIFY_WINDOW};
 use crate::contract::clock;
 use crate::contract::env::{
     parse_exe_digest, ENV_BACKEND_NAMESPACE, ENV_BACKEND_PIPE, ENV_EXE_DIGEST,
-    ENV_IDLE_TIMEOUT_SECS, ENV_INSTANCE, ENV_SERVICE_NAME, ENV_SERVICE_VERSION, ENV_TRACEPARENT,
-    ENV_TRACESTATE,
+    ENV_IDLE_TIMEOUT_SECS, ENV_INSTANCE, ENV_LISTENER_FD, ENV_LISTEN_FDS, ENV_LISTEN_PID,
+    ENV_SERVICE_NAME, ENV_SERVICE_VERSION, ENV_TRACEPARENT, ENV_TRACESTATE, LISTEN_FDS_START,
 };
 use crate::contract::error::ValidationError;
 pub(super) use crate::contract::identity::endpoint_path_problem;
@@ -44,6 +44,84 @@ pub struct ServerConfig {
     pub(super) endpoint_variable: Option<&'static str>,
     /// Where to publish the identity once bound (removed on a clean end).
     pub(super) identity_file: Option<PathBuf>,
+    /// A listening socket passed to this process to serve on instead of
+    /// binding the path.
+    pub(super) inherited: Option<InheritedListener>,
+}
+
+/// Listening sockets passed to this process, by descriptor number: the
+/// launcher's single one ([`ENV_LISTENER_FD`]) or a service manager's
+/// ([`ENV_LISTEN_FDS`], from descriptor 3 up), one of which must be bound to
+/// the endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct InheritedListener {
+    pub(super) first: i32,
+    pub(super) count: i32,
+    /// The variable that passed them, named by errors about them.
+    pub(super) variable: &'static str,
+}
+
+/// Most service-manager sockets looked at.
+const MAX_LISTEN_FDS: i32 = 64;
+
+/// The listening sockets passed through the environment, if any: the
+/// launcher's [`ENV_LISTENER_FD`] first; otherwise socket activation
+/// ([`ENV_LISTEN_FDS`]), which counts only when [`ENV_LISTEN_PID`] names this
+/// process (it may have been meant for a parent).
+fn inherited_from(
+    lookup: &impl Fn(&str) -> Option<OsString>,
+) -> Result<Option<InheritedListener>, ServerError> {
+    let text = |name: &'static str| -> Result<Option<String>, ServerError> {
+        match lookup(name) {
+            None => Ok(None),
+            Some(raw) if raw.is_empty() => Ok(None),
+            Some(raw) => raw
+                .into_string()
+                .map(Some)
+                .map_err(|raw| invalid_env(name, &raw.to_string_lossy(), "is not valid UTF-8")),
+        }
+    };
+    if let Some(value) = text(ENV_LISTENER_FD)? {
+        let fd = value
+            .parse::<i32>()
+            .ok()
+            .filter(|fd| *fd >= LISTEN_FDS_START)
+            .ok_or_else(|| {
+                invalid_env(
+                    ENV_LISTENER_FD,
+                    &value,
+                    "must be the number of an inherited descriptor (3 or more)",
+                )
+            })?;
+        return Ok(Some(InheritedListener {
+            first: fd,
+            count: 1,
+            variable: ENV_LISTENER_FD,
+        }));
+    }
+    let Some(pid) = text(ENV_LISTEN_PID)? else {
+        return Ok(None);
+    };
+    if pid.parse::<u32>().ok() != Some(std::process::id()) {
+        return Ok(None);
+    }
+    let count = text(ENV_LISTEN_FDS)?.unwrap_or_default();
+    let n = count
+        .parse::<i32>()
+        .ok()
+        .filter(|n| (1..=MAX_LISTEN_FDS).contains(n))
+        .ok_or_else(|| {
+            invalid_env(
+                ENV_LISTEN_FDS,
+                &count,
+                format!("must be a count of passed sockets from 1 to {MAX_LISTEN_FDS}"),
+            )
+        })?;
+    Ok(Some(InheritedListener {
+        first: LISTEN_FDS_START,
+        count: n,
+        variable: ENV_LISTEN_FDS,
+    }))
 }
 
 /// The `reason` of a validation error, without the value it repeats.
@@ -95,6 +173,7 @@ impl ServerConfig {
             exit_on_sigterm: false,
             endpoint_variable: None,
             identity_file: None,
+            inherited: None,
         })
     }
 
@@ -193,7 +272,26 @@ impl ServerConfig {
             exit_on_sigterm: false,
             endpoint_variable: Some(ENV_BACKEND_PIPE),
             identity_file: None,
+            inherited: inherited_from(&lookup)?,
         })
+    }
+
+    /// Serve on the listening socket this process was passed, if any
+    /// ([`ENV_LISTENER_FD`] from a launcher, or socket activation through
+    /// [`ENV_LISTEN_FDS`] and [`ENV_LISTEN_PID`]), instead of binding the
+    /// path: what [`ServerConfig::from_env`] does by itself, for a
+    /// configuration built by hand (a daemon that takes its endpoint on the
+    /// command line). The socket must be bound to this configuration's
+    /// endpoint; [`BackendServer::bind`](super::BackendServer::bind) checks
+    /// that.
+    pub fn with_inherited_listener_from_env(mut self) -> Result<Self, ServerError> {
+        self.inherited = inherited_from(&|name: &str| std::env::var_os(name))?;
+        Ok(self)
+    }
+
+    /// Whether the server will serve on a passed listening socket.
+    pub fn inherits_listener(&self) -> bool {
+        self.inherited.is_some()
     }
 
     /// The incoming trace context.

@@ -75,7 +75,7 @@ mod config;
 mod signals;
 
 use accept::{accept_loop, ListenerGuard, Shared, State};
-use bind::{bind_socket, clear_stale_socket};
+use bind::{adopt_inherited, bind_socket, clear_stale_socket};
 use config::invalid_env;
 pub use config::ServerConfig;
 
@@ -285,7 +285,10 @@ impl BackendServer {
         if config.exit_on_sigterm {
             signals::route_to(&shared).map_err(|source| ServerError::Signals { source })?;
         }
-        let bound = clear_stale_socket(&path).and_then(|()| bind_socket(&path));
+        let bound = match &config.inherited {
+            Some(inherited) => adopt_inherited(inherited, &path),
+            None => clear_stale_socket(&path).and_then(|()| bind_socket(&path)),
+        };
         let (listener, file) = match bound {
             Ok(bound) => bound,
             Err(err) => {
@@ -299,6 +302,7 @@ impl BackendServer {
             path: path.clone(),
             file,
             identity_file: None,
+            adopted: config.inherited.is_some(),
         };
         // Published once the socket is bound; on failure the guard's drop
         // removes the socket.

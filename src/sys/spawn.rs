@@ -13,7 +13,8 @@
 //! 3. stdin from `/dev/null`, stdout and stderr to the log file;
 //! 4. working directory `/` and umask 077;
 //! 5. every descriptor from 3 up marked close-on-exec, except the ones passed
-//!    on purpose (a script's own descriptor, see below);
+//!    on purpose (a script's own descriptor, see below, and the listening
+//!    socket a launcher bound for the backend);
 //! 6. `execveat(fd, "", AT_EMPTY_PATH)` of the descriptor that was hashed, so
 //!    a file swapped at the path after hashing is never the one that runs.
 //!
@@ -47,6 +48,10 @@ pub struct SpawnRequest<'a> {
     pub env: Vec<CString>,
     /// Where stdout and stderr go.
     pub log: &'a File,
+    /// A descriptor the child keeps under the same number (the listening
+    /// socket a launcher bound for it); everything else from 3 up is closed
+    /// at exec.
+    pub pass: Option<RawFd>,
 }
 
 /// A started child: its pid and a pidfd that names it even after the pid is
@@ -91,7 +96,7 @@ pub fn env_entry(name: &OsStr, value: &OsStr) -> Option<CString> {
 
 /// Duplicates `fd` to a number of at least 3, close-on-exec, so that the
 /// child's `dup2` onto 0-2 never meets a source that is already 0-2.
-fn above_stdio(fd: RawFd) -> io::Result<OwnedFd> {
+pub(crate) fn above_stdio(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: F_DUPFD_CLOEXEC creates a new descriptor we then own.
     let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
     if new < 0 {
@@ -122,6 +127,7 @@ struct ChildArgs {
     null: RawFd,
     log: RawFd,
     err_pipe: RawFd,
+    pass: RawFd,
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
 }
@@ -182,6 +188,7 @@ unsafe fn child_exec(args: &ChildArgs) -> ! {
         null,
         log,
         err_pipe,
+        pass,
         argv,
         envp,
     } = *args;
@@ -236,6 +243,9 @@ unsafe fn child_exec(args: &ChildArgs) -> ! {
     if keep_exe_open && libc::fcntl(exe, libc::F_SETFD, 0) < 0 {
         fail(err_pipe);
     }
+    if pass >= 0 && libc::fcntl(pass, libc::F_SETFD, 0) < 0 {
+        fail(err_pipe);
+    }
     // 6. Run exactly the file behind the descriptor.
     libc::syscall(
         libc::SYS_execveat,
@@ -267,6 +277,7 @@ pub fn spawn(request: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
         null: null.as_raw_fd(),
         log: log.as_raw_fd(),
         err_pipe: err_write.as_raw_fd(),
+        pass: request.pass.unwrap_or(-1),
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
     };

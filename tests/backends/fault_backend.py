@@ -181,8 +181,13 @@ def trickle(conn: socket.socket, me: bytes) -> None:
 
 def plain_listener(serve: Callable[[socket.socket, bytes], None]) -> int:
     me = identity()
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(os.environ[rp.ENV_BACKEND_PIPE])
+    passed = os.environ.get(rp.ENV_LISTENER_FD, "")
+    if passed:
+        listener = socket.socket(fileno=int(passed))
+        os.set_inheritable(listener.fileno(), False)
+    else:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(os.environ[rp.ENV_BACKEND_PIPE])
     listener.listen(16)
 
     def handle(conn: socket.socket) -> None:

@@ -14,7 +14,12 @@ import running_process as rp
 def main() -> None:
     job = json.loads(sys.argv[1])
     sd = rp.ServiceDefinition(
-        job["service"], job["binary"], job["version_dir"], rp.Isolation.SHARED, args=job["args"]
+        job["service"],
+        job["binary"],
+        job["version_dir"],
+        rp.Isolation.SHARED,
+        args=job["args"],
+        listener=rp.Listener.from_value(job.get("listener", 0)),
     )
     launcher = rp.CommandBackendLauncher.for_current_user(
         socket_dir=job["socket_dir"], log_dir=job["log_dir"], ready_timeout=30.0

@@ -23,7 +23,8 @@ bits of the path do not keep it out), then acts on that endpoint path:
   goes with it) and the path is bound as for ``copy`` or ``relay``.
 
 It prints ``ready VICTIM_PID PATH`` once done; binders then serve until they
-are killed, planters exit.
+are killed, planters exit. If the path cannot be taken (something is there
+already) it prints ``failed VICTIM_PID PATH ERROR`` and exits.
 
 Started by a launcher (the environment contract is set), ``HOSTILE_VICTIM``
 chooses its role:
@@ -269,6 +270,23 @@ def relay(conn: socket.socket, target: str) -> None:
     upstream.close()
 
 
+def plant(mode: str, path: str, arg: Optional[str]) -> None:
+    if mode == "plant-file":
+        with open(path, "xb") as f:
+            f.write(b"planted by another user\n")
+    elif mode == "plant-fifo":
+        os.mkfifo(path, 0o600)
+    elif mode == "plant-dir":
+        os.mkdir(path, 0o700)
+    elif mode == "plant-symlink":
+        assert arg is not None
+        os.symlink(arg, path)
+    else:
+        sys.exit(f"unknown mode {mode}")
+    if os.geteuid() == 0:
+        os.lchown(path, OTHER_UID, OTHER_UID)
+
+
 def attack(mode: str, where: str, arg: Optional[str]) -> None:
     victim, env = find_victim(where)
     path = env[PIPE_VAR]
@@ -277,24 +295,17 @@ def attack(mode: str, where: str, arg: Optional[str]) -> None:
         # keeps the renamed socket file) and act as the next mode says.
         mode = mode[len("steal-") :]
         os.rename(path, path + ".real")
-    if mode.startswith("plant-"):
-        if mode == "plant-file":
-            with open(path, "xb") as f:
-                f.write(b"planted by another user\n")
-        elif mode == "plant-fifo":
-            os.mkfifo(path, 0o600)
-        elif mode == "plant-dir":
-            os.mkdir(path, 0o700)
-        elif mode == "plant-symlink":
-            assert arg is not None
-            os.symlink(arg, path)
-        else:
-            sys.exit(f"unknown mode {mode}")
-        if os.geteuid() == 0:
-            os.lchown(path, OTHER_UID, OTHER_UID)
-        print(f"ready {victim} {path}", flush=True)
+    try:
+        if mode.startswith("plant-"):
+            plant(mode, path, arg)
+            print(f"ready {victim} {path}", flush=True)
+            return
+        server = bind(path)
+    except OSError as e:
+        # The path was taken before we got to it (a launcher that binds the
+        # endpoint before its backend runs leaves no moment to take it).
+        print(f"failed {victim} {path} {type(e).__name__}", flush=True)
         return
-    server = bind(path)
     if mode == "squat":
         print(f"ready {victim} {path}", flush=True)
         held: List[socket.socket] = []

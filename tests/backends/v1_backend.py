@@ -2,7 +2,8 @@
 standard library only (no running_process import): it stands for the
 existing backends our launcher must launch and verify.
 
-Reads the v1 environment, binds the endpoint, answers identity probes
+Reads the v1 environment, binds the endpoint (or serves on the listener
+the launcher passed in RUNNING_PROCESS_BROKER_LISTENER_FD), answers identity probes
 (payload protocol 0xB232) and echoes any other connection. The shebang is
 written by the test that installs it.
 
@@ -13,7 +14,9 @@ Test behaviours, chosen by V1_BACKEND_MODE: "echo" (default); "wrong-pid"
 answers probes with pid + 1; "wrong-nonce" answers probes with a flipped
 nonce; "garbage" answers every connection with junk; "delegate-bind" lets a
 forked child bind and answer (with the parent's identity), as a process
-squatting on the endpoint would.
+squatting on the endpoint would; "no-relisten" serves on the passed listener
+without listening on it again, so connections keep naming the launcher;
+"ignore-listener" binds the path as if no listener had been passed.
 
 V1_BACKEND_IDENTITY chooses the generation of the identity it answers
 with: "sha256" (default; the first generation, 4.5.x: SHA-256 in field 3),
@@ -153,9 +156,19 @@ def main() -> None:
     if mode == "delegate-bind" and os.fork() != 0:
         while True:
             time.sleep(3600)
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
-    server.listen(16)
+    passed = os.environ.get("RUNNING_PROCESS_BROKER_LISTENER_FD", "")
+    if passed and mode != "ignore-listener":
+        # The launcher bound the endpoint (current generation): serve on
+        # its listener, listening again so that connections name this
+        # process as their peer.
+        server = socket.socket(fileno=int(passed))
+        os.set_inheritable(server.fileno(), False)
+        if mode != "no-relisten":
+            server.listen(16)
+    else:
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(path)
+        server.listen(16)
     print(f"v1 backend pid {os.getpid()} listening on {path}", flush=True)
 
     def serve(conn: socket.socket) -> None:

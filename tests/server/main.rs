@@ -677,3 +677,4 @@ fn with(name: &'static str, value: &str) -> Vec<(&'static str, String)> {
 
 mod env_contract;
 mod example_backend;
+mod inherited;

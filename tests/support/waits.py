@@ -7,6 +7,7 @@ Standard library only: the soak worker processes import it too.
 from __future__ import annotations
 
 import os
+import select
 import time
 from typing import Callable, Union
 
@@ -43,3 +44,21 @@ def spin_until(condition: Callable[[], bool], timeout: float = HANG_GUARD, what:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         os.sched_yield()
+
+
+def read_event(fd: int, timeout: float = HANG_GUARD) -> str:
+    """One line from a FIFO opened non-blocking for reading."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while not data.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"no event within {timeout} s (got {data!r})")
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            chunk = os.read(fd, 256)
+            if not chunk and not data:
+                # No writer yet, or it closed without writing: keep waiting.
+                time.sleep(0.01)
+            data += chunk
+    return data.decode().strip()

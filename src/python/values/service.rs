@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use super::{labels_from_mapping, path_text, pyrepr, reduce_by_name, ByName};
-use crate::contract::service::{Isolation, ServiceDefinition};
+use crate::contract::service::{Isolation, Listener, ServiceDefinition};
 
 /// Which broker instance serves a service.
 #[pyclass(
@@ -46,39 +46,98 @@ impl From<PyIsolation> for Isolation {
     }
 }
 
-#[pymethods]
-impl PyIsolation {
-    /// The member with wire value ``value``.
-    #[staticmethod]
-    fn from_value(value: i32) -> PyResult<Self> {
-        Isolation::from_i32(value).map(Into::into).ok_or_else(|| {
-            pyo3::exceptions::PyValueError::new_err(format!(
-                "{value} is not an Isolation value (0, 1 or 2)"
-            ))
-        })
-    }
+/// The Python face of a contract enum: `from_value`, `name`, `value`, a hash
+/// equal to the wire value's (members compare equal to it) and pickling by
+/// name.
+macro_rules! wire_enum_methods {
+    ($py:ty, $core:ty, $what:literal, $values:literal, $names:literal) => {
+        #[pymethods]
+        impl $py {
+            /// The member with wire value ``value``.
+            #[staticmethod]
+            fn from_value(value: i32) -> PyResult<Self> {
+                <$core>::from_i32(value).map(Into::into).ok_or_else(|| {
+                    pyo3::exceptions::PyValueError::new_err(format!(
+                        concat!("{} is not ", $what, " value (", $values, ")"),
+                        value
+                    ))
+                })
+            }
 
-    /// The member's name (``"PRIVATE"``, ``"SHARED"``, ``"EXPLICIT"``).
-    #[getter]
-    fn name(&self) -> &'static str {
-        Isolation::from(*self).name()
-    }
+            #[doc = concat!("The member's name (", $names, ").")]
+            #[getter]
+            fn name(&self) -> &'static str {
+                <$core>::from(*self).name()
+            }
 
-    /// The wire value (0, 1, 2).
-    #[getter]
-    fn value(&self) -> i32 {
-        Isolation::from(*self) as i32
-    }
+            #[doc = concat!("The wire value (", $values, ").")]
+            #[getter]
+            fn value(&self) -> i32 {
+                <$core>::from(*self) as i32
+            }
 
-    /// Hashes as the wire value, because members compare equal to it.
-    fn __hash__(&self) -> isize {
-        self.value() as isize
-    }
+            /// Hashes as the wire value, because members compare equal to it.
+            fn __hash__(&self) -> isize {
+                self.value() as isize
+            }
 
-    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<ByName<'py>> {
-        reduce_by_name::<PyIsolation>(py, self.name())
+            fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<ByName<'py>> {
+                reduce_by_name::<$py>(py, self.name())
+            }
+        }
+    };
+}
+
+wire_enum_methods!(
+    PyIsolation,
+    Isolation,
+    "an Isolation",
+    "0, 1 or 2",
+    "``\"PRIVATE\"``, ``\"SHARED\"``, ``\"EXPLICIT\"``"
+);
+
+/// Who binds a backend's endpoint: the launcher, which hands the listening
+/// socket over (``INHERIT``, the default), or the backend itself (``BIND``).
+#[pyclass(
+    name = "Listener",
+    module = "running_process._native",
+    eq,
+    eq_int,
+    frozen,
+    from_py_object
+)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum PyListener {
+    INHERIT = 0,
+    BIND = 1,
+}
+
+impl From<Listener> for PyListener {
+    fn from(l: Listener) -> Self {
+        match l {
+            Listener::Inherit => PyListener::INHERIT,
+            Listener::Bind => PyListener::BIND,
+        }
     }
 }
+
+impl From<PyListener> for Listener {
+    fn from(l: PyListener) -> Self {
+        match l {
+            PyListener::INHERIT => Listener::Inherit,
+            PyListener::BIND => Listener::Bind,
+        }
+    }
+}
+
+wire_enum_methods!(
+    PyListener,
+    Listener,
+    "a Listener",
+    "0 or 1",
+    "``\"INHERIT\"``, ``\"BIND\"``"
+);
 
 /// A backend service (the v1 ``ServiceDefinition`` message).
 #[pyclass(
@@ -106,6 +165,7 @@ impl PyServiceDefinition {
         version_allow_list = Vec::new(),
         labels = None,
         args = Vec::new(),
+        listener = PyListener::INHERIT,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -118,6 +178,7 @@ impl PyServiceDefinition {
         version_allow_list: Vec<String>,
         labels: Option<Bound<'_, PyAny>>,
         args: Vec<String>,
+        listener: PyListener,
     ) -> PyResult<Self> {
         let labels = match labels {
             None => BTreeMap::new(),
@@ -134,6 +195,10 @@ impl PyServiceDefinition {
             labels,
             args,
         )?;
+        let inner = ServiceDefinition {
+            listener: listener.into(),
+            ..inner
+        };
         Ok(PyServiceDefinition { inner })
     }
 
@@ -198,6 +263,12 @@ impl PyServiceDefinition {
         self.inner.args.clone()
     }
 
+    /// Who binds the endpoint.
+    #[getter]
+    fn listener(&self) -> PyListener {
+        self.inner.listener.into()
+    }
+
     /// Re-applies every rule of the contract; raises on the first broken one.
     fn validate(&self) -> PyResult<()> {
         Ok(self.inner.validate()?)
@@ -260,7 +331,7 @@ impl PyServiceDefinition {
         format!(
             "ServiceDefinition(service_name={}, binary_path={}, per_version_binary_dir={}, \
              isolation=Isolation.{}, explicit_instance={}, min_version={}, \
-             version_allow_list=[{}], labels={{{}}}{})",
+             version_allow_list=[{}], labels={{{}}}{}{})",
             pyrepr(py, &sd.service_name),
             pyrepr(py, self.binary_path()),
             pyrepr(py, self.per_version_binary_dir()),
@@ -274,6 +345,10 @@ impl PyServiceDefinition {
             } else {
                 let args: Vec<String> = sd.args.iter().map(|a| pyrepr(py, a)).collect();
                 format!(", args=[{}]", args.join(", "))
+            },
+            match sd.listener {
+                Listener::Inherit => String::new(),
+                other => format!(", listener=Listener.{}", other.name()),
             },
         )
     }
