@@ -191,6 +191,18 @@ def test_servicedef_write_show_validate_json(c: Cli) -> None:
     assert rp.ServiceDefinition.load("other", c.def_dir).explicit_instance == "builders"
     code, valid = c.json("servicedef", "validate", data["path"])
     assert code == 0 and valid["ok"] is True and valid["service_definition"] == shown
+    assert shown["listener"] == "inherit"
+
+
+def test_servicedef_write_listener_bind(c: Cli) -> None:
+    code, data = c.json(
+        "servicedef", "write", "binds", "--binary", str(c.dirs.script), "--root", str(c.dirs.version_dir),
+        "--listener", "bind", *c.sd(),
+    )  # fmt: skip
+    assert code == 0 and data["service_definition"]["listener"] == "bind"
+    assert rp.ServiceDefinition.load("binds", c.def_dir).listener == rp.Listener.BIND
+    code, out, _ = c.run("servicedef", "show", "binds", *c.sd())
+    assert code == 0 and any(line.split() == ["listener", "bind"] for line in out.splitlines())
 
 
 def test_servicedef_show_unknown_exits_3(c: Cli) -> None:

@@ -212,6 +212,12 @@ def _parser() -> argparse.ArgumentParser:
         "that starts with -)",
     )
     write.add_argument(
+        "--listener",
+        choices=["inherit", "bind"],
+        help="who binds the endpoint: the launcher, passing its listener (inherit, the default), "
+        "or the backend itself (bind)",
+    )
+    write.add_argument(
         "--dir", metavar="DIR", help="service definition directory (default: rp.service_def_dir())"
     )
     write.set_defaults(func=cmd_servicedef_write)

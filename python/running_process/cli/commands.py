@@ -79,6 +79,7 @@ def sd_fields(sd: rp.ServiceDefinition) -> dict[str, Any]:
         "version_allow_list": sd.version_allow_list,
         "labels": sd.labels,
         "args": sd.args,
+        "listener": sd.listener.name.lower(),
     }
 
 
@@ -95,6 +96,7 @@ def _print_sd(fields: dict[str, Any]) -> None:
             ("allow list", ", ".join(fields["version_allow_list"]) or "(any)"),
             ("labels", ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "(none)"),
             ("args", " ".join(shlex.quote(a) for a in fields["args"]) or "(none)"),
+            ("listener", fields["listener"]),
         ]
     )
 
@@ -223,6 +225,7 @@ def cmd_servicedef_write(args: argparse.Namespace) -> int:
         "version_allow_list": list(args.allow or []),
         "labels": _parse_labels(args.label or []),
         "args": list(args.arg or []),
+        "listener": getattr(rp.Listener, (args.listener or "inherit").upper()),
     }
     if args.instance:
         kwargs["explicit_instance"] = args.instance
