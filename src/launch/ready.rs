@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::error::LaunchError;
 use super::handle::log_tail;
-use super::verify::{verify_connected, ExeProof};
+use super::verify::{connect_failed, verify_connected, ExeProof};
 use crate::contract::clock;
 use crate::contract::identity::DaemonProcess;
 use crate::contract::trace::TraceContext;
@@ -133,12 +133,7 @@ pub(super) fn wait_ready_and_verify(
                 let wait = ready_pause(started.elapsed()).min(left);
                 crate::sys::proc::pidfd_ended(watch.pidfd(), Some(wait));
             }
-            Err(e) => {
-                return Err(LaunchError::Probe(ProbeError::Io {
-                    operation: "connect",
-                    source: e,
-                }))
-            }
+            Err(e) => return Err(connect_failed(e)),
         }
         if !watch.is_alive() {
             let exit = watch.wait();

@@ -280,6 +280,14 @@ pub(crate) fn verify_connected(
     Ok(actual)
 }
 
+/// A failed connect to a backend's endpoint, as a probe failure.
+pub(crate) fn connect_failed(source: io::Error) -> LaunchError {
+    LaunchError::Probe(ProbeError::Io {
+        operation: "connect",
+        source,
+    })
+}
+
 /// Connects to `expected`'s endpoint within `timeout` and verifies what
 /// answers (see [`verify_connected`]).
 pub(crate) fn connect_and_verify(
@@ -294,12 +302,7 @@ pub(crate) fn connect_and_verify(
         Path::new(&expected.ipc_endpoint.path),
         clock::deadline_after(timeout),
     )
-    .map_err(|source| {
-        LaunchError::Probe(ProbeError::Io {
-            operation: "connect",
-            source,
-        })
-    })?;
+    .map_err(connect_failed)?;
     verify_connected(stream, watch, expected, proof, euid, trace, timeout, false)
 }
 

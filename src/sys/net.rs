@@ -211,13 +211,15 @@ pub unsafe fn adopt_listener(fd: RawFd, path: &Path) -> Result<UnixListener, Str
             ))
         }
     }
-    let listener = std::mem::ManuallyDrop::into_inner(listener);
-    rustix::io::fcntl_setfd(&listener, rustix::io::FdFlags::CLOEXEC)
-        .map_err(|e| format!("descriptor {fd}: close-on-exec: {e}"))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| format!("descriptor {fd}: non-blocking: {e}"))?;
-    rustix::net::listen(&listener, LISTEN_BACKLOG)
-        .map_err(|e| format!("descriptor {fd}: listen: {e}"))?;
-    Ok(listener)
+    let taken = (|| {
+        rustix::io::fcntl_setfd(&*listener, rustix::io::FdFlags::CLOEXEC)
+            .map_err(|e| format!("descriptor {fd}: close-on-exec: {e}"))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("descriptor {fd}: non-blocking: {e}"))?;
+        rustix::net::listen(&*listener, LISTEN_BACKLOG)
+            .map_err(|e| format!("descriptor {fd}: listen: {e}"))
+    })();
+    // Owned only once taken over; a failure leaves the descriptor open.
+    taken.map(|()| std::mem::ManuallyDrop::into_inner(listener))
 }

@@ -9,48 +9,49 @@ use pyo3::types::PyBytes;
 use super::{labels_from_mapping, path_text, pyrepr, reduce_by_name, ByName};
 use crate::contract::service::{Isolation, Listener, ServiceDefinition};
 
-/// Which broker instance serves a service.
-#[pyclass(
-    name = "Isolation",
-    module = "running_process._native",
-    eq,
-    eq_int,
-    frozen,
-    from_py_object
-)]
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-#[allow(clippy::upper_case_acronyms)]
-pub enum PyIsolation {
-    PRIVATE = 0,
-    SHARED = 1,
-    EXPLICIT = 2,
-}
-
-impl From<Isolation> for PyIsolation {
-    fn from(i: Isolation) -> Self {
-        match i {
-            Isolation::Private => PyIsolation::PRIVATE,
-            Isolation::Shared => PyIsolation::SHARED,
-            Isolation::Explicit => PyIsolation::EXPLICIT,
+/// The Python face of a contract enum: a frozen enum class with the same
+/// members in upper case, conversions both ways, `from_value`, `name`,
+/// `value`, a hash equal to the wire value's (members compare equal to it)
+/// and pickling by name.
+macro_rules! wire_enum {
+    (
+        $(#[$doc:meta])*
+        $py:ident ($pyname:literal) <-> $core:ident {
+            $($member:ident = $value:literal <-> $variant:ident),+ $(,)?
         }
-    }
-}
-
-impl From<PyIsolation> for Isolation {
-    fn from(i: PyIsolation) -> Self {
-        match i {
-            PyIsolation::PRIVATE => Isolation::Private,
-            PyIsolation::SHARED => Isolation::Shared,
-            PyIsolation::EXPLICIT => Isolation::Explicit,
+        $what:literal, $values:literal, $names:literal
+    ) => {
+        $(#[$doc])*
+        #[pyclass(
+            name = $pyname,
+            module = "running_process._native",
+            eq,
+            eq_int,
+            frozen,
+            from_py_object
+        )]
+        #[derive(Clone, Copy, PartialEq, Eq, Hash)]
+        #[allow(clippy::upper_case_acronyms)]
+        pub enum $py {
+            $($member = $value),+
         }
-    }
-}
 
-/// The Python face of a contract enum: `from_value`, `name`, `value`, a hash
-/// equal to the wire value's (members compare equal to it) and pickling by
-/// name.
-macro_rules! wire_enum_methods {
-    ($py:ty, $core:ty, $what:literal, $values:literal, $names:literal) => {
+        impl From<$core> for $py {
+            fn from(value: $core) -> Self {
+                match value {
+                    $(<$core>::$variant => <$py>::$member),+
+                }
+            }
+        }
+
+        impl From<$py> for $core {
+            fn from(value: $py) -> Self {
+                match value {
+                    $(<$py>::$member => <$core>::$variant),+
+                }
+            }
+        }
+
         #[pymethods]
         impl $py {
             /// The member with wire value ``value``.
@@ -88,52 +89,26 @@ macro_rules! wire_enum_methods {
     };
 }
 
-wire_enum_methods!(
-    PyIsolation,
-    Isolation,
+wire_enum!(
+    /// Which broker instance serves a service.
+    PyIsolation("Isolation") <-> Isolation {
+        PRIVATE = 0 <-> Private,
+        SHARED = 1 <-> Shared,
+        EXPLICIT = 2 <-> Explicit,
+    }
     "an Isolation",
     "0, 1 or 2",
     "``\"PRIVATE\"``, ``\"SHARED\"``, ``\"EXPLICIT\"``"
 );
 
-/// Who binds a backend's endpoint: the launcher, which hands the listening
-/// socket over (``INHERIT``, the default), or the backend itself (``BIND``).
-#[pyclass(
-    name = "Listener",
-    module = "running_process._native",
-    eq,
-    eq_int,
-    frozen,
-    from_py_object
-)]
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-#[allow(clippy::upper_case_acronyms)]
-pub enum PyListener {
-    INHERIT = 0,
-    BIND = 1,
-}
-
-impl From<Listener> for PyListener {
-    fn from(l: Listener) -> Self {
-        match l {
-            Listener::Inherit => PyListener::INHERIT,
-            Listener::Bind => PyListener::BIND,
-        }
+wire_enum!(
+    /// Who binds a backend's endpoint: the launcher, which hands the
+    /// listening socket over (``INHERIT``, the default), or the backend
+    /// itself (``BIND``).
+    PyListener("Listener") <-> Listener {
+        INHERIT = 0 <-> Inherit,
+        BIND = 1 <-> Bind,
     }
-}
-
-impl From<PyListener> for Listener {
-    fn from(l: PyListener) -> Self {
-        match l {
-            PyListener::INHERIT => Listener::Inherit,
-            PyListener::BIND => Listener::Bind,
-        }
-    }
-}
-
-wire_enum_methods!(
-    PyListener,
-    Listener,
     "a Listener",
     "0 or 1",
     "``\"INHERIT\"``, ``\"BIND\"``"
