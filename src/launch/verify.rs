@@ -239,6 +239,15 @@ pub(crate) fn verify_connected(
         proof.check(expected.pid)?;
     }
     let actual = probe_stream(&mut stream, trace, timeout)?;
+    if queued_early {
+        // The answer says the child is up, not who answered: any holder of
+        // the listener could have. The child listened again on the socket
+        // before it accepted (else it could not be verified later either),
+        // so a new connection names the process that did; that one is
+        // verified in full.
+        return connect_and_verify(watch, expected, proof, euid, trace, timeout)
+            .map_err(explain_unlistened);
+    }
     if launcher_bound {
         proof.check(expected.pid)?;
     }
@@ -250,34 +259,30 @@ pub(crate) fn verify_connected(
             "exited during verification",
         ));
     }
-    if queued_early {
-        // The answer proves the child is up, but not who answered: any
-        // holder of the listener could have. The child listened again on
-        // the socket before it accepted (else it could not be verified
-        // later either), so a new connection names the process that did:
-        // verified once more with the kernel's word on the peer.
-        return connect_and_verify(watch, expected, proof, euid, trace, timeout).map_err(
-            |e| match e {
-                LaunchError::Mismatch {
-                    field,
-                    expected,
-                    actual,
-                } if field == "peer pid" && actual == std::process::id().to_string() => {
-                    LaunchError::Mismatch {
-                        field,
-                        expected,
-                        actual: format!(
-                            "{actual} (this launcher: the backend serves on the passed \
-                             listener without listening on it again, so no connection \
-                             can name it; its definition needs listener BIND)"
-                        ),
-                    }
-                }
-                other => other,
-            },
-        );
-    }
     Ok(actual)
+}
+
+/// A second connection to a passed listener that still names this launcher:
+/// the backend never listened on the socket again, and says so.
+fn explain_unlistened(err: LaunchError) -> LaunchError {
+    match err {
+        LaunchError::Mismatch {
+            field,
+            expected,
+            actual,
+        } if field == "peer pid" && actual == std::process::id().to_string() => {
+            LaunchError::Mismatch {
+                field,
+                expected,
+                actual: format!(
+                    "{actual} (this launcher: the backend serves on the passed listener \
+                     without listening on it again, so no connection can name it; its \
+                     definition needs listener BIND)"
+                ),
+            }
+        }
+        other => other,
+    }
 }
 
 /// A failed connect to a backend's endpoint, as a probe failure.
