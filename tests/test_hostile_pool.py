@@ -28,51 +28,12 @@ import running_process as rp
 from support.hostile import IMPOSTOR, Bystander, Impostor, give_away
 from support.launch import BackendDirs, install, key_for, v1_script
 from support.leftovers import assert_gone, assert_nothing_left_behind, files_in, snapshot
+from support.pool import Kit
 from support.procfs import children, process_running, start_ticks
 from support.values import OTHER_UID, mode_of, requires_root
 from support.waits import HANG_GUARD, poll_until
 
 pytestmark = pytest.mark.hostile
-
-
-class Kit:
-    """A pool over a private tree, with every backend it hands out recorded
-    for teardown."""
-
-    def __init__(self, dirs: BackendDirs, state_dir: Path | None = None) -> None:
-        self.dirs = dirs
-        self.state_dir = state_dir if state_dir is not None else dirs.root / "state"
-        self.launcher = dirs.launcher()
-        self.pool = rp.BackendPool(self.launcher, self.state_dir)
-        self.sd = dirs.sd()
-        self.key = key_for(self.sd)
-        self.handles: list[rp.BackendHandle] = []
-
-    def get(self) -> rp.BackendHandle:
-        handle = self.pool.get_or_launch(self.key, self.sd, rp.TraceContext.new_root())
-        self.handles.append(handle)
-        return handle
-
-    def manifest(self) -> Path:
-        (path,) = self.state_dir.glob("*.json")
-        return path
-
-    def forge(self, **changes: Any) -> None:
-        """Rewrites fields of the manifest's recorded daemon."""
-        path = self.manifest()
-        recorded = json.loads(path.read_text())
-        recorded["daemon"].update(changes)
-        path.write_text(json.dumps(recorded))
-
-    def spawns(self) -> int:
-        """Backends spawned so far (one log file each; a clean shutdown
-        removes its log, so count before stopping)."""
-        return len(files_in(self.dirs.log_dir))
-
-    def recorded_pid(self) -> int:
-        pid = json.loads(self.manifest().read_text())["daemon"]["pid"]
-        assert isinstance(pid, int)
-        return pid
 
 
 @pytest.fixture

@@ -528,6 +528,7 @@ class CommandBackendLauncher:
         log_dir: Optional[_Path] = None,
         socket_dir: Optional[_Path] = None,
         env_scrub: Optional[Sequence[str]] = None,
+        full_probe_interval: float = 5.0,
     ) -> Self: ...
     @staticmethod
     def for_current_user(
@@ -536,13 +537,22 @@ class CommandBackendLauncher:
         log_dir: Optional[_Path] = None,
         socket_dir: Optional[_Path] = None,
         env_scrub: Optional[Sequence[str]] = None,
+        full_probe_interval: float = 5.0,
     ) -> CommandBackendLauncher:
         """A launcher for the calling user. ``idle_timeout_secs`` is passed to
         the backend (default 30; None: never idle out); ``env_scrub`` lists variable names
         removed from the backend's environment (a trailing ``*`` matches a
         prefix; default: ``LD_*`` and glibc's other unsafe loader variables).
         Logs go to ``log_dir``, by default ``logs`` beside the user's default
-        socket directory (also when ``socket_dir`` is given)."""
+        socket directory (also when ``socket_dir`` is given).
+
+        ``full_probe_interval``: for this many seconds after this process
+        fully verified a backend (launched it, or adopted it with the nonce
+        probe), adopting it again (a pool hit) checks only what the kernel
+        attests: the listener's peer credentials, the process's start time
+        and state (a stopped one always gets the full probe), and the
+        executable's stamp, with no probe round trip. 0: every adoption
+        probes."""
     def launch(
         self,
         key: BackendKey,
@@ -610,6 +620,9 @@ class CommandBackendLauncher:
     def idle_timeout_secs(self) -> Optional[int]: ...
     @property
     def ready_timeout(self) -> float: ...
+    @property
+    def full_probe_interval(self) -> float:
+        """See :meth:`for_current_user`."""
     @property
     def log_dir(self) -> str: ...
     @property

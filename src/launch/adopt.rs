@@ -142,7 +142,18 @@ impl CommandBackendLauncher {
             return Err(mismatch("exe_path", exe_path, &daemon.exe_path));
         }
         let proof = ExeProof::of(&binary);
-        connect_and_verify(&watch, daemon, &proof, self.euid, trace, timeout)?;
+        let attested = self.attested.still_holds(
+            daemon,
+            &watch,
+            &proof,
+            self.euid,
+            self.options.full_probe_interval,
+            timeout,
+        );
+        if !attested {
+            connect_and_verify(&watch, daemon, &proof, self.euid, trace, timeout)?;
+            self.attested.remember(daemon, &watch);
+        }
         if recorded_stamp == Some(binary.stamp) {
             // The backend runs this very inode (the proof checked it) and
             // reported the recorded digest, computed by hashing that file

@@ -24,6 +24,7 @@
 //! which version to run (router).
 
 mod adopt;
+mod attest;
 pub mod endpoint;
 mod error;
 mod fixed;
@@ -96,7 +97,16 @@ pub struct LaunchOptions {
     /// Names removed from the inherited environment; a trailing `*` matches
     /// a prefix.
     pub env_scrub: Vec<String>,
+    /// How long a backend this process fully verified (launched, or adopted
+    /// with the nonce probe) may be adopted again on the kernel's word alone
+    /// (peer credentials, start time, executable stamp; see
+    /// `launch::attest`) before the full probe is due again. Zero: every
+    /// adoption probes.
+    pub full_probe_interval: Duration,
 }
+
+/// Default [`LaunchOptions::full_probe_interval`].
+pub const DEFAULT_FULL_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
 impl Default for LaunchOptions {
     fn default() -> Self {
@@ -106,6 +116,7 @@ impl Default for LaunchOptions {
             log_dir: None,
             socket_dir: None,
             env_scrub: DEFAULT_ENV_SCRUB.iter().map(|s| (*s).to_owned()).collect(),
+            full_probe_interval: DEFAULT_FULL_PROBE_INTERVAL,
         }
     }
 }
@@ -124,6 +135,8 @@ pub struct CommandBackendLauncher {
     /// The backends this launcher started, until they are reaped; weak, so
     /// that a reaped backend's pidfd closes with its last handle.
     children: Mutex<Vec<(BackendKey, DaemonProcess, WeakChildWatch)>>,
+    /// Backends this process has fully verified (see `attest`).
+    attested: attest::Attested,
 }
 
 impl CommandBackendLauncher {
@@ -168,6 +181,7 @@ impl CommandBackendLauncher {
             log_base,
             allocators: Mutex::new(HashMap::new()),
             children: Mutex::new(Vec::new()),
+            attested: attest::Attested::default(),
         })
     }
 
@@ -466,6 +480,7 @@ impl CommandBackendLauncher {
         let (allocator, log_path) = reservation.keep();
         let daemon = merged_identity(expected, &actual);
         self.record_child(key, &daemon, &watch);
+        self.attested.remember(&daemon, &watch);
         let process = Verified {
             watch,
             proof,

@@ -54,6 +54,7 @@ fn build_launcher(
     log_dir: Option<PathBuf>,
     socket_dir: Option<PathBuf>,
     env_scrub: Option<Vec<String>>,
+    full_probe_interval: f64,
 ) -> PyResult<PyCommandBackendLauncher> {
     let idle_timeout_secs = match idle_timeout_secs {
         None => None,
@@ -68,6 +69,7 @@ fn build_launcher(
         socket_dir,
         env_scrub: env_scrub
             .unwrap_or_else(|| DEFAULT_ENV_SCRUB.iter().map(|s| (*s).to_owned()).collect()),
+        full_probe_interval: duration("full_probe_interval", full_probe_interval)?,
     };
     let inner = match user_sid_hash {
         Some(hash) => CommandBackendLauncher::new(hash, options)?,
@@ -93,7 +95,7 @@ impl PyCommandBackendLauncher {
 #[pymethods]
 impl PyCommandBackendLauncher {
     #[new]
-    #[pyo3(signature = (user_sid_hash, idle_timeout_secs = Some(30), ready_timeout = 10.0, log_dir = None, socket_dir = None, env_scrub = None))]
+    #[pyo3(signature = (user_sid_hash, idle_timeout_secs = Some(30), ready_timeout = 10.0, log_dir = None, socket_dir = None, env_scrub = None, full_probe_interval = 5.0))]
     fn new(
         user_sid_hash: &str,
         idle_timeout_secs: Option<u32>,
@@ -101,6 +103,7 @@ impl PyCommandBackendLauncher {
         log_dir: Option<PathBuf>,
         socket_dir: Option<PathBuf>,
         env_scrub: Option<Vec<String>>,
+        full_probe_interval: f64,
     ) -> PyResult<Self> {
         super::logbridge::connect_here();
         build_launcher(
@@ -110,18 +113,20 @@ impl PyCommandBackendLauncher {
             log_dir,
             socket_dir,
             env_scrub,
+            full_probe_interval,
         )
     }
 
     /// A launcher for the calling user (its per-user hash from this machine).
     #[staticmethod]
-    #[pyo3(signature = (idle_timeout_secs = Some(30), ready_timeout = 10.0, log_dir = None, socket_dir = None, env_scrub = None))]
+    #[pyo3(signature = (idle_timeout_secs = Some(30), ready_timeout = 10.0, log_dir = None, socket_dir = None, env_scrub = None, full_probe_interval = 5.0))]
     fn for_current_user(
         idle_timeout_secs: Option<u32>,
         ready_timeout: f64,
         log_dir: Option<PathBuf>,
         socket_dir: Option<PathBuf>,
         env_scrub: Option<Vec<String>>,
+        full_probe_interval: f64,
     ) -> PyResult<Self> {
         super::logbridge::connect_here();
         build_launcher(
@@ -131,6 +136,7 @@ impl PyCommandBackendLauncher {
             log_dir,
             socket_dir,
             env_scrub,
+            full_probe_interval,
         )
     }
 
@@ -235,6 +241,13 @@ impl PyCommandBackendLauncher {
     #[getter]
     fn ready_timeout(&self) -> f64 {
         self.inner.options().ready_timeout.as_secs_f64()
+    }
+
+    /// Seconds a backend this process fully verified may be adopted again on
+    /// the kernel's word alone (0: every adoption probes).
+    #[getter]
+    fn full_probe_interval(&self) -> f64 {
+        self.inner.options().full_probe_interval.as_secs_f64()
     }
 
     #[getter]

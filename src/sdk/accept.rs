@@ -233,7 +233,11 @@ pub(super) fn classify_queued(shared: &Shared, stream: UnixStream) -> Option<Uni
         }
     }
     let seen = match seen {
-        Ok(0) | Err(_) => return Some(stream),
+        Ok(0) => {
+            serve(shared, stream, Class::Empty);
+            return None;
+        }
+        Err(_) => return Some(stream),
         Ok(n) => n,
     };
     let class = match judge(&buf[..seen]) {

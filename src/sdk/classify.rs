@@ -88,6 +88,10 @@ pub(super) enum Class {
         nonce: [u8; NONCE_LEN],
     },
     Application,
+    /// The peer hung up without sending a byte (a launcher checking who
+    /// listens, see `launch::attest`): there is no request for the
+    /// application; dropped, and not counted as activity.
+    Empty,
     /// The server is stopping; drop the connection.
     Abandon,
     /// The connection failed while being looked at.
@@ -121,8 +125,9 @@ pub(super) fn classify(shared: &Shared, stream: &UnixStream, deadline: Instant) 
     let mut peer_done = false;
     loop {
         let seen = match peek(stream, &mut buf) {
-            // Nothing queued and the peer has shut down its side.
-            Ok(0) => return Class::Application,
+            // Nothing queued and the peer has shut down its side: it sent
+            // nothing and can send nothing more.
+            Ok(0) => return Class::Empty,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -228,6 +233,7 @@ pub(super) fn serve(shared: &Shared, stream: UnixStream, class: Class) {
             }
             shared.enqueue(stream);
         }
+        Class::Empty => log::trace!("dropped a connection that closed without a byte"),
         Class::Abandon => {}
         Class::Broken(e) => log::warn!("connection failed before it could be classified: {e}"),
     }

@@ -28,6 +28,12 @@
 //! - An application connection counts from the moment it is classified
 //!   (queued, not yet accepted) until its [`Connection`] is dropped or
 //!   [`BackendServer::connection_closed`] is called.
+//! - A connection whose peer hangs up without sending a byte is dropped,
+//!   not handed to the application and not counted as activity: it carries
+//!   no request (a launcher checks who listens that way, see
+//!   `launch::attest`). A client that shuts down its sending side before
+//!   sending anything, to wait for the server to speak, is therefore not
+//!   served.
 //! - A silent client reaches the application only after the classification
 //!   window ([`DEFAULT_CLASSIFY_WINDOW`]); a prober that stalls longer than
 //!   the window between connecting and writing is taken for a client.

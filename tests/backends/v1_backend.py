@@ -8,7 +8,8 @@ the launcher passed in RUNNING_PROCESS_BROKER_LISTENER_FD), answers identity pro
 written by the test that installs it.
 
 At start it prints the RUNNING_PROCESS_* and LD_* variables it received,
-so tests can check what the launcher passed.
+so tests can check what the launcher passed, and "probe answered" after
+each identity probe it answers.
 
 Test behaviours, chosen by V1_BACKEND_MODE: "echo" (default); "wrong-pid"
 answers probes with pid + 1; "wrong-nonce" answers probes with a flipped
@@ -192,6 +193,9 @@ def main() -> None:
                         + field_bytes(8, blobs.get(8, b""))
                         + field_bytes(9, blobs.get(9, b""))
                     )
+                    # Logged before the answer leaves, so a prober that has
+                    # its answer finds the line.
+                    print("probe answered", flush=True)
                     conn.sendall(b"\x01" + struct.pack("<I", len(body)) + body)
                     return
             while True:

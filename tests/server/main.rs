@@ -678,3 +678,28 @@ fn with(name: &'static str, value: &str) -> Vec<(&'static str, String)> {
 mod env_contract;
 mod example_backend;
 mod inherited;
+
+#[test]
+fn a_connection_closed_without_a_byte_is_not_the_applications() {
+    let tmp = short_tempdir();
+    let path = socket_path(tmp.path());
+    let server = BackendServer::bind(config(tmp.path())).unwrap();
+    // A launcher checking who listens: connect, read the peer credentials,
+    // hang up.
+    for _ in 0..3 {
+        drop(UnixStream::connect(&path).unwrap());
+    }
+    probe_path(&path).unwrap();
+    // Had it been handed over (it was, before), it would be queued at once.
+    assert!(server
+        .accept_timeout(DEFAULT_CLASSIFY_WINDOW * 2)
+        .unwrap()
+        .is_none());
+    assert_eq!(server.open_connections(), 0);
+    // A client that sends a byte and hangs up is still the application's.
+    let mut client = UnixStream::connect(&path).unwrap();
+    client.write_all(b"x").unwrap();
+    drop(client);
+    let mut conn = server.accept_timeout(HANG).unwrap().expect("no connection");
+    assert_eq!(read_all(&mut conn), b"x");
+}
