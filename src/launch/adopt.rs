@@ -152,7 +152,8 @@ impl CommandBackendLauncher {
         );
         if !attested {
             connect_and_verify(&watch, daemon, &proof, self.euid, trace, timeout)?;
-            self.attested.remember(daemon, &watch);
+            self.attested
+                .remember(daemon, &watch, self.options.full_probe_interval);
         }
         if recorded_stamp == Some(binary.stamp) {
             // The backend runs this very inode (the proof checked it) and

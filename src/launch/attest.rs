@@ -59,7 +59,10 @@ impl Attested {
 
     /// `daemon` (the process `watch` pins) has just passed the full
     /// verification.
-    pub(super) fn remember(&self, daemon: &DaemonProcess, watch: &ChildWatch) {
+    pub(super) fn remember(&self, daemon: &DaemonProcess, watch: &ChildWatch, interval: Duration) {
+        if interval.is_zero() {
+            return;
+        }
         let Ok(stat) = proc::stat(daemon.pid) else {
             return;
         };
@@ -69,6 +72,8 @@ impl Attested {
             return;
         }
         let mut map = self.map();
+        // A proof older than the interval is never used again.
+        map.retain(|_, p| p.at.elapsed() < interval);
         if map.len() >= MAX_PROVEN {
             if let Some(oldest) = map
                 .iter()
@@ -90,7 +95,13 @@ impl Attested {
 
     /// Forgets whatever was proven at `daemon`'s endpoint.
     pub(super) fn forget(&self, daemon: &DaemonProcess) {
-        self.map().remove(&daemon.ipc_endpoint.path);
+        self.forget_endpoint(&daemon.ipc_endpoint.path);
+    }
+
+    /// Forgets whatever was proven at the endpoint `path` (its backend has
+    /// ended).
+    pub(super) fn forget_endpoint(&self, path: &str) {
+        self.map().remove(path);
     }
 
     /// Whether `daemon`, proven in full within `interval`, still is what the

@@ -136,7 +136,7 @@ pub struct CommandBackendLauncher {
     /// that a reaped backend's pidfd closes with its last handle.
     children: Mutex<Vec<(BackendKey, DaemonProcess, WeakChildWatch)>>,
     /// Backends this process has fully verified (see `attest`).
-    attested: attest::Attested,
+    attested: Arc<attest::Attested>,
 }
 
 impl CommandBackendLauncher {
@@ -181,7 +181,7 @@ impl CommandBackendLauncher {
             log_base,
             allocators: Mutex::new(HashMap::new()),
             children: Mutex::new(Vec::new()),
-            attested: attest::Attested::default(),
+            attested: Arc::default(),
         })
     }
 
@@ -480,7 +480,8 @@ impl CommandBackendLauncher {
         let (allocator, log_path) = reservation.keep();
         let daemon = merged_identity(expected, &actual);
         self.record_child(key, &daemon, &watch);
-        self.attested.remember(&daemon, &watch);
+        self.attested
+            .remember(&daemon, &watch, self.options.full_probe_interval);
         let process = Verified {
             watch,
             proof,

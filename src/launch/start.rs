@@ -191,7 +191,10 @@ impl CommandBackendLauncher {
         })?;
         let reaped_endpoint = PathBuf::from(&reservation.endpoint.path);
         let reaped_allocator = reservation.allocator.clone();
+        let attested = Arc::clone(&self.attested);
+        let proven_at = reservation.endpoint.path.clone();
         ChildWatch::start(spawned, move || {
+            attested.forget_endpoint(&proven_at);
             remove_socket_file(&reaped_endpoint);
             if let Some(allocator) = reaped_allocator {
                 allocator.release(&reaped_endpoint);
@@ -290,12 +293,9 @@ impl CommandBackendLauncher {
                     .or_shortage(&binary.canonical)
             }
         };
+        // Blocking, as a socket a process creates itself would be (the flag
+        // belongs to the socket, which the backend shares).
         let (listener, _file) = bind_private_socket(path).map_err(|(op, e)| fail(op, e))?;
-        // Blocking, as a socket a process creates itself would be: the
-        // flag belongs to the socket, which the backend shares.
-        listener
-            .set_nonblocking(false)
-            .map_err(|e| fail("set blocking", e))?;
         let fd = spawn::above_stdio(listener.as_raw_fd())
             .map_err(|e| fail("duplicate the listener of", e))?;
         Ok(Some(fd))

@@ -69,9 +69,9 @@ pub(super) fn clear_stale_socket(path: &Path) -> Result<(), ServerError> {
 }
 
 /// Creates, binds and listens on the endpoint socket with mode 0600 (see
-/// [`bind_private_socket`]).
+/// [`bind_private_socket`]), non-blocking for the accept loop.
 pub(super) fn bind_socket(path: &Path) -> Result<(UnixListener, BoundSocketFile), ServerError> {
-    bind_private_socket(path).map_err(|(operation, source)| {
+    let (listener, file) = bind_private_socket(path).map_err(|(operation, source)| {
         if source.kind() == io::ErrorKind::AddrInUse {
             ServerError::AddressInUse {
                 path: path.to_path_buf(),
@@ -79,7 +79,14 @@ pub(super) fn bind_socket(path: &Path) -> Result<(UnixListener, BoundSocketFile)
         } else {
             ServerError::io(operation, path, source)
         }
-    })
+    })?;
+    // The accept loop polls. On failure the socket file goes with the
+    // listener, as for any other failed bind.
+    if let Err(e) = listener.set_nonblocking(true) {
+        let _ = std::fs::remove_file(path);
+        return Err(ServerError::io("set non-blocking", path, e));
+    }
+    Ok((listener, file))
 }
 
 /// The passed descriptors servers of this process own now: a descriptor is

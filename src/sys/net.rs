@@ -107,7 +107,7 @@ impl SocketFilePin {
 }
 
 /// Creates, binds and listens on a Unix stream socket at `path` with mode
-/// 0600, non-blocking and close-on-exec; on failure nothing is left at the
+/// 0600, blocking and close-on-exec; on failure nothing is left at the
 /// path. The error names the step that failed; a path already taken fails
 /// with [`io::ErrorKind::AddrInUse`].
 ///
@@ -144,9 +144,6 @@ pub fn bind_private_socket(
                 .map_err(|e| ("chmod", e))?;
         }
         rustix::net::listen(&listener, LISTEN_BACKLOG).map_err(|e| ("listen on", e.into()))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| ("set non-blocking", e))?;
         Ok(file)
     })();
     match result {
