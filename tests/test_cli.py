@@ -154,6 +154,7 @@ def test_usage_errors_exit_2(c: Cli) -> None:
 
 
 def test_json_accepted_before_and_after_the_command(c: Cli) -> None:
+    c.state_dir.mkdir(mode=0o700)
     code, out, _ = c.run("--json", "ls", *c.st())
     assert code == 0 and json.loads(out) == []
     code, out, _ = c.run("ls", "--json", *c.st())
@@ -251,13 +252,21 @@ def test_servicedef_validate_failures(c: Cli, tmp_path: Path) -> None:
 
 def test_servicedef_in_insecure_dir_exits_4(c: Cli) -> None:
     assert c.write()[0] == 0
-    os.chmod(c.def_dir, 0o755)
+    os.chmod(c.def_dir, 0o755)  # readable by others, writable by us only: fine
+    assert c.run("servicedef", "show", SERVICE, *c.sd())[0] == 0
+    os.chmod(c.def_dir, 0o777)
     code, _, err = c.run("servicedef", "show", SERVICE, *c.sd())
     assert code == cli.EXIT_REFUSED
     assert_one_line_failure(err, "InsecureDirectoryError")
-    assert "chmod 700" in err
+    assert f"chmod go-w {c.def_dir}" in err
     code, _, err = c.launch()
     assert code == cli.EXIT_REFUSED
+    os.chmod(c.def_dir, 0o700)
+    os.chmod(c.def_dir / f"{SERVICE}.servicedef", 0o666)
+    code, _, err = c.run("servicedef", "show", SERVICE, *c.sd())
+    assert code == cli.EXIT_REFUSED
+    assert_one_line_failure(err, "InsecureFileError")
+    assert "chmod go-w" in err
 
 
 # --- launch, ls, probe, stop ---------------------------------------------------------
@@ -438,6 +447,19 @@ def test_doctor_insecure_dir_exits_4(c: Cli) -> None:
     link.symlink_to(c.state_dir)
     code, report = c.json("doctor", "--state-dir", str(link), *c.sd())
     assert code == 4 and "symbolic link" in report["directories"]["state_dir"]["problem"]
+
+
+def test_doctor_judges_the_definition_directory_as_a_load_does(c: Cli) -> None:
+    assert c.write()[0] == 0
+    os.chmod(c.def_dir, 0o755)  # loads fine, so doctor is content
+    code, report = c.json("doctor", *c.st(), *c.sd())
+    assert report["directories"]["service_def_dir"]["status"] == "ok", report
+    assert c.run("servicedef", "show", SERVICE, *c.sd())[0] == 0
+    os.chmod(c.def_dir, 0o775)  # others can write: a load refuses, so does doctor
+    code, report = c.json("doctor", *c.st(), *c.sd())
+    assert code == cli.EXIT_REFUSED
+    assert "sticky" in report["directories"]["service_def_dir"]["problem"]
+    assert c.run("servicedef", "show", SERVICE, *c.sd())[0] == cli.EXIT_REFUSED
 
 
 def test_doctor_sun_path_budget_exceeded_exits_1(c: Cli, monkeypatch: pytest.MonkeyPatch) -> None:

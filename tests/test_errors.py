@@ -45,6 +45,7 @@ SAMPLES: list[tuple[type[rp.RunningProcessError], dict[str, Any], tuple[type[Bas
     (rp.InvalidIdentityError, {"field": "pid", "value": "0", "reason": "r"}, (ValueError,)),
     (rp.DecodeError, {"what": "DaemonProcess", "reason": "r"}, (ValueError,)),
     (rp.InsecureDirectoryError, {"path": "/d", "reason": "mode 0755"}, ()),
+    (rp.InsecureFileError, {"path": "/d/x.servicedef", "reason": "mode 0666"}, ()),
     (rp.FilesystemError, {"path": "/f", "operation": "open", "os_errno": 2}, (OSError,)),
     (rp.FilesystemError, {"path": "/f", "operation": "open", "os_errno": None}, (OSError,)),
     (rp.HostIdentityError, {"what": "boot id", "path": "/proc/x", "reason": "r"}, (OSError,)),
@@ -252,8 +253,8 @@ def test_not_found_pickles(tmp_path: Path) -> None:
 
 def test_insecure_directory_pickles(tmp_path: Path) -> None:
     directory = tmp_path / "defs"
-    directory.mkdir()
-    os.chmod(directory, 0o755)
+    rp.ServiceDefinition(service_name="ghost", binary_path="/a", per_version_binary_dir="/").save(directory)
+    os.chmod(directory, 0o777)
     with pytest.raises(rp.InsecureDirectoryError) as info:
         rp.ServiceDefinition.load("ghost", directory)
     restored = pickle.loads(pickle.dumps(info.value))

@@ -388,7 +388,7 @@ def test_store_refuses_a_fifo_without_waiting_for_a_writer(private_dir: Path) ->
 
     error = run_with_watchdog(lambda: rp.ServiceDefinition.load("zccache", private_dir), unblock)
     assert isinstance(error, rp.FilesystemError)
-    assert error.operation == "read"
+    assert error.operation == "open"  # refused once opened, before any read
     assert error.path == str(path)
     assert fd_targets() == before
 

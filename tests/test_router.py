@@ -761,7 +761,7 @@ def test_unreadable_catalog_is_internal_and_nothing_is_spawned(
     if damage == "corrupt-file":
         path.write_bytes(b"\xff\xff\xff")
     else:
-        os.chmod(defs, 0o755)
+        os.chmod(defs, 0o777)
     launcher = FailingLauncher()
     router = kit.router(launcher, defs)
     r = refused(router.route(SERVICE, VERSION), EC.INTERNAL)

@@ -81,8 +81,8 @@ def test_many_saves_leave_no_temporary_files(private_dir: Path) -> None:
     assert rp.ServiceDefinition.load("zccache", private_dir).min_version == "1.19.0"
 
 
-@pytest.mark.parametrize("mode", [0o750, 0o770, 0o705, 0o701, 0o710, 0o755, 0o777])
-def test_save_refuses_a_group_or_other_accessible_directory(tmp_path: Path, mode: int) -> None:
+@pytest.mark.parametrize("mode", [0o770, 0o720, 0o702, 0o777])
+def test_save_refuses_a_directory_others_can_write(tmp_path: Path, mode: int) -> None:
     directory = tmp_path / "defs"
     directory.mkdir()
     os.chmod(directory, mode)
@@ -93,6 +93,16 @@ def test_save_refuses_a_group_or_other_accessible_directory(tmp_path: Path, mode
     # Refused, never repaired, nothing written.
     assert mode_of(directory) == mode
     assert entries(directory) == []
+
+
+@pytest.mark.parametrize("mode", [0o755, 0o750, 0o711])
+def test_save_accepts_an_existing_directory_only_its_owner_can_write(tmp_path: Path, mode: int) -> None:
+    directory = tmp_path / "defs"
+    directory.mkdir()
+    os.chmod(directory, mode)
+    path = make_sd().save(directory)
+    assert mode_of(path) == 0o600 and mode_of(directory) == mode
+    assert rp.ServiceDefinition.load("zccache", directory) == make_sd()
 
 
 @requires_root
@@ -108,13 +118,26 @@ def test_save_refuses_a_directory_owned_by_another_user(tmp_path: Path) -> None:
     assert entries(directory) == []
 
 
-def test_save_refuses_a_symlinked_directory(tmp_path: Path, private_dir: Path) -> None:
+def test_save_through_a_symlinked_directory_writes_into_its_checked_target(
+    tmp_path: Path, private_dir: Path
+) -> None:
     link = tmp_path / "link"
     link.symlink_to(private_dir)
+    make_sd().save(link)
+    assert entries(private_dir) == ["zccache.servicedef"]
+    assert link.is_symlink()
+
+
+def test_save_refuses_a_symlink_to_a_directory_others_can_write(tmp_path: Path) -> None:
+    target = tmp_path / "open"
+    target.mkdir()
+    os.chmod(target, 0o777)
+    link = tmp_path / "link"
+    link.symlink_to(target)
     with pytest.raises(rp.InsecureDirectoryError) as info:
         make_sd().save(link)
-    assert info.value.path == str(link)
-    assert entries(private_dir) == []
+    assert info.value.path == str(target)
+    assert entries(target) == []
 
 
 def test_save_refuses_a_world_writable_parent_without_sticky_bit(tmp_path: Path) -> None:
@@ -213,16 +236,73 @@ def test_load_file_refuses_a_renamed_file(private_dir: Path) -> None:
     assert info.value.value == "zccache"
 
 
-@pytest.mark.parametrize("mode", [0o750, 0o770, 0o704, 0o755])
-def test_load_refuses_a_group_or_other_accessible_directory(private_dir: Path, mode: int) -> None:
+@pytest.mark.parametrize("mode", [0o770, 0o722, 0o757, 0o775])
+def test_load_refuses_a_directory_others_can_write(private_dir: Path, mode: int) -> None:
     make_sd().save(private_dir)
     os.chmod(private_dir, mode)
     with pytest.raises(rp.InsecureDirectoryError) as info:
         rp.ServiceDefinition.load("zccache", private_dir)
     assert info.value.path == str(private_dir)
+    assert "sticky" in info.value.reason
     with pytest.raises(rp.InsecureDirectoryError):
         rp.ServiceDefinition.load_file(private_dir / "zccache.servicedef")
     assert mode_of(private_dir) == mode
+
+
+def test_load_refuses_a_world_writable_ancestor(tmp_path: Path) -> None:
+    ancestor = tmp_path / "open"
+    (ancestor / "defs").mkdir(parents=True)
+    path = make_sd().save(ancestor / "defs")
+    os.chmod(ancestor, 0o777)
+    with pytest.raises(rp.InsecureDirectoryError) as info:
+        rp.ServiceDefinition.load_file(path)
+    assert info.value.path == str(ancestor)
+
+
+@pytest.mark.parametrize("dir_mode", [0o700, 0o755, 0o750])
+@pytest.mark.parametrize("file_mode", [0o600, 0o644, 0o400])
+def test_load_accepts_files_only_their_owner_can_write(tmp_path: Path, dir_mode: int, file_mode: int) -> None:
+    """Trusted like a binary: readable by others is fine, writable is not."""
+    directory = tmp_path / "defs"
+    path = Path(make_sd().save(directory))
+    os.chmod(path, file_mode)
+    os.chmod(directory, dir_mode)
+    assert rp.ServiceDefinition.load("zccache", directory) == make_sd()
+    assert rp.ServiceDefinition.load_file(path) == make_sd()
+
+
+@pytest.mark.parametrize("file_mode", [0o620, 0o602, 0o666])
+def test_load_refuses_a_file_others_can_write(private_dir: Path, file_mode: int) -> None:
+    path = Path(make_sd().save(private_dir))
+    os.chmod(path, file_mode)
+    with pytest.raises(rp.InsecureFileError) as info:
+        rp.ServiceDefinition.load("zccache", private_dir)
+    assert info.value.path == str(path)
+    assert f"{file_mode:04o}" in info.value.reason
+    assert mode_of(path) == file_mode
+
+
+def test_load_accepts_a_file_of_ones_own_in_a_sticky_shared_directory(tmp_path: Path) -> None:
+    """As in /tmp: others can create names there but cannot replace ours."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    path = Path(make_sd().save(tmp_path / "mine"))
+    moved = shared / path.name
+    path.rename(moved)
+    os.chmod(shared, 0o1777)
+    assert rp.ServiceDefinition.load_file(moved) == make_sd()
+
+
+def test_a_missing_file_is_not_found_whatever_its_directory(tmp_path: Path) -> None:
+    """The fitting answer to a typo is "not found", not a lecture on the
+    directory's mode (even for / or a world-writable directory)."""
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    os.chmod(open_dir, 0o777)
+    for path in (open_dir / "nope.servicedef", Path("/nope.servicedef"), tmp_path / "no" / "x.servicedef"):
+        with pytest.raises(rp.ServiceDefinitionNotFoundError) as info:
+            rp.ServiceDefinition.load_file(path)
+        assert info.value.path.endswith(path.name)
 
 
 @requires_root
@@ -234,13 +314,24 @@ def test_load_refuses_a_directory_owned_by_another_user(private_dir: Path) -> No
     assert info.value.path == str(private_dir)
 
 
-def test_load_refuses_a_symlinked_directory(tmp_path: Path, private_dir: Path) -> None:
+@requires_root
+def test_load_refuses_a_file_owned_by_another_user(private_dir: Path) -> None:
+    path = Path(make_sd().save(private_dir))
+    os.chown(path, NOBODY_UID, NOBODY_UID)
+    with pytest.raises(rp.InsecureFileError) as info:
+        rp.ServiceDefinition.load("zccache", private_dir)
+    assert str(NOBODY_UID) in info.value.reason
+
+
+def test_load_through_a_symlinked_directory_checks_its_target(tmp_path: Path, private_dir: Path) -> None:
     make_sd().save(private_dir)
     link = tmp_path / "link"
     link.symlink_to(private_dir)
+    assert rp.ServiceDefinition.load("zccache", link) == make_sd()
+    os.chmod(private_dir, 0o777)
     with pytest.raises(rp.InsecureDirectoryError) as info:
         rp.ServiceDefinition.load("zccache", link)
-    assert info.value.path == str(link)
+    assert info.value.path == str(private_dir)
 
 
 def test_load_garbage_file(private_dir: Path) -> None:

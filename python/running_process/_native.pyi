@@ -247,6 +247,13 @@ class ServiceDefinition:
         """Raises ``InvalidVersionError`` if ``version`` is malformed and
         ``VersionRefusedError`` if it is below ``min_version`` (numeric
         MAJOR.MINOR.PATCH comparison) or outside a non-empty allow-list."""
+    def check_binary(self) -> None:
+        """The binary checks a launch makes, spawning nothing: the
+        per-version directory exists, the binary is a regular executable file
+        inside it, neither is writable by anyone but this user or root, and a
+        ``#!`` interpreter resolves to such a file. Raises
+        ``BinaryPolicyError`` (or ``SpawnError`` for a missing file) as the
+        launch would. GIL released (the file is hashed)."""
     def to_bytes(self) -> bytes:
         """Protobuf encoding (deterministic: labels sorted by key)."""
     @staticmethod
@@ -254,14 +261,19 @@ class ServiceDefinition:
         """Decodes and validates; ``DecodeError`` for bytes that do not parse."""
     def save(self, dir: Optional[_Path] = None) -> str:
         """Writes ``{service_name}.servicedef`` atomically (mode 0600) in ``dir``
-        or :func:`service_def_dir`, creating the directory 0700 if missing and
-        refusing one that group or other can access. Returns the file path."""
+        or :func:`service_def_dir`, creating the directory 0700 if missing; an
+        existing one must pass the check :meth:`load_file` makes
+        (``InsecureDirectoryError`` otherwise). Returns the file path."""
     @staticmethod
     def load(service_name: str, dir: Optional[_Path] = None) -> ServiceDefinition:
         """Loads ``{service_name}.servicedef`` from ``dir`` or
-        :func:`service_def_dir`. Raises ``ServiceDefinitionNotFoundError``,
-        ``InsecureDirectoryError``, ``ServiceDefinitionStemMismatchError``,
-        ``DecodeError`` or a validation error."""
+        :func:`service_def_dir`. The file is trusted like a binary: it and
+        every directory above it must be owned by this user or root and not
+        writable by group or other (a sticky directory such as ``/tmp``
+        excepted). Raises ``ServiceDefinitionNotFoundError`` (a missing file
+        or directory), ``InsecureDirectoryError``, ``InsecureFileError``,
+        ``ServiceDefinitionStemMismatchError``, ``DecodeError`` or a
+        validation error."""
     @staticmethod
     def load_file(path: _Path) -> ServiceDefinition:
         """Loads a ``.servicedef`` file by path (same rules as :meth:`load`).
@@ -998,6 +1010,13 @@ def socket_dir_base() -> str:
     """The directory the socket directory's private tree hangs from
     (``$XDG_RUNTIME_DIR``, or ``/tmp``); it must be owned by this user or
     root, and sticky if others can write to it."""
+
+def check_service_def_dir(path: _Path) -> list[str]:
+    """The check a save or load of a ``.servicedef`` makes of its directory,
+    changing nothing: for a missing directory, the directories a save would
+    create (0700); for an existing one, every directory from it up to ``/``
+    owned by this user or root and writable by nobody else unless sticky.
+    Raises ``InsecureDirectoryError`` or ``FilesystemError``. GIL released."""
 
 def check_private_dir(path: _Path, base: Optional[_Path] = None) -> list[str]:
     """The check a launch makes of a private directory, creating nothing:

@@ -34,6 +34,7 @@ __all__ = [
     "InvalidIdentityError",
     "DecodeError",
     "InsecureDirectoryError",
+    "InsecureFileError",
     "FilesystemError",
     "HostIdentityError",
     "PathTooLongError",
@@ -177,6 +178,15 @@ class DecodeError(RunningProcessError, ValueError):
 class InsecureDirectoryError(RunningProcessError):
     """A directory that is a symlink, belongs to someone else, or grants group
     or other access. It is refused, never repaired."""
+
+    path: str
+    reason: str
+
+
+class InsecureFileError(RunningProcessError):
+    """A file that is trusted like a binary (a service definition) but
+    belongs to someone other than this user or root, or that group or other
+    can write. It is refused, never repaired."""
 
     path: str
     reason: str

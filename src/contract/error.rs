@@ -207,6 +207,9 @@ pub enum StoreError {
         stem: String,
         service_name: String,
     },
+    /// The file belongs to someone else or others can write it.
+    #[error("untrusted service definition file {path}: {reason}")]
+    Untrusted { path: PathBuf, reason: String },
     /// The file is larger than any honest definition.
     #[error("service definition file {path} is {length} bytes; the limit is {limit}")]
     TooLarge {

@@ -493,6 +493,29 @@ impl CommandBackendLauncher {
     }
 }
 
+/// Applies the allow-list rules to a definition's binary: opened, checked
+/// and hashed once, as a launch does.
+fn open_binary(sd: &ServiceDefinition) -> Result<BackendBinary, LaunchError> {
+    let path_var = std::env::var_os("PATH");
+    open_backend(
+        &sd.binary_path,
+        &sd.per_version_binary_dir,
+        path_var.as_deref(),
+    )
+    .map_err(|e| LaunchError::from(e).or_shortage(&sd.binary_path))
+}
+
+impl ServiceDefinition {
+    /// The binary checks of a launch, made now, spawning nothing: the
+    /// allow-list root exists, the binary is a regular executable file inside
+    /// it, neither is writable by anyone but this user or root, and a `#!`
+    /// interpreter resolves to such a file. A definition written with a bad
+    /// binary is caught here instead of at its first launch.
+    pub fn check_binary(&self) -> Result<(), LaunchError> {
+        open_binary(self).map(drop)
+    }
+}
+
 impl CommandBackendLauncher {
     /// Step 1, before any side effect: the request meets the rules (see
     /// [`check_policy`]) and the binary passes the allow-list rules, opened
@@ -503,12 +526,6 @@ impl CommandBackendLauncher {
         sd: &ServiceDefinition,
     ) -> Result<BackendBinary, LaunchError> {
         check_policy(key, sd)?;
-        let path_var = std::env::var_os("PATH");
-        open_backend(
-            &sd.binary_path,
-            &sd.per_version_binary_dir,
-            path_var.as_deref(),
-        )
-        .map_err(|e| LaunchError::from(e).or_shortage(&sd.binary_path))
+        open_binary(sd)
     }
 }

@@ -46,6 +46,7 @@ pub(crate) const EXCEPTION_FIELDS: &[(&str, &[&str])] = &[
     ("InvalidIdentityError", &["field", "value", "reason"]),
     ("DecodeError", &["what", "reason"]),
     ("InsecureDirectoryError", &["path", "reason"]),
+    ("InsecureFileError", &["path", "reason"]),
     ("FilesystemError", &["path", "operation", "os_errno"]),
     ("HostIdentityError", &["what", "path", "reason"]),
     ("PathTooLongError", &["path", "length", "limit"]),
@@ -302,6 +303,12 @@ pub(crate) fn store_error(py: Python<'_>, err: StoreError) -> PyErr {
                 path_value(py, &path),
                 value(py, stem),
             ],
+        ),
+        StoreError::Untrusted { path, reason } => build(
+            py,
+            "InsecureFileError",
+            message,
+            vec![path_value(py, &path), value(py, reason)],
         ),
         StoreError::TooLarge { path, .. } => build(
             py,

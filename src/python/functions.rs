@@ -59,6 +59,20 @@ pub fn check_private_dir(
         .collect())
 }
 
+/// The check a save or load of a ``.servicedef`` makes of its directory,
+/// changing nothing: for a missing directory, the directories a save would
+/// create (0700); for an existing one, every directory from it up to ``/``
+/// owned by this user or root and writable by nobody else unless sticky.
+/// Raises ``InsecureDirectoryError`` or ``FilesystemError``.
+#[pyfunction]
+pub fn check_service_def_dir(py: Python<'_>, path: PathBuf) -> PyResult<Vec<String>> {
+    let missing = py.detach(|| store::inspect_def_dir(&path))?;
+    Ok(missing
+        .into_iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect())
+}
+
 /// The default service definition directory (not created by this call).
 #[pyfunction]
 pub fn service_def_dir() -> PyResult<String> {

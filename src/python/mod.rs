@@ -67,6 +67,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(functions::service_def_dir, m)?)?;
     m.add_function(wrap_pyfunction!(functions::socket_dir_base, m)?)?;
     m.add_function(wrap_pyfunction!(functions::check_private_dir, m)?)?;
+    m.add_function(wrap_pyfunction!(functions::check_service_def_dir, m)?)?;
     m.add_function(wrap_pyfunction!(functions::sha256_file, m)?)?;
     m.add_function(wrap_pyfunction!(functions::blake3_file, m)?)?;
     m.add_function(wrap_pyfunction!(functions::write_identity_file, m)?)?;

@@ -96,6 +96,31 @@ fn check_trusted_base(base: &Path) -> Result<(), FsError> {
     Ok(())
 }
 
+/// Checks a canonical directory and every directory above it the way a
+/// binary's directories are checked: each owned by this user or root, and
+/// none writable by group or other unless it carries the sticky bit. Files
+/// found under such a path can be replaced only by this user or root.
+pub fn check_trusted_dir_chain(dir: &Path) -> Result<(), FsError> {
+    for ancestor in dir.ancestors() {
+        check_trusted_base(ancestor)?;
+    }
+    Ok(())
+}
+
+/// Why a file may not be trusted (owned by someone other than this user or
+/// root, or writable by group or other), or `None`.
+pub fn untrusted_file_reason(meta: &fs::Metadata) -> Option<String> {
+    let euid = host::effective_uid();
+    if meta.uid() != euid && meta.uid() != 0 {
+        return Some(format!(
+            "is owned by uid {}, neither this user (uid {euid}) nor root",
+            meta.uid()
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    (mode & 0o022 != 0).then(|| format!("has mode {mode:04o}: writable by group or other"))
+}
+
 fn make_dir(path: &Path) -> Result<bool, FsError> {
     match DirBuilder::new().mode(PRIVATE_DIR_MODE).create(path) {
         Ok(()) => {
@@ -247,6 +272,14 @@ pub enum Bounded {
 /// instead of waiting for a writer forever (non-blocking has no effect on
 /// reading a regular file).
 pub fn read_bounded(path: &Path, limit: u64) -> Result<Bounded, io::Error> {
+    let (file, meta) = open_regular(path)?;
+    read_open_bounded(file, &meta, limit)
+}
+
+/// Opens a regular file for reading the way [`read_bounded`] does (no
+/// symlink followed, a FIFO refused) and returns it with its metadata, so a
+/// caller can judge the file it will read, not the name.
+pub fn open_regular(path: &Path) -> Result<(File, fs::Metadata), io::Error> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
@@ -258,6 +291,15 @@ pub fn read_bounded(path: &Path, limit: u64) -> Result<Bounded, io::Error> {
             "not a regular file",
         ));
     }
+    Ok((file, meta))
+}
+
+/// Reads a file opened by [`open_regular`], never past `limit`.
+pub fn read_open_bounded(
+    file: File,
+    meta: &fs::Metadata,
+    limit: u64,
+) -> Result<Bounded, io::Error> {
     if meta.len() > limit {
         return Ok(Bounded::TooLarge(meta.len()));
     }

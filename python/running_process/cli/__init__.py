@@ -98,6 +98,7 @@ from running_process.cli.hints import (
     printable,
     report_error,
 )
+from running_process.cli.output import closed_pipe_quiet, library_log
 
 # --- parser ----------------------------------------------------------------------
 
@@ -159,6 +160,13 @@ def _parser() -> argparse.ArgumentParser:
     json_flag.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON instead of text"
     )
+    json_flag.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="on failure, show the error's details and the backend's log tail; show the library's log",
+    )
     fmt = argparse.RawDescriptionHelpFormatter
     parser = _Parser(
         prog=PROG,
@@ -168,6 +176,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {rp.__version__}")
     parser.add_argument("--json", action="store_true", default=False, help="print JSON instead of text")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=False,
+        help="on failure, show the error's details and the backend's log tail; show the library's log",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def sub(parent: Any, name: str, help: str) -> argparse.ArgumentParser:
@@ -323,6 +338,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "launch":
         args.version = args.service_version
     func: Callable[[argparse.Namespace], int] = args.func
+    verbose = bool(args.verbose)
+    with library_log(verbose), closed_pipe_quiet():
+        return _run(func, args, undecodable, verbose)
+
+
+def _run(
+    func: Callable[[argparse.Namespace], int],
+    args: argparse.Namespace,
+    undecodable: list[str],
+    verbose: bool,
+) -> int:
     try:
         return func(args)
     except UnicodeError:
@@ -334,9 +360,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             bool(args.json),
         )
     except CliError as err:
-        return report_error(err, bool(args.json))
+        return report_error(err, bool(args.json), verbose)
     except (rp.RunningProcessError, OSError) as err:
-        return report_error(err, bool(args.json))
+        return report_error(err, bool(args.json), verbose)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

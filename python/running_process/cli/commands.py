@@ -62,8 +62,23 @@ def make_launcher(
 
 
 def make_pool(
-    state_dir: Optional[str], launcher: Optional[rp.CommandBackendLauncher] = None
+    state_dir: Optional[str],
+    launcher: Optional[rp.CommandBackendLauncher] = None,
+    must_exist: bool = True,
 ) -> rp.BackendPool:
+    """The pool of ``state_dir`` (default: the user's). For the commands
+    that only read or stop (``must_exist``), a ``--state-dir`` given
+    explicitly must exist: a typo there would otherwise read as an empty
+    pool. ``launch`` creates it (0700), as it creates the default one."""
+    if must_exist and state_dir is not None and not os.path.isdir(state_dir):
+        what = "is not a directory" if os.path.lexists(state_dir) else "does not exist"
+        raise CliError(
+            "StateDirNotFoundError",
+            f"state directory {printable(state_dir)} {what}",
+            EXIT_NOT_FOUND,
+            f"check --state-dir; create a new one with `mkdir -m 700 DIR`, or leave it out for the "
+            f"default (`{PROG} doctor` shows it)",
+        )
     return rp.BackendPool(launcher if launcher is not None else make_launcher(), state_dir)
 
 
@@ -235,6 +250,9 @@ def cmd_servicedef_write(args: argparse.Namespace) -> int:
         sd = rp.ServiceDefinition(**kwargs)
     except rp.InvalidServiceDefinitionError as err:
         raise CliError(type(err).__name__, str(err), EXIT_USAGE, f"fix --{_flag_for(err.field)}") from err
+    # The binary and its root pass the checks of a launch now, not at the
+    # first launch; nothing is written otherwise.
+    sd.check_binary()
     path = sd.save(args.dir)
     if args.json:
         emit_json({"ok": True, "path": path, "service_definition": sd_fields(sd)})
@@ -303,7 +321,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         reused = all(daemon.pid != handle.pid for _, daemon in launcher.live_children())
         state_dir: Optional[str] = None
     else:
-        pool = make_pool(args.state_dir, launcher)
+        pool = make_pool(args.state_dir, launcher, must_exist=False)
         before = {str(e.key): e.daemon.pid for e in pool.list() if e.alive}
         if arg_values:
             raise CliError("InvalidArgumentError", "--arg-value needs --endpoint", EXIT_USAGE, None)
@@ -380,15 +398,15 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
+    key = None if args.all else parse_key(args.key)
     pool = make_pool(args.state_dir)
-    if args.all:
+    if key is None:
         count = pool.stop_all(timeout=args.timeout)
         if args.json:
             emit_json({"ok": True, "stopped": count})
         else:
             print(f"stopped {count} backend{'s' if count != 1 else ''}")
         return EXIT_OK
-    key = parse_key(args.key)
     if not pool.stop(key, timeout=args.timeout):
         raise CliError(
             "NotRunningError",

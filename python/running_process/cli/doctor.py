@@ -7,7 +7,7 @@ import argparse
 import os
 import stat
 import sys
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import running_process as rp
 from running_process.cli.commands import make_launcher
@@ -22,12 +22,16 @@ from running_process.cli.hints import (
 )
 
 
-def check_dir(path: str, base: Optional[str] = None) -> dict[str, Any]:
+def check_dir(
+    path: str, base: Optional[str] = None, check: Optional[Callable[[str], list[str]]] = None
+) -> dict[str, Any]:
     """A private directory as a launch judges it (``rp.check_private_dir``:
     the trusted ``base``, default the parent, and every directory from it
     down to ``path``): ``status`` is ``ok``, ``missing`` (created 0700 on
     first use) or ``insecure``, with the offending directory and the reason
-    in ``problem``. Owner and mode are reported for display only."""
+    in ``problem``. Owner and mode are reported for display only. ``check``
+    replaces the private-directory rule (the definition directory is judged
+    by ``rp.check_service_def_dir``, as a load judges it)."""
     info: dict[str, Any] = {
         "path": path,
         "exists": False,
@@ -45,7 +49,7 @@ def check_dir(path: str, base: Optional[str] = None) -> dict[str, Any]:
     except OSError:
         pass
     try:
-        info["would_create"] = rp.check_private_dir(path, base)
+        info["would_create"] = check(path) if check is not None else rp.check_private_dir(path, base)
     except rp.InsecureDirectoryError as err:
         info["status"] = "insecure"
         info["problem"] = err.reason if err.path == path else f"{err.path} {err.reason}"
@@ -70,7 +74,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         # The pool's default state directory hangs from the same base as the
         # sockets; one given on the command line from its parent.
         "state_dir": check_dir(state_dir, None if args.state_dir else base),
-        "service_def_dir": check_dir(def_dir),
+        "service_def_dir": check_dir(def_dir, check=rp.check_service_def_dir),
     }
     machine_ids = [p for p in rp.MACHINE_ID_PATHS if os.path.isfile(p)]
     problems: list[str] = []

@@ -66,7 +66,9 @@ def exit_code_for(err: BaseException) -> int:
         return err.code
     if isinstance(err, rp.ServiceDefinitionNotFoundError):
         return EXIT_NOT_FOUND
-    if isinstance(err, (rp.InsecureDirectoryError, rp.VersionRefusedError, rp.BinaryPolicyError)):
+    if isinstance(
+        err, (rp.InsecureDirectoryError, rp.InsecureFileError, rp.VersionRefusedError, rp.BinaryPolicyError)
+    ):
         return EXIT_REFUSED
     if isinstance(err, (rp.InvalidVersionError, rp.InvalidNameError, rp.InvalidTraceContextError)):
         return EXIT_USAGE
@@ -87,9 +89,19 @@ def hint_for(err: BaseException) -> Optional[str]:
             "or pass --dir with the directory that holds it"
         )
     if isinstance(err, rp.InsecureDirectoryError):
+        if "sticky" in err.reason or "neither this user" in err.reason:
+            return (
+                f"{err.path} must be owned by you or root and writable by nobody else "
+                f"(chmod go-w {err.path}); it is refused, never repaired"
+            )
         return (
             f"make {err.path} a real directory owned by you with mode 0700 (chmod 700); "
             f"it is refused, never repaired; `{PROG} doctor` checks all directories"
+        )
+    if isinstance(err, rp.InsecureFileError):
+        return (
+            f"a definition file is trusted like a binary: owned by you or root and writable by "
+            f"nobody else (chmod go-w {err.path}); it is refused, never repaired"
         )
     if isinstance(err, rp.VersionRefusedError):
         return f"the definition's {err.rule} refuses {err.version}; see `{PROG} servicedef show {err.service_name}`"
@@ -126,8 +138,35 @@ def hint_for(err: BaseException) -> Optional[str]:
     return None
 
 
-def report_error(err: BaseException, as_json: bool) -> int:
-    """Prints the one-line failure (and hint) on stderr; returns the exit code."""
+def details_of(err: BaseException) -> list[tuple[str, str]]:
+    """The fields of a library error (path, pid, reason, ...) as text, the
+    log tail last: what ``-v`` adds below the one-line failure."""
+    fields: list[tuple[str, str]] = []
+    shown = one_line(str(err))
+    tail = ""
+    for name in getattr(err, "_fields", ()):
+        value = getattr(err, name, None)
+        if value is None or value == "":
+            continue
+        if name == "log_tail":
+            tail = str(value)
+            continue
+        text = one_line(str(value))
+        if text != shown:
+            fields.append((name, text))
+    cause = err.__cause__
+    if cause is not None:
+        fields.append(("cause", one_line(f"{type(cause).__name__}: {cause}")))
+    if tail:
+        fields.append(("log tail", ""))
+        fields.extend(("", printable(line)) for line in tail.splitlines())
+    return fields
+
+
+def report_error(err: BaseException, as_json: bool, verbose: bool = False) -> int:
+    """Prints the one-line failure and its hint on stderr (with ``verbose``,
+    the error's details and the backend's log tail below them); returns the
+    exit code."""
     code = exit_code_for(err)
     name = err.name if isinstance(err, CliError) else type(err).__name__
     message = one_line(err.message if isinstance(err, CliError) else str(err))
@@ -135,6 +174,9 @@ def report_error(err: BaseException, as_json: bool) -> int:
     print(f"{PROG}: {name}: {message}", file=sys.stderr)
     if hint:
         print(f"hint: {one_line(hint)}", file=sys.stderr)
+    if verbose:
+        for label, value in details_of(err):
+            print(f"  {label + ':' if label else '':<12}{value}".rstrip(), file=sys.stderr)
     if as_json:
         emit_json({"ok": False, "error": name, "message": message, "hint": hint, "exit_code": code})
     return code

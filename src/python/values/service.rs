@@ -255,6 +255,14 @@ impl PyServiceDefinition {
         Ok(self.inner.check_version(version)?)
     }
 
+    /// The binary checks a launch makes (allow-list root, executable file,
+    /// trusted path, ``#!`` interpreter), spawning nothing; raises
+    /// ``BinaryPolicyError`` as the launch would. GIL released (hashes).
+    fn check_binary(&self, py: Python<'_>) -> PyResult<()> {
+        let inner = self.inner.clone();
+        Ok(py.detach(move || inner.check_binary())?)
+    }
+
     /// Protobuf encoding.
     fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
         PyBytes::new(py, &self.inner.to_bytes())
