@@ -62,7 +62,7 @@ pub use launch::{
     BackendHandle, BackendLauncher, CommandBackendLauncher, LaunchError, LaunchOptions,
     LaunchRequest, DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_READY_TIMEOUT,
 };
-pub use reuse::pool::{BackendPool, PoolEntry, PoolError};
+pub use reuse::pool::{BackendPool, GcReport, PoolEntry, PoolError};
 pub use reuse::registry::{BackendRegistry, RegistryEntry};
 pub use reuse::router::{
     Catalog, ErrorCode, HelloRouter, ReverifyPolicy, RouteOutcome, RouterOptions,
@@ -71,7 +71,7 @@ pub use sdk::{
     BackendServer, Connection, ServerConfig, ServerError, ShutdownReason, DEFAULT_CLASSIFY_WINDOW,
     MAX_PROBE_REQUEST,
 };
-pub use store::service_def_dir;
+pub use store::{inspect_def_dir, service_def_dir};
 pub use sys::digest::{digests_of_file, sha256_file, Digests, Need};
 pub use sys::exe::BinaryError;
 pub use sys::fs::inspect_private_dir;

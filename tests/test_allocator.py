@@ -442,7 +442,7 @@ def test_longest_socket_dir_that_fits(short_dir: Path) -> None:
 
 @pytest.mark.parametrize("extra", [1, 2, 50])
 def test_too_long_socket_dir_fails_before_touching_disk(short_dir: Path, extra: int) -> None:
-    directory = padded_dir(short_dir, rp.SUN_PATH_MAX - 1 - BACKEND_NAME_LEN + extra)
+    directory = padded_dir(short_dir, rp.SUN_PATH_MAX - 1 - rp.COMPACT_BACKEND_SOCKET_NAME_LEN + extra)
     alloc = allocator(directory)
     with pytest.raises(rp.PathTooLongError) as info:
         alloc.allocate()
@@ -472,9 +472,23 @@ def test_too_long_xdg_runtime_dir_fails_before_touching_disk(
     assert entries(base) == []
 
 
+@pytest.mark.parametrize("over", [1, 17])
+def test_a_directory_too_long_for_the_v1_name_gets_compact_names(short_dir: Path, over: int) -> None:
+    """Up to 17 bytes past the v1 budget, the compact name (no per-user
+    hash; the directory is private) keeps launches working."""
+    directory = padded_dir(short_dir, rp.SUN_PATH_MAX - 1 - BACKEND_NAME_LEN + over)
+    endpoint = allocator(directory).allocate()
+    name = os.path.basename(endpoint.path)
+    assert name.startswith("rpb-v1-be-") and name.endswith(".sock")
+    assert len(name) == rp.COMPACT_BACKEND_SOCKET_NAME_LEN
+    assert len(os.fsencode(endpoint.path)) <= rp.SUN_PATH_MAX
+    fitting = padded_dir(short_dir / "v1", rp.SUN_PATH_MAX - 1 - BACKEND_NAME_LEN)
+    assert os.path.basename(allocator(fitting).allocate().path).startswith(f"rpb-v1-{HASH}-be-")
+
+
 def test_path_length_counts_bytes(short_dir: Path) -> None:
     # Fits in characters, not in bytes.
-    chars = rp.SUN_PATH_MAX - 1 - BACKEND_NAME_LEN - len(str(short_dir)) - 1
+    chars = rp.SUN_PATH_MAX - 1 - rp.COMPACT_BACKEND_SOCKET_NAME_LEN - len(str(short_dir)) - 1
     directory = short_dir / ("é" * chars)
     with pytest.raises(rp.PathTooLongError) as info:
         allocator(directory).allocate()

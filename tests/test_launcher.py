@@ -14,10 +14,12 @@ import logging
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -792,3 +794,41 @@ def test_logs_stay_in_the_users_tree_when_only_the_socket_dir_is_given(
     assert Path(handle.log_path).parent == Path(rp.socket_dir()).parent / "logs"
     assert mode_of(Path(handle.log_path).parent) == 0o700
     assert launcher.log_dir == str(Path(rp.socket_dir()).parent / "logs")
+
+
+@pytest.mark.parametrize("xdg_len", [20, 36])
+def test_launches_work_under_any_real_xdg_runtime_dir(
+    dirs: BackendDirs, launches: Launches, monkeypatch: pytest.MonkeyPatch, xdg_len: int
+) -> None:
+    """``/run/user/4294967294`` is 20 bytes: too long for the v1 name by
+    one byte. Such a directory (and any up to 36 bytes) gets compact socket
+    names, and the launch is verified as usual."""
+    base = Path(tempfile.mkdtemp(prefix="rx", dir="/tmp"))
+    try:
+        xdg = base / ("u" * (xdg_len - len(str(base)) - 1))
+        xdg.mkdir(mode=0o700)
+        assert len(str(xdg)) == xdg_len
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(xdg))
+        launcher = rp.CommandBackendLauncher.for_current_user()
+        handle = launches.launch(launcher, key_for(dirs.sd()), dirs.sd())
+        name = os.path.basename(handle.daemon.ipc_endpoint.path)
+        assert name.startswith("rpb-v1-be-"), name
+        assert handle.daemon.ipc_endpoint.path.startswith(f"{xdg}/running-process/broker/")
+        handle.verify()
+        with handle.connect() as conn:
+            conn.sendall(b"ping")
+            conn.shutdown(socket.SHUT_WR)
+            assert conn.recv(16) == b"ping"
+        handle.shutdown()
+        # One byte more and even the compact name does not fit: a clear
+        # error before anything is created.
+        longer = base / ("v" * (xdg_len - len(str(base))))
+        longer.mkdir(mode=0o700)
+        if xdg_len == 36:
+            monkeypatch.setenv("XDG_RUNTIME_DIR", str(longer))
+            with pytest.raises(rp.EndpointError) as info:
+                launches.launch(rp.CommandBackendLauncher.for_current_user(), key_for(dirs.sd()), dirs.sd())
+            assert isinstance(info.value.__cause__, rp.PathTooLongError)
+            assert files_in(longer) == []
+    finally:
+        shutil.rmtree(base)

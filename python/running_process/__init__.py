@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from running_process._native import (
     BACKEND_SOCKET_NAME_LEN,
+    COMPACT_BACKEND_SOCKET_NAME_LEN,
     ENV_BACKEND_NAMESPACE,
     ENV_BACKEND_PIPE,
     ENV_EXE_DIGEST,
@@ -139,6 +140,7 @@ __all__ = [
     "ENV_TRACESTATE",
     "SUN_PATH_MAX",
     "BACKEND_SOCKET_NAME_LEN",
+    "COMPACT_BACKEND_SOCKET_NAME_LEN",
     "MACHINE_ID_PATHS",
     "V1_ENV_NAMES",
     "AllocationExhaustedError",

@@ -33,6 +33,7 @@ __all__ = [
     "V1_ENV_NAMES",
     "SUN_PATH_MAX",
     "BACKEND_SOCKET_NAME_LEN",
+    "COMPACT_BACKEND_SOCKET_NAME_LEN",
     "MACHINE_ID_PATHS",
     "Isolation",
     "Listener",
@@ -59,6 +60,7 @@ __all__ = [
     "socket_dir",
     "socket_dir_base",
     "check_private_dir",
+    "check_service_def_dir",
     "service_def_dir",
     "sha256_file",
     "blake3_file",
@@ -120,6 +122,10 @@ BACKEND_SOCKET_NAME_LEN: Final[int]
 """Length of a backend socket's file name, ``rpb-v1-{16 hex}-be-{32 hex}.sock``
 (64): a socket directory longer than ``SUN_PATH_MAX - 1 - 64`` bytes cannot
 hold a backend endpoint."""
+COMPACT_BACKEND_SOCKET_NAME_LEN: Final[int]
+"""Length of the compact backend socket file name ``rpb-v1-be-{32 hex}.sock``
+(47), which the allocator uses where the v1 name would not fit ``sun_path``:
+socket directories up to ``SUN_PATH_MAX - 1 - 47`` bytes work."""
 MACHINE_ID_PATHS: Final[tuple[str, ...]]
 """Where the machine id is read from, in order."""
 EXCEPTION_FIELDS: Final[dict[str, tuple[str, ...]]]
@@ -982,11 +988,23 @@ class BackendPool:
         (boot, pid, executable and digest, peer credentials, nonce probe);
         None otherwise. Never launches."""
     def list(self) -> list[PoolEntry]: ...
-    def stop(self, key: BackendKey, timeout: float = 5.0) -> bool:
+    def stop(self, key: BackendKey, timeout: float = 5.0, keep_log: bool = False) -> bool:
         """Stops ``key``'s backend if it verifies, or kills it if it fails
-        but is provably the recorded process; True if one was running."""
-    def stop_all(self, timeout: float = 5.0) -> int:
-        """Stops every backend of the pool; how many were running."""
+        but is provably the recorded process; True if one was running. The
+        backend's log file is removed when it ended within ``timeout`` of the
+        SIGTERM, unless ``keep_log``; a killed backend keeps its log."""
+    def stop_all(self, timeout: float = 5.0, keep_log: bool = False) -> int:
+        """Stops every backend of the pool; how many were running. Logs go
+        as with :meth:`stop`."""
+    def gc(self, dry_run: bool = False, min_age: float = 60.0) -> dict[str, Any]:
+        """Removes (or with ``dry_run`` only lists) what ended backends left
+        behind in this user's private directories: ``records`` of backends
+        that are provably gone, unused ``locks``, ``temporary`` files of
+        interrupted writes, ``logs`` no process has open and no live record
+        names, ``sockets`` nothing listens on (a connect is refused). Only
+        files owned by this user and older than ``min_age`` seconds; a key
+        whose lock someone holds is left alone. Returns the paths per kind
+        and ``bytes`` freed. GIL released."""
     @property
     def state_dir(self) -> str: ...
     @property

@@ -255,8 +255,18 @@ pub fn backend_socket_name(
     Ok(format!("{PREFIX}{user_sid_hash}-be-{token_hex}.sock"))
 }
 
+/// The compact backend socket file name, `rpb-v1-be-{32 hex}.sock`: the v1
+/// name without the per-user hash (the directory is the user's own), for a
+/// socket directory too long for the full name (see
+/// [`COMPACT_BACKEND_SOCKET_NAME_LEN`]). Same prefix, same 128-bit token.
+pub fn compact_backend_socket_name(token_hex: &str) -> Result<String, ValidationError> {
+    check_lower_hex(NameKind::EndpointToken, token_hex, ENDPOINT_TOKEN_LEN)?;
+    Ok(format!("{PREFIX}be-{token_hex}.sock"))
+}
+
 /// Whether `file_name` is a backend socket name as the allocator makes
-/// them (`rpb-v1-{16 hex}-be-{32 hex}.sock`).
+/// them (`rpb-v1-{16 hex}-be-{32 hex}.sock`, or the compact
+/// `rpb-v1-be-{32 hex}.sock`).
 pub fn is_backend_socket_name(file_name: &str) -> bool {
     let Some(rest) = file_name
         .strip_prefix(PREFIX)
@@ -264,6 +274,9 @@ pub fn is_backend_socket_name(file_name: &str) -> bool {
     else {
         return false;
     };
+    if let Some(token) = rest.strip_prefix("be-") {
+        return check_lower_hex(NameKind::EndpointToken, token, ENDPOINT_TOKEN_LEN).is_ok();
+    }
     let Some((hash, token)) = rest.split_once("-be-") else {
         return false;
     };
@@ -302,6 +315,11 @@ pub fn instance_broker_socket_name(
 /// Length of every backend socket file name (the random part is fixed size).
 pub const BACKEND_SOCKET_NAME_LEN: usize =
     PREFIX.len() + USER_SID_HASH_LEN + "-be-".len() + ENDPOINT_TOKEN_LEN + ".sock".len();
+
+/// Length of the compact backend socket file name (see
+/// [`compact_backend_socket_name`]): 17 bytes shorter than the full one.
+pub const COMPACT_BACKEND_SOCKET_NAME_LEN: usize =
+    PREFIX.len() + "be-".len() + ENDPOINT_TOKEN_LEN + ".sock".len();
 
 /// Longest Unix socket path in bytes: `sun_path` is 108 bytes and the last one
 /// holds the terminating NUL.
@@ -409,6 +427,15 @@ mod tests {
             backend_socket_name(h, t).unwrap().len(),
             BACKEND_SOCKET_NAME_LEN
         );
+        let compact = compact_backend_socket_name(t).unwrap();
+        assert_eq!(compact, "rpb-v1-be-00112233445566778899aabbccddeeff.sock");
+        assert_eq!(compact.len(), COMPACT_BACKEND_SOCKET_NAME_LEN);
+        assert!(is_backend_socket_name(&compact));
+        assert!(is_backend_socket_name(&backend_socket_name(h, t).unwrap()));
+        assert!(!is_backend_socket_name("rpb-v1-be-0011.sock"));
+        assert!(!is_backend_socket_name(
+            "rpb-v1-be-00112233445566778899AABBCCDDEEFF.sock"
+        ));
         assert_eq!(
             shared_broker_socket_name(h).unwrap(),
             "rpb-v1-0123456789abcdef-shared.sock"

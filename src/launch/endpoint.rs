@@ -4,8 +4,11 @@
 //! Each path is `{socket_dir}/rpb-v1-{user_sid_hash}-be-{32 hex}.sock` with 128
 //! bits from the operating system's random source, in a directory that is
 //! created 0700 and refused when it is a symlink, has another owner, or grants
-//! group/other access. A path that would not fit `sun_path` is an error before
-//! anything touches the disk. The allocator remembers the paths it handed out
+//! group/other access. Where that path would not fit `sun_path` (a socket
+//! directory longer than 42 bytes, e.g. under a 20-character
+//! `XDG_RUNTIME_DIR` such as `/run/user/4294967294`), the compact name
+//! `rpb-v1-be-{32 hex}.sock` is used instead (up to 59 bytes of directory);
+//! a path that fits neither is an error before anything touches the disk. The allocator remembers the paths it handed out
 //! (and any reserved explicitly) until they are released, and skips paths that
 //! exist on disk; it does not bind sockets or remove files.
 
@@ -20,7 +23,8 @@ use crate::contract::error::{AllocError, ValidationError};
 use crate::contract::identity::{validate_namespace_id, Endpoint};
 pub use crate::contract::names::check_sun_path;
 use crate::contract::names::{
-    backend_socket_name, validate_user_sid_hash, BACKEND_SOCKET_NAME_LEN,
+    backend_socket_name, compact_backend_socket_name, validate_user_sid_hash,
+    BACKEND_SOCKET_NAME_LEN, COMPACT_BACKEND_SOCKET_NAME_LEN,
 };
 use crate::sys::fs::ensure_private_dir;
 use crate::sys::host;
@@ -161,26 +165,39 @@ impl BackendEndpointAllocator {
     where
         E: From<AllocError>,
     {
-        // The file name has a fixed length, so the length check needs no
-        // random draw and happens before the directory is touched.
-        let probe = self
-            .socket_dir
-            .join(OsStr::new(&"x".repeat(BACKEND_SOCKET_NAME_LEN)));
-        check_sun_path(&probe).map_err(|e| match e {
-            AllocError::PathTooLong { length, limit, .. } => AllocError::PathTooLong {
-                path: self
-                    .socket_dir
-                    .join(format!("rpb-v1-{}-be-<32 hex>.sock", self.user_sid_hash)),
-                length,
-                limit,
-            },
-            other => other,
-        })?;
+        // The file names have fixed lengths, so the length check needs no
+        // random draw and happens before the directory is touched. The v1
+        // name where it fits; else the compact one (no per-user hash, which
+        // the private directory makes redundant); else an error.
+        let fits = |len: usize| check_sun_path(&self.socket_dir.join(OsStr::new(&"x".repeat(len))));
+        let compact = match (
+            fits(BACKEND_SOCKET_NAME_LEN),
+            fits(COMPACT_BACKEND_SOCKET_NAME_LEN),
+        ) {
+            (Ok(()), _) => false,
+            (Err(_), Ok(())) => true,
+            (Err(_), Err(e)) => {
+                return Err(match e {
+                    AllocError::PathTooLong { length, limit, .. } => AllocError::PathTooLong {
+                        path: self.socket_dir.join("rpb-v1-be-<32 hex>.sock"),
+                        length,
+                        limit,
+                    },
+                    other => other,
+                }
+                .into())
+            }
+        };
         ensure_private_dir(&self.socket_dir, self.base.as_deref()).map_err(AllocError::from)?;
         for _ in 0..self.max_attempts.get() {
             let token = random()?;
-            let name = backend_socket_name(&self.user_sid_hash, &hex::encode(token))
-                .map_err(AllocError::from)?;
+            let token_hex = hex::encode(token);
+            let name = if compact {
+                compact_backend_socket_name(&token_hex)
+            } else {
+                backend_socket_name(&self.user_sid_hash, &token_hex)
+            }
+            .map_err(AllocError::from)?;
             let path = self.socket_dir.join(name);
             let path_text = path_to_string(&path).map_err(AllocError::from)?;
             let mut reserved = self.reserved();
@@ -321,5 +338,42 @@ mod tests {
             "{err}"
         );
         assert!(!dir.exists());
+    }
+
+    /// A socket directory whose length leaves room for the compact name
+    /// only: the compact name is used; one byte shorter, the v1 name.
+    #[test]
+    fn a_directory_too_long_for_the_v1_name_gets_the_compact_one() {
+        use crate::contract::names::{is_backend_socket_name, COMPACT_BACKEND_SOCKET_NAME_LEN};
+        let tmp = private_tmp();
+        let base_len = tmp.path().as_os_str().len() + 1;
+        let exact = SUN_PATH_MAX - 1 - BACKEND_SOCKET_NAME_LEN;
+        assert!(
+            exact > base_len,
+            "temporary directory too long for this test"
+        );
+        for (dir_len, compact) in [(exact, false), (exact + 1, true)] {
+            let dir = tmp.path().join("d".repeat(dir_len - base_len));
+            assert_eq!(dir.as_os_str().len(), dir_len);
+            let alloc = BackendEndpointAllocator::with_socket_dir(
+                HASH,
+                "shared",
+                &dir,
+                DEFAULT_MAX_ATTEMPTS,
+            )
+            .unwrap();
+            let endpoint = alloc.allocate().unwrap();
+            let name = Path::new(endpoint.path())
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap();
+            assert!(is_backend_socket_name(name), "{name}");
+            assert_eq!(name.starts_with("rpb-v1-be-"), compact, "{name}");
+            assert!(endpoint.path().len() <= SUN_PATH_MAX);
+            if compact {
+                assert_eq!(name.len(), COMPACT_BACKEND_SOCKET_NAME_LEN);
+            }
+        }
     }
 }

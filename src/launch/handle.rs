@@ -33,8 +33,9 @@ pub(crate) trait Process: Send + Sync {
     fn wait(&self) -> Exit;
     /// Waits up to `timeout` for the process to end.
     fn wait_timeout(&self, timeout: Duration) -> Option<Exit>;
-    /// SIGTERM, up to `grace`, then SIGKILL; returns once it has ended.
-    fn terminate(&self, grace: Duration) -> Exit;
+    /// SIGTERM, up to `grace`, then SIGKILL; returns once it has ended,
+    /// with whether it ended within `grace` (no SIGKILL was needed).
+    fn terminate(&self, grace: Duration) -> (Exit, bool);
     /// SIGKILL; returns once it has ended.
     fn kill(&self) -> Exit;
     /// The whole verification again: peer credentials, executable, probe,
@@ -68,8 +69,8 @@ impl Process for Verified {
         self.watch.wait_timeout(timeout)
     }
 
-    fn terminate(&self, grace: Duration) -> Exit {
-        self.watch.terminate(grace)
+    fn terminate(&self, grace: Duration) -> (Exit, bool) {
+        self.watch.terminate_within(grace)
     }
 
     fn kill(&self) -> Exit {
@@ -238,9 +239,23 @@ impl BackendHandle {
     /// end (exit 0, or the SIGTERM itself) also removes the log file; any
     /// other end keeps it for diagnosis.
     pub fn shutdown(&self, grace: Duration) -> Exit {
-        let exit = self.inner.process.terminate(grace);
+        self.shutdown_with(grace, false)
+    }
+
+    /// [`BackendHandle::shutdown`]; the log file is removed when the
+    /// backend ended cleanly (exit status 0 or the SIGTERM; for an adopted
+    /// backend, whose status goes to its own parent, ending within `grace`)
+    /// unless `keep_log`. A backend that had to be killed, or failed, keeps
+    /// its log for the post-mortem.
+    pub fn shutdown_with(&self, grace: Duration, keep_log: bool) -> Exit {
+        let (exit, in_grace) = self.inner.process.terminate(grace);
         self.cleanup();
-        if matches!(exit, Exit::Code(0) | Exit::Signal(libc::SIGTERM)) {
+        let clean = match exit {
+            Exit::Code(0) | Exit::Signal(libc::SIGTERM) => true,
+            Exit::Unknown => in_grace,
+            _ => false,
+        };
+        if clean && !keep_log {
             let _ = std::fs::remove_file(&self.inner.log_path);
         }
         exit

@@ -100,6 +100,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "BACKEND_SOCKET_NAME_LEN",
         crate::contract::names::BACKEND_SOCKET_NAME_LEN,
     )?;
+    m.add(
+        "COMPACT_BACKEND_SOCKET_NAME_LEN",
+        crate::contract::names::COMPACT_BACKEND_SOCKET_NAME_LEN,
+    )?;
     // Module attributes, not part of `__all__`.
     m.setattr("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add(

@@ -155,19 +155,68 @@ impl PyBackendPool {
     }
 
     /// Stops ``key``'s backend if it verifies (SIGTERM, ``timeout``, SIGKILL)
-    /// and forgets it; True if one was running.
-    #[pyo3(signature = (key, timeout = 5.0))]
-    fn stop(&self, py: Python<'_>, key: &PyBackendKey, timeout: f64) -> PyResult<bool> {
+    /// and forgets it; True if one was running. Its log file is removed when
+    /// it ended within ``timeout``, unless ``keep_log``.
+    #[pyo3(signature = (key, timeout = 5.0, keep_log = false))]
+    fn stop(
+        &self,
+        py: Python<'_>,
+        key: &PyBackendKey,
+        timeout: f64,
+        keep_log: bool,
+    ) -> PyResult<bool> {
         let grace = grace(timeout)?;
         let key = key.inner.clone();
-        Ok(py.detach(|| self.inner.stop(&key, grace))?)
+        Ok(py.detach(|| {
+            if keep_log {
+                self.inner.stop_keeping_log(&key, grace)
+            } else {
+                self.inner.stop(&key, grace)
+            }
+        })?)
     }
 
-    /// Stops every backend of the pool; how many were running.
-    #[pyo3(signature = (timeout = 5.0))]
-    fn stop_all(&self, py: Python<'_>, timeout: f64) -> PyResult<usize> {
+    /// Stops every backend of the pool; how many were running. Logs go as
+    /// with :meth:`stop`.
+    #[pyo3(signature = (timeout = 5.0, keep_log = false))]
+    fn stop_all(&self, py: Python<'_>, timeout: f64, keep_log: bool) -> PyResult<usize> {
         let grace = grace(timeout)?;
-        Ok(py.detach(|| self.inner.stop_all(grace))?)
+        Ok(py.detach(|| self.inner.stop_all(grace, keep_log))?)
+    }
+
+    /// Removes (or with ``dry_run`` only lists) what ended backends left
+    /// behind in this user's private directories: records of backends that
+    /// are provably gone, unused lock files, temporary files, log files no
+    /// process has open, socket files nothing listens on. Files younger than
+    /// ``min_age`` seconds are left alone. Returns the paths per kind and
+    /// the bytes freed. GIL released.
+    #[pyo3(signature = (dry_run = false, min_age = 60.0))]
+    fn gc<'py>(
+        &self,
+        py: Python<'py>,
+        dry_run: bool,
+        min_age: f64,
+    ) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        let min_age = Duration::try_from_secs_f64(min_age).map_err(|_| {
+            PyValueError::new_err(format!(
+                "min_age must be a non-negative number of seconds, got {min_age}"
+            ))
+        })?;
+        let report = py.detach(|| self.inner.gc(dry_run, min_age))?;
+        let out = pyo3::types::PyDict::new(py);
+        let text = |paths: &[PathBuf]| -> Vec<String> {
+            paths
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect()
+        };
+        out.set_item("records", text(&report.records))?;
+        out.set_item("locks", text(&report.locks))?;
+        out.set_item("temporary", text(&report.temporary))?;
+        out.set_item("logs", text(&report.logs))?;
+        out.set_item("sockets", text(&report.sockets))?;
+        out.set_item("bytes", report.bytes)?;
+        Ok(out)
     }
 
     #[getter]

@@ -73,10 +73,10 @@ impl Process for Shared {
         *ended
     }
 
-    fn terminate(&self, _grace: Duration) -> Exit {
+    fn terminate(&self, _grace: Duration) -> (Exit, bool) {
         self.0.terminations.fetch_add(1, Ordering::SeqCst);
         self.0.end(Exit::Signal(libc::SIGTERM));
-        self.wait()
+        (self.wait(), true)
     }
 
     fn kill(&self) -> Exit {

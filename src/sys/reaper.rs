@@ -285,12 +285,15 @@ impl ChildWatch {
         self.wait()
     }
 
-    /// SIGTERM, wait up to `grace`, then SIGKILL; returns how it ended.
-    pub fn terminate(&self, grace: Duration) -> Exit {
+    /// SIGTERM, wait up to `grace`, then SIGKILL; returns how it ended and
+    /// whether it ended within `grace` of the SIGTERM (true) or needed the
+    /// SIGKILL (false): for an adopted process, whose status goes to its own
+    /// parent, that is all there is to tell a clean stop from a forced one.
+    pub fn terminate_within(&self, grace: Duration) -> (Exit, bool) {
         let _ = self.signal(Signal::TERM);
         match self.wait_timeout(grace) {
-            Some(exit) => exit,
-            None => self.kill(),
+            Some(exit) => (exit, true),
+            None => (self.kill(), false),
         }
     }
 }

@@ -17,7 +17,8 @@ nonce; "garbage" answers every connection with junk; "delegate-bind" lets a
 forked child bind and answer (with the parent's identity), as a process
 squatting on the endpoint would; "no-relisten" serves on the passed listener
 without listening on it again, so connections keep naming the launcher;
-"ignore-listener" binds the path as if no listener had been passed.
+"ignore-listener" binds the path as if no listener had been passed;
+"ignore-term" ignores SIGTERM, so stopping it takes a SIGKILL.
 
 V1_BACKEND_IDENTITY chooses the generation of the identity it answers
 with: "sha256" (default; the first generation, 4.5.x: SHA-256 in field 3),
@@ -108,6 +109,10 @@ def nonce(received: bytes) -> bytes:
 
 def main() -> None:
     mode = MODE
+    if mode == "ignore-term":
+        import signal
+
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     path = os.environ["RUNNING_PROCESS_BROKER_V1_BACKEND_PIPE"]
     namespace = os.environ["RUNNING_PROCESS_BROKER_V1_BACKEND_NAMESPACE"]
     script = os.path.realpath(sys.argv[0])

@@ -25,7 +25,14 @@ before or after the command):
     alive.
 ``stop KEY`` / ``stop --all``
     Stops a backend of the pool (KEY is ``instance/service@version``, e.g.
-    ``shared/zccache@1.11.20``), or all of them.
+    ``shared/zccache@1.11.20``), or all of them. The log of a backend that
+    stops cleanly is removed unless ``--keep-log``.
+``gc [--dry-run] [--min-age SECS]``
+    Removes what ended backends left behind, in the user's own private
+    directories only: records of backends that are provably gone, lock
+    files of keys with no record, temporary files of interrupted writes,
+    log files that no process has open and no live record names, socket
+    files nothing listens on; files younger than ``--min-age`` (60 s) stay.
 ``probe KEY``
     Verifies a recorded backend without launching anything: the manifest
     entry exists, its process is alive, it was started in this boot, its
@@ -53,7 +60,12 @@ Exit codes:
 A failure prints one line ``running-process: <ErrorClass>: <message>`` on
 stderr, followed by a ``hint: ...`` line when there is something to suggest;
 with ``--json`` an object ``{"ok": false, "error", "message", "hint",
-"exit_code"}`` is also printed on stdout.
+"exit_code"}`` is also printed on stdout. ``-v`` adds the error's details
+and the backend's log tail below them, and shows the library's log records
+(hidden otherwise). ``ls``, ``stop``, ``probe`` and ``gc`` refuse a
+``--state-dir`` that does not exist (``launch`` creates it). When the reader
+of stdout goes away (``... | head -1``), the rest of the output is dropped
+and the command ends with its own exit code.
 
 Layout: :mod:`.hints` (exit codes, hints, the one-line failure report),
 :mod:`.commands` (``servicedef``, ``launch``, ``ls``, ``stop``, ``probe``),
@@ -71,6 +83,7 @@ import running_process as rp
 from running_process.cli.commands import (
     PROGRESS_AFTER,
     PROGRESS_INTERVAL,
+    cmd_gc,
     cmd_launch,
     cmd_ls,
     cmd_probe,
@@ -118,6 +131,19 @@ def _positive_float(text: str) -> float:
     if not 0 < value <= MAX_WAIT_SECS:
         raise argparse.ArgumentTypeError(
             f"{printable(repr(text))} must be more than 0 and at most {MAX_WAIT_SECS:.0f} seconds"
+        )
+    return value
+
+
+def _age_seconds(text: str) -> float:
+    """An age in seconds: a finite number from 0 up to a day."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{printable(repr(text))} is not a number") from None
+    if not 0 <= value <= MAX_WAIT_SECS:
+        raise argparse.ArgumentTypeError(
+            f"{printable(repr(text))} must be from 0 to {MAX_WAIT_SECS:.0f} seconds"
         )
     return value
 
@@ -301,8 +327,29 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECS",
         help="SIGTERM grace before SIGKILL (default 5)",
     )
+    stop.add_argument(
+        "--keep-log",
+        action="store_true",
+        help="keep the log file of a backend that stops cleanly (it is removed by default)",
+    )
     stop.add_argument("--state-dir", metavar="DIR", help="pool state directory")
     stop.set_defaults(func=cmd_stop)
+
+    gc = sub(
+        commands,
+        "gc",
+        "remove what ended backends left behind: dead records, unused logs, stale sockets",
+    )
+    gc.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
+    gc.add_argument(
+        "--min-age",
+        type=_age_seconds,
+        default=60.0,
+        metavar="SECS",
+        help="leave files younger than this alone (default 60)",
+    )
+    gc.add_argument("--state-dir", metavar="DIR", help="pool state directory")
+    gc.set_defaults(func=cmd_gc)
 
     probe = sub(
         commands,
@@ -384,6 +431,7 @@ __all__ = [
     "check_dir",
     "cmd_demo",
     "cmd_doctor",
+    "cmd_gc",
     "cmd_launch",
     "cmd_ls",
     "cmd_probe",

@@ -401,13 +401,13 @@ def cmd_stop(args: argparse.Namespace) -> int:
     key = None if args.all else parse_key(args.key)
     pool = make_pool(args.state_dir)
     if key is None:
-        count = pool.stop_all(timeout=args.timeout)
+        count = pool.stop_all(timeout=args.timeout, keep_log=args.keep_log)
         if args.json:
             emit_json({"ok": True, "stopped": count})
         else:
             print(f"stopped {count} backend{'s' if count != 1 else ''}")
         return EXIT_OK
-    if not pool.stop(key, timeout=args.timeout):
+    if not pool.stop(key, timeout=args.timeout, keep_log=args.keep_log):
         raise CliError(
             "NotRunningError",
             f"no backend running for {key}",
@@ -490,4 +490,25 @@ def cmd_probe(args: argparse.Namespace) -> int:
         print(f"{PROG}: ProbeFailedError: {key}: check failed: {failed}", file=sys.stderr)
         print(f"hint: {hint}", file=sys.stderr)
         return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _size(n: int) -> str:
+    return f"{n} B" if n < 1024 else f"{n / 1024:.1f} KiB" if n < 1024 * 1024 else f"{n / 1048576:.1f} MiB"
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    """Removes what ended backends left behind (see ``BackendPool.gc``)."""
+    pool = make_pool(args.state_dir)
+    report = pool.gc(dry_run=args.dry_run, min_age=args.min_age)
+    kinds = ("records", "locks", "temporary", "logs", "sockets")
+    if args.json:
+        emit_json({"ok": True, "dry_run": args.dry_run, **report})
+        return EXIT_OK
+    verb = "would remove" if args.dry_run else "removed"
+    counts = ", ".join(f"{len(report[k])} {k}" for k in kinds)
+    print(f"{verb} {counts} ({_size(report['bytes'])})")
+    for kind in kinds:
+        for path in report[kind]:
+            print(f"  {kind:<9}  {printable(path)}")
     return EXIT_OK

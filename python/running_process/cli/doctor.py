@@ -90,11 +90,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         problems.append(f"user sid hash unavailable: {one_line(str(err))}")
     if not machine_ids:
         problems.append(f"no machine id ({' nor '.join(rp.MACHINE_ID_PATHS)})")
-    socket_path_len = len(os.fsencode(sock_dir)) + 1 + rp.BACKEND_SOCKET_NAME_LEN
+    # The v1 name where it fits, else the compact one (see the allocator).
+    dir_len = len(os.fsencode(sock_dir)) + 1
+    compact_names = dir_len + rp.BACKEND_SOCKET_NAME_LEN > rp.SUN_PATH_MAX
+    name_len = rp.COMPACT_BACKEND_SOCKET_NAME_LEN if compact_names else rp.BACKEND_SOCKET_NAME_LEN
+    socket_path_len = dir_len + name_len
     budget = rp.SUN_PATH_MAX - socket_path_len
     if budget < 0:
         problems.append(
-            f"backend socket paths would be {socket_path_len} bytes, over the {rp.SUN_PATH_MAX} limit"
+            f"backend socket paths would be {socket_path_len} bytes even with compact names, "
+            f"over the {rp.SUN_PATH_MAX} limit"
         )
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     insecure = [f"{name} {d['path']} {d['problem']}" for name, d in dirs.items() if d["status"] == "insecure"]
@@ -110,6 +115,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         "sun_path_max": rp.SUN_PATH_MAX,
         "backend_socket_path_len": socket_path_len,
         "sun_path_budget": budget,
+        "compact_socket_names": compact_names,
         "insecure": insecure,
         "problems": problems,
         "exit_code": code,
@@ -134,7 +140,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             ("XDG_RUNTIME_DIR", xdg if xdg else "(unset: sockets go under /tmp)"),
             (
                 "sun_path budget",
-                f"{budget} bytes spare ({socket_path_len} of {rp.SUN_PATH_MAX} used by backend socket paths)"
+                f"{budget} bytes spare ({socket_path_len} of {rp.SUN_PATH_MAX} used by backend socket paths"
+                + (", compact names" if compact_names else "")
+                + ")"
                 + ("" if budget >= 0 else " TOO LONG"),
             ),
         ]

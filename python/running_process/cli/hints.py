@@ -127,7 +127,9 @@ def hint_for(err: BaseException) -> Optional[str]:
         return f"last log line: {line}" if line else "the backend printed nothing before it exited"
     if isinstance(err, (rp.PathTooLongError, rp.EndpointError)):
         return (
-            f"set XDG_RUNTIME_DIR to a shorter private directory; `{PROG} doctor` shows the sun_path budget"
+            f"socket directories of up to {rp.SUN_PATH_MAX - 1 - rp.COMPACT_BACKEND_SOCKET_NAME_LEN} bytes work "
+            f"(XDG_RUNTIME_DIR up to 36); set XDG_RUNTIME_DIR to a shorter private directory; "
+            f"`{PROG} doctor` shows the sun_path budget"
         )
     if isinstance(err, rp.HostIdentityError):
         return "the machine id and boot id are needed to name sockets; see `running-process doctor`"

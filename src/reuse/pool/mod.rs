@@ -37,6 +37,7 @@
 //! dead pid, which is an ordinary miss.
 
 use crate::sys::keylock as lock;
+mod gc;
 mod manifest;
 mod mark;
 
@@ -61,6 +62,7 @@ use crate::contract::service::ServiceDefinition;
 use crate::contract::trace::TraceContext;
 use crate::launch::verify::ProbeError;
 use crate::launch::{BackendHandle, BackendLauncher, CommandBackendLauncher, LaunchError};
+pub use gc::GcReport;
 pub use manifest::ManifestError;
 
 /// How long a killed backend is given to be gone before its socket file is
@@ -463,8 +465,23 @@ impl BackendPool {
     /// `grace`, SIGKILL) and removes the manifest. Returns whether a backend
     /// was stopped. A recorded backend that fails verification is killed only
     /// if it is provably the recorded process; any other process is never
-    /// signalled.
+    /// signalled. The log of a backend that ends within `grace` goes with it
+    /// (see [`BackendPool::stop_keeping_log`]).
     pub fn stop(&self, key: &BackendKey, grace: Duration) -> Result<bool, PoolError> {
+        self.stop_with(key, grace, false)
+    }
+
+    /// [`BackendPool::stop`], keeping the backend's log file.
+    pub fn stop_keeping_log(&self, key: &BackendKey, grace: Duration) -> Result<bool, PoolError> {
+        self.stop_with(key, grace, true)
+    }
+
+    fn stop_with(
+        &self,
+        key: &BackendKey,
+        grace: Duration,
+        keep_log: bool,
+    ) -> Result<bool, PoolError> {
         self.ensure_dir()?;
         let _lock = self.lock(key)?;
         let stopped = match self.read_manifest(key) {
@@ -472,7 +489,7 @@ impl BackendPool {
                 let sd = recorded_definition(key, &recorded.daemon);
                 match self.adopt(key, &sd, &recorded, &TraceContext::default()) {
                     Ok(handle) => {
-                        handle.shutdown(grace);
+                        handle.shutdown_with(grace, keep_log);
                         true
                     }
                     Err(e) => self.retire(key, &recorded, &e),
@@ -507,10 +524,11 @@ impl BackendPool {
     }
 
     /// Stops every backend of the pool; returns how many were running.
-    pub fn stop_all(&self, grace: Duration) -> Result<usize, PoolError> {
+    /// Logs go as with [`BackendPool::stop`] unless `keep_log`.
+    pub fn stop_all(&self, grace: Duration, keep_log: bool) -> Result<usize, PoolError> {
         let mut stopped = 0;
         for entry in self.list()? {
-            if self.stop(&entry.key, grace)? {
+            if self.stop_with(&entry.key, grace, keep_log)? {
                 stopped += 1;
             }
         }
