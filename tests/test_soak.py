@@ -327,7 +327,7 @@ def test_soak_b_eight_processes_racing_on_a_fresh_key_get_one_backend_per_round(
     assert files_in(state_dir) == [], "manifests or lock files left"
     assert files_in(dirs.socket_dir) == [], "socket files left"
     # A backend stopped by a process other than its parent cannot know its
-    # exit status, so its log is kept (see the README, "Logs"): one per spawn.
+    # exit status, so its log is kept (see docs/launch.md, "Logs"): one per spawn.
     assert len(logs) == ROUNDS and all(name.startswith("soak-2.0.") for name in logs)
 
 
