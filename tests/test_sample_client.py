@@ -36,3 +36,33 @@ def test_sample_client_launches_then_reuses(dirs: BackendDirs, monkeypatch: pyte
         assert same.daemon.pid == entry.daemon.pid  # adopted, not relaunched
     finally:
         pool.stop_all()
+
+
+def test_the_installed_example_backend_launches_as_it_is(
+    dirs: BackendDirs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The example echo backend is installed as an executable whose ``#!``
+    names the installing interpreter: launched straight from the scripts
+    directory, with that directory absent from PATH, it is verified and
+    echoes."""
+    import os
+    import socket
+    import sysconfig
+
+    bindir = sysconfig.get_path("scripts")
+    binary = os.path.join(bindir, "running-process-echo-backend")
+    if not os.path.exists(binary):
+        pytest.skip(f"the package's scripts are not installed in {bindir}")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(dirs.root))
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    sd = rp.ServiceDefinition(
+        service_name="echo", binary_path=binary, per_version_binary_dir=bindir, isolation=rp.Isolation.PRIVATE
+    )
+    sd.check_binary()
+    key = rp.BackendKey.for_service(sd, "1.0.0")
+    with rp.CommandBackendLauncher.for_current_user().launch(key, sd) as handle:
+        assert handle.daemon.exe_path == os.path.realpath(binary)
+        with handle.connect() as conn:
+            conn.sendall(b"hello")
+            conn.shutdown(socket.SHUT_WR)
+            assert conn.recv(64) == b"hello"
