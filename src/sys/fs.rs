@@ -72,6 +72,7 @@ pub fn check_private_dir(path: &Path) -> Result<(), FsError> {
 /// carry the sticky bit (as `/tmp` does), so nobody else can rename our
 /// entries in it.
 fn check_trusted_base(base: &Path) -> Result<(), FsError> {
+    check_links_on(base)?;
     let meta = fs::metadata(base).map_err(|e| FsError::io("inspect", base, e))?;
     if !meta.is_dir() {
         return Err(insecure(base, "is not a directory".to_owned()));
@@ -92,6 +93,31 @@ fn check_trusted_base(base: &Path) -> Result<(), FsError> {
             base,
             format!("has mode {mode:04o}: writable by others without the sticky bit"),
         ));
+    }
+    Ok(())
+}
+
+/// Every symbolic link on the way to `path` must belong to this user or
+/// root: another user can re-point a link of theirs at any time, moving
+/// whatever hangs from it to a place of their choosing.
+fn check_links_on(path: &Path) -> Result<(), FsError> {
+    let euid = host::effective_uid();
+    let mut prefix = PathBuf::new();
+    for component in path.components() {
+        prefix.push(component);
+        let Ok(meta) = fs::symlink_metadata(&prefix) else {
+            continue;
+        };
+        if meta.file_type().is_symlink() && meta.uid() != euid && meta.uid() != 0 {
+            return Err(insecure(
+                &prefix,
+                format!(
+                    "is a symbolic link owned by uid {}, neither this user (uid {euid}) nor root; \
+                     its owner can re-point it",
+                    meta.uid()
+                ),
+            ));
+        }
     }
     Ok(())
 }

@@ -73,10 +73,12 @@ pub fn boot_id() -> Result<String, HostError> {
     Ok(id.to_owned())
 }
 
-/// The socket directory for a given `XDG_RUNTIME_DIR` value and uid:
+/// The v1 socket directory for a given `XDG_RUNTIME_DIR` value and uid:
 /// `$XDG_RUNTIME_DIR/running-process/broker`, or
 /// `/tmp/running-process-{uid}/broker` when the variable is unset, empty, or
 /// not an absolute path (the XDG base directory rules ignore relative paths).
+/// [`socket_dir_with_base`] moves the `/tmp` one when another user has taken
+/// its name.
 ///
 /// Returns the directory and the trusted base it hangs from; every component
 /// below the base is private to the user and is checked as such.
@@ -99,8 +101,20 @@ pub fn socket_dir() -> PathBuf {
 }
 
 /// The socket directory and the trusted base directory it lives under.
+/// Without a usable `XDG_RUNTIME_DIR`, the per-user `/tmp` tree is the v1
+/// one unless another user has taken its name (see
+/// [`crate::sys::tmp_tree`]).
 pub fn socket_dir_with_base() -> (PathBuf, PathBuf) {
-    socket_dir_for(std::env::var_os("XDG_RUNTIME_DIR").as_deref(), real_uid())
+    let xdg = std::env::var_os("XDG_RUNTIME_DIR");
+    match xdg.as_deref().map(Path::new) {
+        Some(base) if base.is_absolute() => socket_dir_for(xdg.as_deref(), real_uid()),
+        _ => (
+            crate::sys::tmp_tree::tmp_tree(real_uid())
+                .path
+                .join("broker"),
+            PathBuf::from("/tmp"),
+        ),
+    }
 }
 
 #[cfg(test)]

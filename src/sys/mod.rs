@@ -19,3 +19,4 @@ pub mod net;
 pub mod proc;
 pub mod reaper;
 pub mod spawn;
+pub mod tmp_tree;

@@ -189,3 +189,47 @@ def launch_fails(
     err.__traceback__ = None
     del info, launcher
     return err
+
+
+_T = TypeVar("_T")
+
+
+def as_user(uid: int, action: Any, timeout: float = HANG_GUARD) -> Any:
+    """Runs ``action()`` in a forked child that has dropped to ``uid`` (gid
+    ``uid``, no supplementary groups), as another local user would, and
+    returns what it returned; an exception in the child is raised here as
+    ``AssertionError`` with its ``repr``. Needs root."""
+    import pickle
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            outcome: tuple[str, Any] = ("ok", action())
+        except BaseException as e:  # reported to the parent
+            outcome = ("error", repr(e))
+        try:
+            os.write(write_end, pickle.dumps(outcome))
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    data = b""
+    try:
+        while True:
+            ready, _, _ = select.select([read_end], [], [], timeout)
+            assert ready, f"the action as uid {uid} hung"
+            chunk = os.read(read_end, 65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+    kind, value = pickle.loads(data)
+    if kind == "error":
+        raise AssertionError(f"as uid {uid}: {value}")
+    return value

@@ -63,6 +63,23 @@ def check_dir(
     return info
 
 
+def _tmp_tree_report(xdg: Optional[str], sock_dir: str) -> Optional[dict[str, Any]]:
+    """Without a usable XDG_RUNTIME_DIR: the per-user /tmp tree in use and,
+    when another user took the v1 name first, whose it is (the tree then
+    moved to a private alternative; see the security model)."""
+    if xdg and os.path.isabs(xdg):
+        return None
+    v1 = f"/tmp/running-process-{os.getuid()}"
+    taken: Optional[int] = None
+    try:
+        st = os.lstat(v1)
+        if not (stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid()):
+            taken = st.st_uid
+    except OSError:
+        pass
+    return {"v1_path": v1, "path": os.path.dirname(sock_dir), "taken_by_uid": taken}
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     sock_dir = rp.socket_dir()
     state_dir = args.state_dir or rp.BackendPool(make_launcher()).state_dir
@@ -102,6 +119,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             f"over the {rp.SUN_PATH_MAX} limit"
         )
     xdg = os.environ.get("XDG_RUNTIME_DIR")
+    tmp_tree = _tmp_tree_report(xdg, sock_dir)
     insecure = [f"{name} {d['path']} {d['problem']}" for name, d in dirs.items() if d["status"] == "insecure"]
     code = EXIT_REFUSED if insecure else EXIT_FAILURE if problems else EXIT_OK
     report: dict[str, Any] = {
@@ -112,6 +130,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         "user_sid_hash": sid,
         "xdg_runtime_dir": xdg,
         "uid": os.getuid(),
+        "tmp_tree": tmp_tree,
         "sun_path_max": rp.SUN_PATH_MAX,
         "backend_socket_path_len": socket_path_len,
         "sun_path_budget": budget,
@@ -138,6 +157,22 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             ("boot id", boot or "UNREADABLE"),
             ("user sid hash", sid or "UNAVAILABLE"),
             ("XDG_RUNTIME_DIR", xdg if xdg else "(unset: sockets go under /tmp)"),
+            *(
+                [
+                    (
+                        "/tmp tree",
+                        f"{tmp_tree['v1_path']} belongs to uid {tmp_tree['taken_by_uid']} (another user "
+                        "took its name); "
+                        + (
+                            f"using {tmp_tree['path']} instead"
+                            if tmp_tree["path"] != tmp_tree["v1_path"]
+                            else "set HOME (or XDG_RUNTIME_DIR) so a private alternative can be used"
+                        ),
+                    )
+                ]
+                if tmp_tree and tmp_tree["taken_by_uid"] is not None
+                else []
+            ),
             (
                 "sun_path budget",
                 f"{budget} bytes spare ({socket_path_len} of {rp.SUN_PATH_MAX} used by backend socket paths"
