@@ -45,6 +45,11 @@ SAMPLES: list[tuple[type[rp.RunningProcessError], dict[str, Any], tuple[type[Bas
     (rp.InvalidIdentityError, {"field": "pid", "value": "0", "reason": "r"}, (ValueError,)),
     (rp.DecodeError, {"what": "DaemonProcess", "reason": "r"}, (ValueError,)),
     (rp.InsecureDirectoryError, {"path": "/d", "reason": "mode 0755"}, ()),
+    (
+        rp.KeyBusyError,
+        {"reason": "busy", "path": "/s/k.lock", "waited": 9.5, "holder_pid": 42, "holder_state": "S"},
+        (),
+    ),
     (rp.InsecureFileError, {"path": "/d/x.servicedef", "reason": "mode 0666"}, ()),
     (rp.FilesystemError, {"path": "/f", "operation": "open", "os_errno": 2}, (OSError,)),
     (rp.FilesystemError, {"path": "/f", "operation": "open", "os_errno": None}, (OSError,)),

@@ -49,6 +49,7 @@ __all__ = [
     "ProbeError",
     "StaleIdentityError",
     "LauncherError",
+    "KeyBusyError",
     "BackendServerError",
     "RefusedError",
 ]
@@ -307,6 +308,19 @@ class StaleIdentityError(BackendLaunchError):
 class LauncherError(BackendLaunchError):
     """A launcher implemented in Python failed or returned something that is
     not a ``BackendHandle``."""
+
+
+class KeyBusyError(BackendLaunchError):
+    """Another process still held the key's lock (it was launching or
+    stopping the key's backend) when the wait's limit ran out. The holder
+    is named by ``holder_pid`` and ``holder_state`` (its ``/proc`` state
+    letter) where the system tells; a stopped holder loses the key instead
+    of causing this. ``waited`` is in seconds."""
+
+    path: str
+    waited: float
+    holder_pid: Optional[int]
+    holder_state: Optional[str]
 
 
 class BackendServerError(RunningProcessError):

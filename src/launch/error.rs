@@ -71,6 +71,15 @@ pub enum LaunchError {
     /// it. Nothing was spawned.
     #[error("fixed endpoint {path}: {reason}")]
     FixedEndpoint { path: PathBuf, reason: String },
+    /// The key's lock was still held when the wait's limit ran out, by a
+    /// process that is not stopped (a stopped holder loses the key
+    /// instead). Nothing was spawned.
+    #[error("{path} is still locked after {waited:?} by {holder}")]
+    KeyBusy {
+        path: PathBuf,
+        waited: Duration,
+        holder: crate::sys::keylock::Holder,
+    },
     /// An identity read from a file or manifest describes a process that is
     /// gone: its pid has ended, or it ran in another boot. It was not
     /// trusted, and nothing was signalled.
@@ -160,6 +169,30 @@ impl From<ProbeError> for LaunchError {
                 actual,
             },
             other => LaunchError::Probe(other),
+        }
+    }
+}
+
+impl LaunchError {
+    /// A key's lock that could not be had: a busy holder is
+    /// [`LaunchError::KeyBusy`]; a failure of the lock file itself is what
+    /// `fs` makes of it.
+    pub(crate) fn from_lock(
+        err: crate::sys::keylock::LockError,
+        fs: impl FnOnce(FsError) -> LaunchError,
+    ) -> LaunchError {
+        use crate::sys::keylock::LockError;
+        match err {
+            LockError::Fs(e) => fs(e),
+            LockError::Busy {
+                path,
+                waited,
+                holder,
+            } => LaunchError::KeyBusy {
+                path,
+                waited,
+                holder,
+            },
         }
     }
 }

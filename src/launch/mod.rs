@@ -351,7 +351,9 @@ impl CommandBackendLauncher {
         };
         let lock_path = PathBuf::from(format!("{}.lock", endpoint.path));
         loop {
-            match keylock::acquire(&lock_path, true).map_err(fixed_fs_error(endpoint))? {
+            let acquired = keylock::acquire(&lock_path, true, self.lock_wait())
+                .map_err(|e| LaunchError::from_lock(e, fixed_fs_error(endpoint)))?;
+            match acquired {
                 Acquired::Locked(lock) => {
                     let launched = match self.serving(key, &binary, endpoint, trace) {
                         Ok(Some(handle)) => return Ok(handle),
@@ -365,7 +367,7 @@ impl CommandBackendLauncher {
                         // goes too, removed while held (a waiter that locks
                         // the removed file sees that and opens the path
                         // again).
-                        let _ = std::fs::remove_file(&lock_path);
+                        let _ = lock.remove_file(&lock_path);
                     }
                     drop(lock);
                     return launched;
@@ -517,6 +519,14 @@ impl ServiceDefinition {
 }
 
 impl CommandBackendLauncher {
+    /// The longest wait for a key's lock: a holder launches (up to the
+    /// ready timeout) and verifies (up to as long again), twice over, plus
+    /// five seconds. A stopped holder loses the key sooner (see
+    /// [`crate::sys::keylock`]).
+    pub fn lock_wait(&self) -> Duration {
+        self.options.ready_timeout * 4 + Duration::from_secs(5)
+    }
+
     /// Step 1, before any side effect: the request meets the rules (see
     /// [`check_policy`]) and the binary passes the allow-list rules, opened
     /// and hashed once.

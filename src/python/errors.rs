@@ -66,6 +66,10 @@ pub(crate) const EXCEPTION_FIELDS: &[(&str, &[&str])] = &[
     ("ProbeError", &["reason"]),
     ("StaleIdentityError", &["reason", "field"]),
     ("LauncherError", &["reason"]),
+    (
+        "KeyBusyError",
+        &["reason", "path", "waited", "holder_pid", "holder_state"],
+    ),
     ("BackendServerError", &["variable", "reason"]),
     ("RefusedError", &["code", "reason", "retry_after_ms"]),
 ];
@@ -435,6 +439,21 @@ pub(crate) fn launch_error(py: Python<'_>, err: LaunchError) -> PyErr {
         LaunchError::Probe(_) => launch_class(py, "ProbeError", message, vec![]),
         LaunchError::Host(h) => host_error(py, h),
         LaunchError::Launcher { .. } => launch_class(py, "LauncherError", message, vec![]),
+        LaunchError::KeyBusy {
+            path,
+            waited,
+            holder,
+        } => launch_class(
+            py,
+            "KeyBusyError",
+            message,
+            vec![
+                path_value(py, &path),
+                value(py, waited.as_secs_f64()),
+                value(py, holder.pid),
+                value(py, holder.state.map(String::from)),
+            ],
+        ),
         LaunchError::FixedEndpoint { .. } => launch_class(py, "EndpointError", message, vec![]),
         LaunchError::Stale { field, .. } => {
             launch_class(py, "StaleIdentityError", message, vec![value(py, field)])

@@ -15,6 +15,7 @@ use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::contract::clock;
 use crate::contract::error::FsError;
@@ -357,15 +358,12 @@ pub struct LockFile {
     file: File,
 }
 
-/// How [`LockFile::lock`] locks.
+/// How [`LockFile::lock`] locks (waits go through
+/// [`LockFile::lock_until`], which bounds them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockMode {
-    /// Wait for the exclusive lock.
-    Exclusive,
     /// The exclusive lock if free now, else [`Locked::WouldBlock`].
     TryExclusive,
-    /// Wait for a shared lock.
-    Shared,
 }
 
 /// What [`LockFile::lock`] got.
@@ -391,13 +389,11 @@ impl LockFile {
         Ok(LockFile { file })
     }
 
-    /// Locks the file; a signal during the wait does not end it.
+    /// Locks the file without waiting.
     pub fn lock(&self, mode: LockMode) -> io::Result<Locked> {
         use rustix::fs::FlockOperation as Op;
         let op = match mode {
-            LockMode::Exclusive => Op::LockExclusive,
             LockMode::TryExclusive => Op::NonBlockingLockExclusive,
-            LockMode::Shared => Op::LockShared,
         };
         loop {
             match rustix::fs::flock(&self.file, op) {
@@ -408,6 +404,113 @@ impl LockFile {
                 }
                 Err(e) => return Err(e.into()),
             }
+        }
+    }
+
+    /// Waits for the lock (shared or exclusive) until `deadline`; returns
+    /// [`Locked::WouldBlock`] if it is still held by another then. The
+    /// wait is woken by every close of the file at `path` (an inotify
+    /// watch: a holder releases the lock by closing it, or by dying), and
+    /// at least every 100 ms in case an event was missed; without inotify
+    /// (its per-user limits reached) it polls, backing off to 10 ms.
+    pub fn lock_until(&self, path: &Path, shared: bool, deadline: Instant) -> io::Result<Locked> {
+        use rustix::fs::inotify;
+        use rustix::fs::FlockOperation as Op;
+        let op = if shared {
+            Op::NonBlockingLockShared
+        } else {
+            Op::NonBlockingLockExclusive
+        };
+        let try_lock = || loop {
+            match rustix::fs::flock(&self.file, op) {
+                Ok(()) => return Ok(true),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::WOULDBLOCK) => return Ok(false),
+                Err(e) => return Err(io::Error::from(e)),
+            }
+        };
+        if try_lock()? {
+            return Ok(Locked::Yes);
+        }
+        let watch = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)
+            .ok()
+            .filter(|fd| {
+                inotify::add_watch(
+                    fd,
+                    path,
+                    inotify::WatchFlags::CLOSE | inotify::WatchFlags::DELETE_SELF,
+                )
+                .is_ok()
+            });
+        let mut backoff = Duration::from_millis(1);
+        loop {
+            // Checked after the watch exists, so a release in between wakes us.
+            if try_lock()? {
+                return Ok(Locked::Yes);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(Locked::WouldBlock);
+            }
+            let left = deadline - now;
+            match &watch {
+                Some(fd) => {
+                    let slice = left.min(Duration::from_millis(100));
+                    let timeout = rustix::time::Timespec {
+                        tv_sec: slice.as_secs() as _,
+                        tv_nsec: slice.subsec_nanos() as _,
+                    };
+                    let mut fds = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
+                    match rustix::event::poll(&mut fds, Some(&timeout)) {
+                        Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    // Drain the events; what they were does not matter.
+                    let mut buf = [0u8; 1024];
+                    while rustix::io::read(fd, &mut buf).is_ok_and(|n| n > 0) {}
+                }
+                None => {
+                    std::thread::sleep(left.min(backoff));
+                    backoff = (backoff * 2).min(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+
+    /// The process holding an exclusive `flock` on this file, as
+    /// `/proc/locks` tells (the pid that took it), if any.
+    pub fn holder(&self) -> Option<u32> {
+        let meta = self.file.metadata().ok()?;
+        let dev = meta.dev();
+        let wanted = format!(
+            "{:02x}:{:02x}:{}",
+            libc::major(dev),
+            libc::minor(dev),
+            meta.ino()
+        );
+        let locks = fs::read_to_string("/proc/locks").ok()?;
+        locks.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // "1: FLOCK ADVISORY WRITE 1234 08:02:131 0 EOF"; a waiter's
+            // line has "->" after the number.
+            if fields.get(1) != Some(&"FLOCK") || fields.get(3) != Some(&"WRITE") {
+                return None;
+            }
+            (fields.get(5) == Some(&wanted.as_str())).then(|| fields.get(4)?.parse().ok())?
+        })
+    }
+
+    /// Removes the file at `path` only if it is still this file, so a
+    /// holder that was stopped while another took the key over never
+    /// removes the new lock file.
+    pub fn remove_if_at(&self, path: &Path) -> io::Result<bool> {
+        if !self.is_at(path)? {
+            return Ok(false);
+        }
+        match fs::remove_file(path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
         }
     }
 

@@ -15,15 +15,78 @@
 //! holder recorded in parallel. A shared wait on a removed inode is
 //! harmless: it only tells that the holder is done.
 
-use std::path::Path;
+//!
+//! Every wait is bounded. A holder that dies releases the lock by dying; a
+//! holder that is stopped (SIGSTOP, Ctrl-Z, a debugger) would hold it for
+//! ever, so once it has been seen stopped for [`STOPPED_GRACE`] the waiter
+//! takes the key over: it removes the lock file (if it is still the one the
+//! stopped process holds) and locks a new one at the path. A stopped holder
+//! that is resumed later removes only its own lock file, never the new one.
+//! A holder that is running but does not let go within the wait's limit is
+//! reported, by pid and state, as [`LockError::Busy`].
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::contract::error::FsError;
 use crate::sys::fs::{LockFile, LockMode, Locked};
+use crate::sys::proc;
+
+/// How long a holder must be seen stopped before a waiter takes over.
+pub const STOPPED_GRACE: Duration = Duration::from_secs(2);
+
+/// How often a waiter looks at the holder while it waits.
+const HOLDER_CHECK: Duration = Duration::from_millis(250);
 
 /// An exclusive lock on a key's lock file, released on drop.
 #[derive(Debug)]
 pub struct KeyLock {
     _file: LockFile,
+}
+
+impl KeyLock {
+    /// Removes the lock file at `path` if it is still the one this lock
+    /// holds (see [`LockFile::remove_if_at`]).
+    pub fn remove_file(&self, path: &Path) -> Result<(), FsError> {
+        self._file
+            .remove_if_at(path)
+            .map(drop)
+            .map_err(|e| FsError::io("remove lock file", path, e))
+    }
+}
+
+/// The process holding a key's lock, as far as the system tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub pid: Option<u32>,
+    /// Its state letter in `/proc/<pid>/stat` (`R`, `S`, `D`, `T`, ...).
+    pub state: Option<char>,
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.pid, self.state) {
+            (Some(pid), Some('T' | 't')) => write!(f, "pid {pid} (stopped)"),
+            (Some(pid), Some('D')) => write!(f, "pid {pid} (in uninterruptible sleep)"),
+            (Some(pid), Some(state)) => write!(f, "pid {pid} (state {state})"),
+            (Some(pid), None) => write!(f, "pid {pid}"),
+            (None, _) => write!(f, "a process /proc/locks does not name"),
+        }
+    }
+}
+
+/// Why a key's lock was not obtained.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    /// Still held when the wait's limit ran out.
+    #[error("the key's lock {path} is still held after {waited:?} by {holder}")]
+    Busy {
+        path: PathBuf,
+        waited: Duration,
+        holder: Holder,
+    },
 }
 
 /// What an attempt at a key's lock came to.
@@ -36,10 +99,12 @@ pub enum Acquired {
     Waited,
 }
 
-/// Blocks until the exclusive lock of the lock file at `path` is ours.
-pub fn lock(path: &Path) -> Result<KeyLock, FsError> {
+/// Blocks until the exclusive lock of the lock file at `path` is ours, or
+/// `limit` has passed.
+pub fn lock(path: &Path, limit: Duration) -> Result<KeyLock, LockError> {
+    let deadline = Instant::now() + limit;
     loop {
-        if let Acquired::Locked(lock) = acquire(path, false)? {
+        if let Acquired::Locked(lock) = acquire_until(path, false, deadline)? {
             return Ok(lock);
         }
     }
@@ -63,24 +128,29 @@ pub fn try_lock(path: &Path) -> Result<Option<KeyLock>, FsError> {
 
 /// One attempt at the exclusive lock of the lock file at `path`. With
 /// `wait_shared`, a lock held by another process is not queued for: we
-/// block on a shared lock instead, release it as soon as we have it and
-/// return [`Acquired::Waited`]. Without it, blocks for the exclusive lock.
-pub fn acquire(path: &Path, wait_shared: bool) -> Result<Acquired, FsError> {
-    let mode = if wait_shared {
-        LockMode::TryExclusive
-    } else {
-        LockMode::Exclusive
-    };
+/// wait for a shared lock instead, release it as soon as we have it and
+/// return [`Acquired::Waited`]. Without it, waits for the exclusive lock.
+/// No wait lasts past `limit`.
+pub fn acquire(path: &Path, wait_shared: bool, limit: Duration) -> Result<Acquired, LockError> {
+    acquire_until(path, wait_shared, Instant::now() + limit)
+}
+
+fn acquire_until(path: &Path, wait_shared: bool, deadline: Instant) -> Result<Acquired, LockError> {
+    let started = Instant::now();
     loop {
         let file = LockFile::open(path).map_err(|e| FsError::io("open lock file", path, e))?;
-        match file.lock(mode).map_err(|e| FsError::io("lock", path, e))? {
-            Locked::Yes => {}
-            Locked::WouldBlock => {
-                file.lock(LockMode::Shared)
-                    .map_err(|e| FsError::io("lock", path, e))?;
-                // Released by the close as well; explicit for clarity.
-                file.unlock();
-                return Ok(Acquired::Waited);
+        let locked = file
+            .lock(LockMode::TryExclusive)
+            .map_err(|e| FsError::io("lock", path, e))?;
+        if locked == Locked::WouldBlock {
+            match wait_for(&file, path, wait_shared, started, deadline)? {
+                Waited::TookOver => continue,
+                Waited::Got if wait_shared => {
+                    // Released by the close as well; explicit for clarity.
+                    file.unlock();
+                    return Ok(Acquired::Waited);
+                }
+                Waited::Got => {}
             }
         }
         if file
@@ -88,6 +158,63 @@ pub fn acquire(path: &Path, wait_shared: bool) -> Result<Acquired, FsError> {
             .map_err(|e| FsError::io("stat lock file", path, e))?
         {
             return Ok(Acquired::Locked(KeyLock { _file: file }));
+        }
+    }
+}
+
+enum Waited {
+    /// The lock (shared or exclusive, as asked) is ours now.
+    Got,
+    /// The holder was stopped; its lock file is gone from the path, and the
+    /// caller starts over with a new one.
+    TookOver,
+}
+
+/// Waits for the lock held by another, looking at the holder every
+/// [`HOLDER_CHECK`]: one seen stopped for [`STOPPED_GRACE`] loses the key.
+fn wait_for(
+    file: &LockFile,
+    path: &Path,
+    shared: bool,
+    started: Instant,
+    deadline: Instant,
+) -> Result<Waited, LockError> {
+    let mut stopped_since: Option<Instant> = None;
+    loop {
+        let slice = (Instant::now() + HOLDER_CHECK).min(deadline);
+        let got = file
+            .lock_until(path, shared, slice)
+            .map_err(|e| FsError::io("lock", path, e))?;
+        if got == Locked::Yes {
+            return Ok(Waited::Got);
+        }
+        let now = Instant::now();
+        let pid = file.holder();
+        let state = pid
+            .and_then(|pid| proc::stat(pid).ok())
+            .map(|s| s.state as char);
+        let holder = Holder { pid, state };
+        if matches!(state, Some('T' | 't')) {
+            let since = *stopped_since.get_or_insert(now);
+            if now.duration_since(since) >= STOPPED_GRACE {
+                log::warn!(
+                    "the lock {} is held by {holder} for {:?}: taking the key over",
+                    path.display(),
+                    now.duration_since(since)
+                );
+                file.remove_if_at(path)
+                    .map_err(|e| FsError::io("remove lock file", path, e))?;
+                return Ok(Waited::TookOver);
+            }
+        } else {
+            stopped_since = None;
+        }
+        if now >= deadline {
+            return Err(LockError::Busy {
+                path: path.to_path_buf(),
+                waited: now.duration_since(started),
+                holder,
+            });
         }
     }
 }
@@ -100,20 +227,26 @@ mod tests {
         tempfile::tempdir().unwrap()
     }
 
+    /// A limit that only a hang reaches.
+    const LIMIT: Duration = Duration::from_secs(120);
+
     #[test]
     fn the_exclusive_lock_is_free_again_after_drop() {
         let dir = private_dir();
         let path = dir.path().join("k.lock");
-        let held = lock(&path).unwrap();
+        let held = lock(&path, LIMIT).unwrap();
         drop(held);
-        assert!(matches!(acquire(&path, true).unwrap(), Acquired::Locked(_)));
+        assert!(matches!(
+            acquire(&path, true, LIMIT).unwrap(),
+            Acquired::Locked(_)
+        ));
     }
 
     #[test]
     fn a_held_lock_makes_others_wait_in_shared_mode() {
         let dir = private_dir();
         let path = dir.path().join("k.lock");
-        let held = lock(&path).unwrap();
+        let held = lock(&path, LIMIT).unwrap();
         // flock conflicts between open file descriptions, so a second open
         // in this process stands for another process.
         let other = LockFile::open(&path).unwrap();
@@ -122,31 +255,42 @@ mod tests {
             Locked::WouldBlock
         );
         drop(held);
-        assert_eq!(other.lock(LockMode::Shared).unwrap(), Locked::Yes);
+        let deadline = Instant::now() + LIMIT;
+        assert_eq!(
+            other.lock_until(&path, true, deadline).unwrap(),
+            Locked::Yes
+        );
         other.unlock();
-        assert!(matches!(acquire(&path, true).unwrap(), Acquired::Locked(_)));
+        assert!(matches!(
+            acquire(&path, true, LIMIT).unwrap(),
+            Acquired::Locked(_)
+        ));
     }
 
-    /// Waits until some process is blocked on a lock of the file with
-    /// inode `ino` (a `->` line of `/proc/locks`).
+    /// Waits until this process watches the file with inode `ino` for
+    /// closes (an inotify watch listed in `/proc/self/fdinfo`): a waiter
+    /// has found the lock held and is waiting for its release.
     fn wait_for_blocked_lock_on(ino: u64) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        let suffix = format!(":{ino} ");
+        let deadline = Instant::now() + LIMIT;
+        let wanted = format!("ino:{ino:x} ");
         loop {
-            let locks = std::fs::read_to_string("/proc/locks").unwrap();
-            if locks.lines().any(|l| {
-                l.contains("->")
-                    && l.split_whitespace()
-                        .nth(6)
-                        .is_some_and(|f| format!("{f} ").ends_with(&suffix))
-            }) {
+            let watched = std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .flatten()
+                .any(|fd| {
+                    std::fs::read_link(fd.path())
+                        .is_ok_and(|t| t.to_string_lossy() == "anon_inode:inotify")
+                        && std::fs::read_to_string(format!(
+                            "/proc/self/fdinfo/{}",
+                            fd.file_name().to_string_lossy()
+                        ))
+                        .is_ok_and(|info| info.contains(&wanted))
+                });
+            if watched {
                 return;
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "nobody blocked on the lock"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(1));
+            assert!(Instant::now() < deadline, "nobody waited on the lock");
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -159,10 +303,10 @@ mod tests {
     fn a_waiter_in_shared_mode_is_told_when_the_holder_is_done() {
         let dir = private_dir();
         let path = dir.path().join("k.lock");
-        let held = lock(&path).unwrap();
+        let held = lock(&path, LIMIT).unwrap();
         let waiter = {
             let path = path.clone();
-            std::thread::spawn(move || acquire(&path, true).unwrap())
+            std::thread::spawn(move || acquire(&path, true, LIMIT).unwrap())
         };
         wait_for_blocked_lock_on(inode(&path));
         drop(held);
@@ -173,11 +317,11 @@ mod tests {
     fn a_lock_won_on_a_removed_file_is_given_up_for_the_file_at_the_path() {
         let dir = private_dir();
         let path = dir.path().join("k.lock");
-        let held = lock(&path).unwrap();
+        let held = lock(&path, LIMIT).unwrap();
         let old = inode(&path);
         let waiter = {
             let path = path.clone();
-            std::thread::spawn(move || lock(&path).unwrap())
+            std::thread::spawn(move || lock(&path, LIMIT).unwrap())
         };
         // The waiter is blocked on the old file; the holder removes it (as a
         // stop or a failed launch does) and releases it.
@@ -200,7 +344,48 @@ mod tests {
         let target = dir.path().join("elsewhere");
         let path = dir.path().join("k.lock");
         std::os::unix::fs::symlink(&target, &path).unwrap();
-        assert!(lock(&path).is_err());
+        assert!(lock(&path, LIMIT).is_err());
         assert!(!target.exists());
+    }
+
+    #[test]
+    fn a_holder_that_keeps_it_past_the_limit_is_named() {
+        let dir = private_dir();
+        let path = dir.path().join("k.lock");
+        let _held = lock(&path, LIMIT).unwrap();
+        let err = lock(&path, Duration::from_millis(300)).unwrap_err();
+        match err {
+            LockError::Busy {
+                path: p,
+                waited,
+                holder,
+            } => {
+                assert_eq!(p, path);
+                assert!(waited >= Duration::from_millis(300));
+                // flock holders are listed by the process that took them.
+                assert_eq!(holder.pid, Some(std::process::id()));
+                assert!(holder.state.is_some());
+                assert!(err_text(&holder).starts_with(&format!("pid {}", std::process::id())));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn err_text(holder: &Holder) -> String {
+        holder.to_string()
+    }
+
+    #[test]
+    fn a_holder_that_lost_the_key_never_removes_the_new_lock_file() {
+        let dir = private_dir();
+        let path = dir.path().join("k.lock");
+        let old = lock(&path, LIMIT).unwrap();
+        // Taken over: the old file is removed and a new one locked.
+        std::fs::remove_file(&path).unwrap();
+        let new = lock(&path, LIMIT).unwrap();
+        old.remove_file(&path).unwrap();
+        assert!(path.exists(), "the new holder's lock file was removed");
+        new.remove_file(&path).unwrap();
+        assert!(!path.exists());
     }
 }

@@ -78,6 +78,15 @@ pub enum PoolError {
     Fs(#[from] FsError),
 }
 
+impl From<lock::LockError> for PoolError {
+    fn from(err: lock::LockError) -> Self {
+        match err {
+            lock::LockError::Fs(e) => PoolError::Fs(e),
+            busy => PoolError::Launch(LaunchError::from_lock(busy, LaunchError::LogFile)),
+        }
+    }
+}
+
 /// One backend recorded in the pool.
 #[derive(Debug, Clone)]
 pub struct PoolEntry {
@@ -159,13 +168,23 @@ impl BackendPool {
     }
 
     /// Blocks until the key's exclusive lock is ours (see [`lock`]).
-    fn lock(&self, key: &BackendKey) -> Result<KeyLock, FsError> {
-        lock::lock(&self.lock_path(key))
+    fn lock(&self, key: &BackendKey) -> Result<KeyLock, PoolError> {
+        Ok(lock::lock(&self.lock_path(key), self.lock_wait())?)
+    }
+
+    /// The longest wait for a key's lock (see
+    /// [`CommandBackendLauncher::lock_wait`]), the verification included.
+    fn lock_wait(&self) -> Duration {
+        self.launcher.lock_wait() + self.verify_timeout * 2
     }
 
     /// One attempt at the key's exclusive lock (see [`lock::acquire`]).
-    fn acquire(&self, key: &BackendKey, wait_shared: bool) -> Result<Acquired, FsError> {
-        lock::acquire(&self.lock_path(key), wait_shared)
+    fn acquire(&self, key: &BackendKey, wait_shared: bool) -> Result<Acquired, PoolError> {
+        Ok(lock::acquire(
+            &self.lock_path(key),
+            wait_shared,
+            self.lock_wait(),
+        )?)
     }
 
     /// Removes the key's lock file while holding its lock, when no manifest
@@ -173,15 +192,12 @@ impl BackendPool {
     /// a request that recorded nothing stays behind. Safe although others
     /// may be blocked on this very file: whoever then locks it sees it is no
     /// longer the one at the path and starts over (see [`lock`]).
-    fn remove_lock_file_if_unused(&self, key: &BackendKey, _lock: &KeyLock) {
+    fn remove_lock_file_if_unused(&self, key: &BackendKey, lock: &KeyLock) {
         if fs::symlink_metadata(self.manifest_path(key)).is_ok() {
             return;
         }
-        let path = self.lock_path(key);
-        if let Err(e) = fs::remove_file(&path) {
-            if e.kind() != io::ErrorKind::NotFound {
-                log::warn!("cannot remove lock file {}: {e}", path.display());
-            }
+        if let Err(e) = lock.remove_file(&self.lock_path(key)) {
+            log::warn!("{e}");
         }
     }
 
@@ -483,7 +499,7 @@ impl BackendPool {
         keep_log: bool,
     ) -> Result<bool, PoolError> {
         self.ensure_dir()?;
-        let _lock = self.lock(key)?;
+        let lock = self.lock(key)?;
         let stopped = match self.read_manifest(key) {
             Some(recorded) => {
                 let sd = recorded_definition(key, &recorded.daemon);
@@ -497,16 +513,16 @@ impl BackendPool {
             }
             None => false,
         };
-        for path in [self.manifest_path(key), self.lock_path(key)] {
-            // Removing the lock file while holding it is safe: a process that
-            // locked the old file sees it is no longer the one at the path
-            // and locks the new one (see `acquire`).
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(FsError::io("remove", path, e).into()),
-            }
+        let path = self.manifest_path(key);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(FsError::io("remove", path, e).into()),
         }
+        // Removing the lock file while holding it is safe: a process that
+        // locked the old file sees it is no longer the one at the path and
+        // locks the new one (see `acquire`).
+        lock.remove_file(&self.lock_path(key))?;
         Ok(stopped)
     }
 }
