@@ -481,3 +481,48 @@ def test_a_manifest_forging_the_process_mark_of_a_bystander_never_gets_it_signal
         replacement = kit.get()
         replacement.verify()
         bystander.assert_untouched()
+
+
+@pytest.mark.parametrize("fresh_process", [False, True])
+def test_a_manifest_forged_to_name_another_keys_backend_is_never_adopted_or_stopped(
+    dirs: BackendDirs, fresh_process: bool
+) -> None:
+    """Key B's manifest rewritten to name key A's live backend (its pid,
+    endpoint and mark: everything but the key). A backend must have been
+    started for the key it is adopted for, so ``get``, ``stop`` and
+    ``get_or_launch`` of B never hand out, signal or stop A; B gets a
+    backend of its own. With ``fresh_process``, a new launcher (no proofs
+    remembered) asks; otherwise the launcher that proved A asks."""
+    state_dir = dirs.root / "state"
+    launcher = dirs.launcher()
+    pool = rp.BackendPool(launcher, state_dir, verify_timeout=2.0)
+    sd = dirs.sd()
+    key_a = key_for(sd, "1.0.0")
+    key_b = key_for(sd, "2.0.0")
+    a = pool.get_or_launch(key_a, sd)
+    b = pool.get_or_launch(key_b, sd)
+    manifests = {json.loads(p.read_text())["service_version"]: p for p in state_dir.glob("*.json")}
+    forged = json.loads(manifests["2.0.0"].read_text())
+    real_a = json.loads(manifests["1.0.0"].read_text())
+    b.kill()
+    forged["daemon"] = real_a["daemon"]
+    forged["process"] = real_a["process"]
+    manifests["2.0.0"].write_text(json.dumps(forged))
+    asker = rp.BackendPool(dirs.launcher(), state_dir, verify_timeout=2.0) if fresh_process else pool
+    try:
+        assert asker.get(key_b) is None
+        assert asker.stop(key_b) is False
+        assert process_running(a.pid)
+        a.verify()
+        manifests["2.0.0"].write_text(json.dumps(forged))
+        fresh_b = asker.get_or_launch(key_b, sd)
+        assert fresh_b.pid != a.pid
+        assert fresh_b.daemon.ipc_endpoint.path != a.daemon.ipc_endpoint.path
+        assert process_running(a.pid)
+        a.verify()
+        assert asker.get_or_launch(key_a, sd).pid == a.pid
+        assert asker.stop(key_b) is True
+    finally:
+        pool.stop_all(timeout=5.0)
+        for handle in (a, b):
+            handle.kill()

@@ -10,8 +10,8 @@ use super::fixed::check_fixed_endpoint;
 use super::handle::{BackendHandle, Verified};
 use super::policy::check_policy;
 use super::start::log_file_name;
-use super::verify::connect_and_verify;
 use super::verify::ExeProof;
+use super::verify::{connect_and_verify, started_for};
 use super::CommandBackendLauncher;
 use crate::contract::identity::DaemonProcess;
 use crate::contract::keys::BackendKey;
@@ -51,7 +51,15 @@ impl CommandBackendLauncher {
                 &daemon.ipc_endpoint.namespace_id,
             ));
         }
-        self.adopt_checked(key, sd, daemon, recorded_stamp, trace, timeout, false)
+        self.adopt_checked(
+            key,
+            sd,
+            daemon,
+            recorded_stamp,
+            trace,
+            timeout,
+            Adopting::Recorded,
+        )
     }
 
     /// A handle on a daemon that another process started, described by its
@@ -84,7 +92,12 @@ impl CommandBackendLauncher {
         if fixed {
             check_fixed_endpoint(&daemon.ipc_endpoint)?;
         }
-        self.adopt_checked(key, sd, daemon, None, trace, timeout, fixed)
+        let adopting = if fixed {
+            Adopting::Fixed
+        } else {
+            Adopting::Identity
+        };
+        self.adopt_checked(key, sd, daemon, None, trace, timeout, adopting)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -96,8 +109,9 @@ impl CommandBackendLauncher {
         recorded_stamp: Option<FileStamp>,
         trace: &TraceContext,
         timeout: Duration,
-        fixed_endpoint: bool,
+        adopting: Adopting,
     ) -> Result<BackendHandle, LaunchError> {
+        let fixed_endpoint = adopting == Adopting::Fixed;
         check_policy(key, sd)?;
         if daemon.boot_id != self.boot_id {
             return Err(LaunchError::Stale {
@@ -143,6 +157,7 @@ impl CommandBackendLauncher {
         }
         let proof = ExeProof::of(&binary);
         let attested = self.attested.still_holds(
+            key,
             daemon,
             &watch,
             &proof,
@@ -151,9 +166,21 @@ impl CommandBackendLauncher {
             timeout,
         );
         if !attested {
+            if adopting == Adopting::Recorded {
+                // A record of a backend this launcher started: the process
+                // must have been started for this very key (a record forged
+                // to name another key's backend is refused).
+                started_for(daemon.pid, key, &daemon.ipc_endpoint.path).map_err(|e| {
+                    mismatch(
+                        "environment",
+                        format!("started for {key} at {}", daemon.ipc_endpoint.path),
+                        e.to_string(),
+                    )
+                })?;
+            }
             connect_and_verify(&watch, daemon, &proof, self.euid, trace, timeout)?;
             self.attested
-                .remember(daemon, &watch, self.options.full_probe_interval);
+                .remember(key, daemon, &watch, self.options.full_probe_interval);
         }
         if recorded_stamp == Some(binary.stamp) {
             // The backend runs this very inode (the proof checked it) and
@@ -207,4 +234,17 @@ impl CommandBackendLauncher {
             .map(|a| a.reserved_count())
             .sum()
     }
+}
+
+/// What is being adopted, which decides the checks beyond a launch's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Adopting {
+    /// A pool record of a backend this product launched: it must have been
+    /// started for the key (see [`started_for`]).
+    Recorded,
+    /// A daemon described by an identity, at one of this launcher's
+    /// endpoints.
+    Identity,
+    /// A daemon at a fixed endpoint.
+    Fixed,
 }

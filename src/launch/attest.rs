@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use super::verify::ExeProof;
 use crate::contract::clock;
 use crate::contract::identity::DaemonProcess;
+use crate::contract::keys::BackendKey;
 use crate::sys::net::{connect_until, peer_credentials};
 use crate::sys::proc;
 use crate::sys::reaper::ChildWatch;
@@ -44,6 +45,9 @@ pub(super) struct Attested {
 }
 
 struct Proven {
+    /// The key the backend was proven for: a proof never serves another
+    /// key (a manifest forged to name this backend under another key).
+    key: BackendKey,
     daemon: DaemonProcess,
     start_ticks: u64,
     at: Instant,
@@ -59,7 +63,13 @@ impl Attested {
 
     /// `daemon` (the process `watch` pins) has just passed the full
     /// verification.
-    pub(super) fn remember(&self, daemon: &DaemonProcess, watch: &ChildWatch, interval: Duration) {
+    pub(super) fn remember(
+        &self,
+        key: &BackendKey,
+        daemon: &DaemonProcess,
+        watch: &ChildWatch,
+        interval: Duration,
+    ) {
         if interval.is_zero() {
             return;
         }
@@ -86,6 +96,7 @@ impl Attested {
         map.insert(
             daemon.ipc_endpoint.path.clone(),
             Proven {
+                key: key.clone(),
                 daemon: daemon.clone(),
                 start_ticks: stat.start_ticks,
                 at: Instant::now(),
@@ -107,8 +118,10 @@ impl Attested {
     /// Whether `daemon`, proven in full within `interval`, still is what the
     /// kernel says (see the module documentation). `false` means "take the
     /// full path", not "refused".
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn still_holds(
         &self,
+        key: &BackendKey,
         daemon: &DaemonProcess,
         watch: &ChildWatch,
         proof: &ExeProof,
@@ -119,7 +132,9 @@ impl Attested {
         let start_ticks = {
             let map = self.map();
             match map.get(&daemon.ipc_endpoint.path) {
-                Some(p) if p.daemon == *daemon && p.at.elapsed() < interval => p.start_ticks,
+                Some(p) if p.key == *key && p.daemon == *daemon && p.at.elapsed() < interval => {
+                    p.start_ticks
+                }
                 _ => return false,
             }
         };

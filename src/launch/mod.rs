@@ -483,7 +483,7 @@ impl CommandBackendLauncher {
         let daemon = merged_identity(expected, &actual);
         self.record_child(key, &daemon, &watch);
         self.attested
-            .remember(&daemon, &watch, self.options.full_probe_interval);
+            .remember(key, &daemon, &watch, self.options.full_probe_interval);
         let process = Verified {
             watch,
             proof,

@@ -13,8 +13,10 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use crate::contract::clock;
+use crate::contract::env;
 use crate::contract::frame::{self, HEADER_LEN};
 use crate::contract::identity::DaemonProcess;
+use crate::contract::keys::BackendKey;
 pub use crate::contract::probe::*;
 use std::path::{Path, PathBuf};
 
@@ -335,4 +337,40 @@ mod tests {
             Err(ProbeError::Closed { .. })
         ));
     }
+}
+
+/// Why a process was not (provably) started for a key.
+#[derive(Debug, thiserror::Error)]
+pub enum NotStartedFor {
+    #[error("its environment is unreadable: {0}")]
+    Unreadable(#[source] io::Error),
+    #[error("{name} is {found}")]
+    Other { name: &'static str, found: String },
+}
+
+/// Checks that `pid` was started by a launcher for `key` at `endpoint`: the
+/// environment it was started with (which later changes by the process do
+/// not alter) holds the contract's variables with those values.
+pub fn started_for(pid: u32, key: &BackendKey, endpoint: &str) -> Result<(), NotStartedFor> {
+    let environment = proc::start_environment(pid).map_err(NotStartedFor::Unreadable)?;
+    let instance = key.instance().id();
+    let expected = [
+        (env::ENV_SERVICE_NAME, key.service_name()),
+        (env::ENV_SERVICE_VERSION, key.service_version()),
+        (env::ENV_INSTANCE, instance.as_str()),
+        (env::ENV_BACKEND_PIPE, endpoint),
+    ];
+    for (name, value) in expected {
+        let found = proc::env_value(&environment, name);
+        if found != Some(value.as_bytes()) {
+            return Err(NotStartedFor::Other {
+                name,
+                found: found.map_or_else(
+                    || "unset".to_owned(),
+                    |v| format!("{:?}", String::from_utf8_lossy(v)),
+                ),
+            });
+        }
+    }
+    Ok(())
 }

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::contract::env;
 use crate::contract::error::HostError;
 use crate::contract::identity::DaemonProcess;
 use crate::contract::keys::BackendKey;
@@ -109,33 +108,19 @@ impl ProcessMark {
     }
 }
 
-/// Checks that `pid` was started by a launcher for `key` at `endpoint`: the
-/// environment it was started with (which later changes by the process do
-/// not alter) holds the contract's variables with those values.
+/// Checks that `pid` was started by a launcher for `key` at `endpoint` (see
+/// [`crate::launch::verify::started_for`]).
 pub fn started_for(pid: u32, key: &BackendKey, endpoint: &str) -> Result<(), NotProven> {
-    let environment = proc::start_environment(pid).map_err(NotProven::Environment)?;
-    let instance = key.instance().id();
-    let expected = [
-        (env::ENV_SERVICE_NAME, key.service_name()),
-        (env::ENV_SERVICE_VERSION, key.service_version()),
-        (env::ENV_INSTANCE, instance.as_str()),
-        (env::ENV_BACKEND_PIPE, endpoint),
-    ];
-    for (name, value) in expected {
-        let found = proc::env_value(&environment, name);
-        if found != Some(value.as_bytes()) {
-            return Err(NotProven::StartedForOther {
-                key: key.to_string(),
-                endpoint: endpoint.to_owned(),
-                name,
-                found: found.map_or_else(
-                    || "unset".to_owned(),
-                    |v| format!("{:?}", String::from_utf8_lossy(v)),
-                ),
-            });
-        }
-    }
-    Ok(())
+    use crate::launch::verify::{started_for, NotStartedFor};
+    started_for(pid, key, endpoint).map_err(|e| match e {
+        NotStartedFor::Unreadable(e) => NotProven::Environment(e),
+        NotStartedFor::Other { name, found } => NotProven::StartedForOther {
+            key: key.to_string(),
+            endpoint: endpoint.to_owned(),
+            name,
+            found,
+        },
+    })
 }
 
 /// Proves that the recorded `daemon` of `key` is still the process its pid
