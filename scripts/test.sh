@@ -4,16 +4,17 @@
 # format and lint checks (rustfmt, clippy, ruff), the Rust tests, every
 # pytest suite (the real-process, hostile and soak ones included), mypy
 # --strict, stubtest, a short run of every fuzz target (scripts/fuzz.sh;
-# FUZZ_SECONDS per target), a smoke run of the benchmark harness and the
-# demo. Exits non-zero on the first failure and prints how long each step
-# took.
+# FUZZ_SECONDS per target), a smoke run of the benchmark harness, the wheel
+# build and its install check (scripts/wheel.sh) and the demo. Exits
+# non-zero on the first failure and prints how long each step took.
 #
 # A developer's quick check before a commit is `pytest` alone: its default
 # selection leaves out the suites marked slow, hostile and soak.
 #
 # Build products that do not belong to the checkout (the instrumented fuzz
-# build) live under RP_CACHE_DIR (default ~/.cache/running-process), so a
-# fresh clone does not rebuild them.
+# build, the wheel's build tools and target directory) live under
+# RP_CACHE_DIR (default ~/.cache/running-process), so a fresh clone does not
+# rebuild them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -70,6 +71,11 @@ FUZZ_TARGET_DIR="$CACHE_DIR/fuzz-target" scripts/fuzz.sh "${FUZZ_SECONDS:-5}"
 
 step "benchmark harness smoke (bench/run.py --quick: every figure measured once, no target asserted)"
 "$VENV/bin/python" bench/run.py --quick --out "$(mktemp -d)" >/dev/null
+
+step "wheel and sdist: manylinux2014 abi3 build, tag and symbol checks, install from the wheel alone and launch (scripts/wheel.sh)"
+wheel_out=$(mktemp -d)
+WHEEL_OUT=$wheel_out scripts/wheel.sh >/dev/null
+rm -rf "$wheel_out"
 
 step "demo"
 "$VENV/bin/python" -m running_process demo >/dev/null

@@ -224,10 +224,13 @@ unsafe fn child_exec(args: &ChildArgs) -> ! {
     }
     libc::umask(0o077);
     // 5. Nothing from 3 up survives exec but what is passed on purpose.
-    if libc::close_range(
-        3,
+    //    Through the raw system call: the glibc wrapper exists only from
+    //    2.34, and the wheel is built for glibc 2.17.
+    if libc::syscall(
+        libc::SYS_close_range,
+        3 as libc::c_uint,
         libc::c_uint::MAX,
-        libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
+        libc::CLOSE_RANGE_CLOEXEC,
     ) < 0
     {
         let mut limit: libc::rlimit = std::mem::zeroed();
