@@ -284,6 +284,139 @@ def test_a_script_interpreter_in_a_world_writable_directory_is_refused(
     assert err.path == str(loose)
 
 
+def env_script(dirs: BackendDirs, program: str) -> Path:
+    """The v1 test backend behind ``#!/usr/bin/env PROGRAM``."""
+    body = dirs.script.read_bytes().split(b"\n", 1)[1]
+    return install(dirs.version_dir / "env-backend", f"#!/usr/bin/env {program}\n".encode() + body)
+
+
+@pytest.mark.parametrize("mode", [0o775, 0o777])
+def test_an_env_program_found_in_a_path_directory_others_can_write_is_refused(
+    dirs: BackendDirs, launches: Launches, monkeypatch: pytest.MonkeyPatch, mode: int
+) -> None:
+    """A shared tools directory early on PATH: whoever can write it can
+    re-point the link between the check and the exec, so it is refused
+    (it was accepted: only the link's final target was checked)."""
+    shared = dirs.root / "shared-tools"
+    shared.mkdir()
+    os.chmod(shared, mode)
+    (shared / "rp-test-python").symlink_to(sys.executable)
+    monkeypatch.setenv("PATH", f"{shared}:{os.environ.get('PATH', '/usr/bin:/bin')}")
+    err = refused_binary(dirs, launches, dirs.sd(env_script(dirs, "rp-test-python")))
+    assert err.variant == "InsecurePermissions"
+    assert err.path == str(shared)
+
+
+def test_a_shebang_through_a_link_in_a_directory_others_can_write_is_refused(
+    dirs: BackendDirs, launches: Launches
+) -> None:
+    loose = dirs.root / "loose"
+    loose.mkdir()
+    os.chmod(loose, 0o777)
+    (loose / "py").symlink_to(sys.executable)
+    body = dirs.script.read_bytes().split(b"\n", 1)[1]
+    script = install(dirs.version_dir / "linked", f"#!{loose}/py\n".encode() + body)
+    err = refused_binary(dirs, launches, dirs.sd(script))
+    assert err.variant == "InsecurePermissions"
+    assert err.path == str(loose)
+
+
+def test_every_link_of_the_resolution_is_checked(dirs: BackendDirs, launches: Launches) -> None:
+    """A trusted link to a link that sits in a loose directory: the second
+    hop is refused although the first and the final file are fine."""
+    loose = dirs.root / "loose"
+    loose.mkdir()
+    os.chmod(loose, 0o777)
+    (loose / "py").symlink_to(sys.executable)
+    trusted = dirs.root / "bin"
+    trusted.mkdir(mode=0o755)
+    (trusted / "py").symlink_to(loose / "py")
+    body = dirs.script.read_bytes().split(b"\n", 1)[1]
+    script = install(dirs.version_dir / "chained", f"#!{trusted}/py\n".encode() + body)
+    err = refused_binary(dirs, launches, dirs.sd(script))
+    assert err.variant == "InsecurePermissions"
+    assert err.path == str(loose)
+
+
+@pytest.mark.parametrize("owner", ["mine", "theirs"])
+def test_a_link_in_a_sticky_shared_directory_counts_only_if_it_is_the_users(
+    dirs: BackendDirs, launches: Launches, owner: str
+) -> None:
+    """In a sticky 1777 directory (like /tmp) only an entry's owner can
+    replace it: the user's own link is fine, another user's is not."""
+    if owner == "theirs" and os.geteuid() != 0:
+        pytest.skip("giving a link to another uid needs root")
+    sticky = dirs.root / "sticky"
+    sticky.mkdir()
+    os.chmod(sticky, 0o1777)
+    link = sticky / "py"
+    link.symlink_to(sys.executable)
+    if owner == "theirs":
+        os.chown(link, OTHER_UID, OTHER_UID, follow_symlinks=False)
+    body = dirs.script.read_bytes().split(b"\n", 1)[1]
+    script = install(dirs.version_dir / "sticky-linked", f"#!{link}\n".encode() + body)
+    sd = dirs.sd(script)
+    if owner == "mine":
+        handle = launches.launch(dirs.launcher(), key_for(sd), sd)
+        assert os.readlink(f"/proc/{handle.pid}/exe") == os.path.realpath(sys.executable)
+        handle.verify()
+        return
+    err = refused_binary(dirs, launches, sd)
+    assert err.variant == "InsecurePermissions"
+    assert err.path == str(sticky)
+
+
+def test_an_interpreter_that_is_itself_a_script_is_refused(dirs: BackendDirs, launches: Launches) -> None:
+    """The launcher executes the interpreter by descriptor; a script there
+    would make the kernel look its own interpreter up by path again."""
+    wrapper = install(dirs.root / "wrapper", f"#!{sys.executable}\n".encode())
+    body = dirs.script.read_bytes().split(b"\n", 1)[1]
+    script = install(dirs.version_dir / "wrapped", f"#!{wrapper}\n".encode() + body)
+    err = refused_binary(dirs, launches, dirs.sd(script))
+    assert err.variant == "BadInterpreter"
+    assert "not a binary" in str(err)
+
+
+def test_relative_path_directories_are_not_searched(
+    dirs: BackendDirs, launches: Launches, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backend starts in ``/``: a relative PATH entry would name another
+    directory there than in the caller's working directory."""
+    (dirs.root / "relbin").mkdir(mode=0o755)
+    (dirs.root / "relbin" / "rp-test-python").symlink_to(sys.executable)
+    monkeypatch.chdir(dirs.root)
+    monkeypatch.setenv("PATH", "relbin")
+    err = refused_binary(dirs, launches, dirs.sd(env_script(dirs, "rp-test-python")))
+    assert err.variant == "BadInterpreter"
+    assert "not on the launch PATH" in str(err)
+
+
+@pytest.mark.parametrize("planted", ["PYTHONPATH", "beside the script"])
+def test_a_python_backend_imports_nothing_from_the_environment_or_beside_the_script(
+    dirs: BackendDirs, launches: Launches, monkeypatch: pytest.MonkeyPatch, planted: str
+) -> None:
+    """Code outside the hashed script must not run under its identity: a
+    ``sitecustomize`` on ``PYTHONPATH``, or a module beside the script that
+    shadows one the backend imports (``hashlib``), would. The interpreter
+    runs isolated (``-I``)."""
+    marker = dirs.root / "imported"
+    code = f"open({str(marker)!r}, 'w').close()\n"
+    if planted == "PYTHONPATH":
+        extra = dirs.root / "pythonpath"
+        extra.mkdir(mode=0o755)
+        install(extra / "sitecustomize.py", code.encode(), 0o644)
+        monkeypatch.setenv("PYTHONPATH", str(extra))
+    else:
+        install(dirs.version_dir / "hashlib.py", code.encode(), 0o644)
+    sd = dirs.sd()
+    handle = launches.launch(dirs.launcher(), key_for(sd), sd)
+    handle.verify()
+    with open(f"/proc/{handle.pid}/cmdline", "rb") as f:
+        args = f.read().split(b"\0")
+    assert args[1] == b"-I" and args[2].startswith(b"/dev/fd/")
+    assert not marker.exists()
+
+
 # --- hostile values ---------------------------------------------------------------------------------
 
 FUTURE = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-"

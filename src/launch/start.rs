@@ -169,7 +169,7 @@ impl CommandBackendLauncher {
         };
         let request = SpawnRequest {
             executable: &binary.file,
-            is_script: binary.interpreter.is_some(),
+            script: binary.script_exec(),
             argv,
             env,
             log,

@@ -8,7 +8,7 @@
 //! group nor other can write, that the root is not writable by group or
 //! other either, and that every directory on the way from `/` is owned by
 //! this user or root and, if others can write to it, sticky
-//! ([`check_trusted_path`]; the same holds for a script's interpreter). It then hashes the open descriptor, reusing a cached digest
+//! ([`check_trusted_path`]). It then hashes the open descriptor, reusing a cached digest
 //! when device, inode, size, mtime and ctime are unchanged: ctime cannot be set
 //! by users and moves on every write, so an unchanged stamp means unchanged
 //! content.
@@ -16,9 +16,15 @@
 //! For a `#!` script the identity is the script's (path and hash), and
 //! [`ScriptInterpreter`] says which executable `/proc/<pid>/exe` must show:
 //! the interpreter as the kernel resolves it, or for `/usr/bin/env NAME` the
-//! first `NAME` on the launch `PATH`.
+//! first `NAME` on the launch `PATH` (absolute directories only). The
+//! interpreter is resolved link by link ([`resolve_trusted`]): every
+//! directory an entry on the way is looked up in, through every link, must
+//! be owned by this user or root and not writable by others (or sticky, with
+//! the entry the user's or root's), like the binary's own. It is then opened
+//! there; the launcher executes that descriptor, so nothing is looked up by
+//! name again at exec time (see `sys::spawn`).
 
-use std::ffi::OsStr;
+use std::ffi::{CString, OsStr};
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
@@ -29,6 +35,7 @@ use std::path::{Path, PathBuf};
 use crate::contract::stamp::FileStamp;
 use crate::sys::digest::{cached_digests, Digests, Need};
 use crate::sys::proc::own_fd_path as fd_path;
+use crate::sys::spawn::ScriptExec;
 
 impl FileStamp {
     /// The stamp of a file as `stat` reports it.
@@ -91,10 +98,15 @@ pub struct ScriptInterpreter {
     /// The `#!` line's interpreter path as written.
     pub declared: String,
     /// Where the script's `/dev/fd/N` stands on the command line of the
-    /// process the kernel starts: `interpreter /dev/fd/N` (1), or
-    /// `interpreter ARG /dev/fd/N` (2) when the `#!` line has an argument;
-    /// `/usr/bin/env NAME` runs `NAME /dev/fd/N` (1).
+    /// process: `interpreter /dev/fd/N` (1), or `interpreter ARG /dev/fd/N`
+    /// (2) when the `#!` line has an argument; `/usr/bin/env NAME` runs
+    /// `NAME /dev/fd/N` (1); one more for a Python interpreter's `-I`.
     pub script_arg_index: usize,
+    /// The command line before `/dev/fd/N`, as the kernel (and `env`) would
+    /// build it: the declared interpreter and the `#!` line's argument, or
+    /// `NAME` alone for `/usr/bin/env NAME`; for a CPython interpreter,
+    /// `-I` (isolated mode) right after it.
+    pub leading_args: Vec<String>,
 }
 
 /// An opened, checked and hashed backend executable.
@@ -109,9 +121,28 @@ pub struct BackendBinary {
     pub stamp_vouches: bool,
     /// Set for `#!` scripts.
     pub interpreter: Option<ScriptInterpreter>,
+    /// For `#!` scripts: the interpreter binary, opened where it was
+    /// resolved and checked; the launcher executes this descriptor, so no
+    /// second lookup by name (by the kernel or by `env`) can pick another.
+    pub interpreter_file: Option<File>,
 }
 
 impl BackendBinary {
+    /// How `sys::spawn` starts it, if it is a `#!` script: its checked
+    /// interpreter's descriptor, with the kernel's command line.
+    pub fn script_exec(&self) -> Option<ScriptExec<'_>> {
+        let (interpreter, file) = (self.interpreter.as_ref()?, self.interpreter_file.as_ref()?);
+        Some(ScriptExec {
+            interpreter: file,
+            leading: interpreter
+                .leading_args
+                .iter()
+                // The #! line was refused if it held a NUL byte.
+                .filter_map(|a| CString::new(a.as_bytes()).ok())
+                .collect(),
+        })
+    }
+
     /// The executable `/proc/<pid>/exe` must show once it runs.
     pub fn expected_exe(&self) -> &Path {
         match &self.interpreter {
@@ -228,10 +259,10 @@ pub fn open_backend_recorded(
         }
         _ => cached_digests(&file, stamp, need).map_err(io_error("hash", &canonical))?,
     };
-    let interpreter = script_interpreter(&file, &canonical, path_var)?;
-    if let Some(interp) = &interpreter {
-        check_trusted_path(&interp.exe)?;
-    }
+    let (interpreter, interpreter_file) = match script_interpreter(&file, &canonical, path_var)? {
+        Some((interpreter, opened)) => (Some(interpreter), Some(opened)),
+        None => (None, None),
+    };
     Ok(BackendBinary {
         file,
         canonical,
@@ -239,6 +270,7 @@ pub fn open_backend_recorded(
         digests,
         stamp_vouches,
         interpreter,
+        interpreter_file,
     })
 }
 
@@ -293,13 +325,14 @@ fn check_not_writable_by_others(dir: &Path) -> Result<(), BinaryError> {
     Ok(())
 }
 
-/// Parses the `#!` line of an open file, if any, and resolves the executable
-/// the kernel will end up running.
+/// Parses the `#!` line of an open file, if any, resolves the executable
+/// the kernel (and `env`) would run for it, link by link with every
+/// directory on the way trusted ([`resolve_trusted`]), and opens it.
 fn script_interpreter(
     file: &File,
     script: &Path,
     path_var: Option<&OsStr>,
-) -> Result<Option<ScriptInterpreter>, BinaryError> {
+) -> Result<Option<(ScriptInterpreter, File)>, BinaryError> {
     let mut head = [0u8; 256];
     let mut reader = file;
     reader
@@ -336,42 +369,179 @@ fn script_interpreter(
     if !declared.starts_with('/') {
         return Err(bad("the #! interpreter must be an absolute path"));
     }
-    let interp = Path::new(declared)
-        .canonicalize()
-        .map_err(|e| bad(&e.to_string()))?;
+    if line.contains('\0') {
+        return Err(bad("the #! line holds a NUL byte"));
+    }
+    // A missing or unreadable interpreter is the script's problem; a
+    // directory others could steer stays an InsecurePermissions.
+    let resolve = |path: &Path| match resolve_trusted(path) {
+        Err(BinaryError::Io { source, path, .. }) => {
+            Err(bad(&format!("{}: {source}", path.display())))
+        }
+        other => other,
+    };
+    let interp = resolve(Path::new(declared))?;
     let is_env = interp.file_name() == Some(OsStr::new("env"));
-    let exe = if is_env {
+    let (exe, leading_args) = if is_env {
         if arg.is_empty() || arg.starts_with('-') {
             return Err(bad(
                 "#!/usr/bin/env needs a program name (options are not supported)",
             ));
         }
-        find_on_path(arg, path_var)
-            .ok_or_else(|| bad(&format!("{arg} is not on the launch PATH")))?
+        let found = find_on_path(arg, path_var)
+            .ok_or_else(|| bad(&format!("{arg} is not on the launch PATH")))?;
+        (resolve(&found)?, vec![arg.to_owned()])
+    } else if arg.is_empty() {
+        (interp, vec![declared.to_owned()])
     } else {
-        interp
+        (interp, vec![declared.to_owned(), arg.to_owned()])
     };
-    Ok(Some(ScriptInterpreter {
-        exe,
-        declared: declared.to_owned(),
-        script_arg_index: if is_env || arg.is_empty() { 1 } else { 2 },
-    }))
+    check_trusted_path(&exe)?;
+    let opened = open_interpreter(&exe).map_err(|reason| bad(&reason))?;
+    let mut leading_args = leading_args;
+    if is_python(&exe) {
+        // Isolated mode: no PYTHON* variable, no user site directory and,
+        // above all, not the script's directory first on sys.path, so
+        // nothing is imported from beside the script without being named
+        // by the script itself (which the identity covers).
+        leading_args.insert(1, "-I".to_owned());
+    }
+    Ok(Some((
+        ScriptInterpreter {
+            exe,
+            declared: declared.to_owned(),
+            script_arg_index: leading_args.len(),
+            leading_args,
+        },
+        opened,
+    )))
 }
 
-/// The canonical path of the first executable `name` on `path_var`.
+/// Whether `exe` is a CPython interpreter (`python`, `python3`,
+/// `python3.12`...), by its resolved file name.
+fn is_python(exe: &Path) -> bool {
+    exe.file_name()
+        .and_then(OsStr::to_str)
+        .and_then(|name| name.strip_prefix("python"))
+        .is_some_and(|rest| rest.chars().all(|c| c.is_ascii_digit() || c == '.'))
+}
+
+/// Opens the resolved interpreter (never through a link) and checks that it
+/// is what the launcher can execute by descriptor: a regular, executable
+/// ELF file (an interpreter that is itself a script would be looked up by
+/// path again).
+fn open_interpreter(exe: &Path) -> Result<File, String> {
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(exe)
+        .map_err(|e| format!("cannot open {}: {e}", exe.display()))?;
+    let meta = opened
+        .metadata()
+        .map_err(|e| format!("cannot stat {}: {e}", exe.display()))?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return Err(format!("{} is not an executable file", exe.display()));
+    }
+    let mut magic = [0u8; 4];
+    let is_elf = std::os::unix::fs::FileExt::read_exact_at(&opened, &mut magic, 0).is_ok()
+        && magic == *b"\x7fELF";
+    if !is_elf {
+        return Err(format!(
+            "{} is not a binary (a script as interpreter is not supported: \
+             name the program it runs in the #! line)",
+            exe.display()
+        ));
+    }
+    Ok(opened)
+}
+
+/// Resolves the absolute `path` the way the kernel does, one component at a
+/// time, following links, and refuses a resolution that another user could
+/// steer: every directory an entry (file, directory or link) is looked up in
+/// must be owned by this user or root and, if group or other can write to
+/// it, sticky with the entry owned by this user or root. So a link in a
+/// shared, group-writable tools directory cannot be on the way to what
+/// runs, whatever it points to now.
+pub fn resolve_trusted(path: &Path) -> Result<PathBuf, BinaryError> {
+    use std::path::Component;
+    const MAX_LINKS: usize = 40;
+    let euid = crate::sys::host::effective_uid();
+    let owner_ok = |uid: u32| uid == euid || uid == 0;
+    let push_components = |pending: &mut Vec<std::ffi::OsString>, path: &Path| {
+        let names: Vec<_> = path
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(name) => Some(name.to_os_string()),
+                Component::ParentDir => Some("..".into()),
+                _ => None,
+            })
+            .collect();
+        pending.extend(names.into_iter().rev());
+    };
+    if !path.is_absolute() {
+        return Err(io_error("resolve", path)(io::Error::from(
+            io::ErrorKind::InvalidInput,
+        )));
+    }
+    let mut pending = Vec::new();
+    push_components(&mut pending, path);
+    let mut current = PathBuf::from("/");
+    let mut links = 0;
+    while let Some(name) = pending.pop() {
+        if name == ".." {
+            current.pop();
+            continue;
+        }
+        let dir = std::fs::metadata(&current).map_err(io_error("stat", &current))?;
+        let dir_mode = dir.permissions().mode() & 0o7777;
+        let entry = current.join(&name);
+        let meta = std::fs::symlink_metadata(&entry).map_err(io_error("stat", &entry))?;
+        let others_write = dir_mode & 0o022 != 0;
+        if !owner_ok(dir.uid())
+            || (others_write && (dir_mode & 0o1000 == 0 || !owner_ok(meta.uid())))
+        {
+            return Err(BinaryError::InsecurePermissions {
+                path: current,
+                mode: dir_mode,
+            });
+        }
+        if meta.file_type().is_symlink() {
+            links += 1;
+            if links > MAX_LINKS {
+                return Err(io_error("resolve", path)(io::Error::from_raw_os_error(
+                    libc::ELOOP,
+                )));
+            }
+            let target = std::fs::read_link(&entry).map_err(io_error("read link", &entry))?;
+            if target.is_absolute() {
+                current = PathBuf::from("/");
+            }
+            push_components(&mut pending, &target);
+        } else {
+            current = entry;
+        }
+    }
+    Ok(current)
+}
+
+/// The first executable `name` on `path_var`, as `env` would find it, not
+/// yet resolved. Only absolute directories count: the backend starts in
+/// `/`, where a relative one would mean something else.
 fn find_on_path(name: &str, path_var: Option<&OsStr>) -> Option<PathBuf> {
     if name.contains('/') {
-        return Path::new(name).canonicalize().ok();
+        let path = Path::new(name);
+        return path.is_absolute().then(|| path.to_path_buf());
     }
     let path_var = path_var?;
     for dir in path_var.as_bytes().split(|&b| b == b':') {
-        if dir.is_empty() {
+        let dir = Path::new(OsStr::from_bytes(dir));
+        if !dir.is_absolute() {
             continue;
         }
-        let candidate = Path::new(OsStr::from_bytes(dir)).join(name);
+        let candidate = dir.join(name);
         if let Ok(meta) = std::fs::metadata(&candidate) {
             if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
-                return candidate.canonicalize().ok();
+                return Some(candidate);
             }
         }
     }
@@ -383,6 +553,63 @@ mod tests {
     use super::*;
     use std::io::Write;
     use std::time::{Duration, SystemTime};
+
+    /// What was resolved and checked is what runs: the `#!` line names a
+    /// link that is re-pointed after `open_backend` resolved it and before
+    /// the spawn. Handed to the kernel, the script would have run under the
+    /// new target; executed by descriptor, it runs under the one checked.
+    #[test]
+    fn a_script_runs_the_interpreter_that_was_checked_even_if_its_link_moves_before_the_exec() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().canonicalize().unwrap();
+        let bin = base.join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let link = bin.join("interp");
+        std::os::unix::fs::symlink("/bin/sh", &link).unwrap();
+        let root = base.join("1.0.0");
+        std::fs::create_dir(&root).unwrap();
+        let script = root.join("backend");
+        std::fs::write(&script, format!("#!{}\nexec sleep 30\n", link.display())).unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let binary = open_backend(&script, &root, None).unwrap();
+        let checked = Path::new("/bin/sh").canonicalize().unwrap();
+        assert_eq!(binary.expected_exe(), checked);
+
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink("/bin/cat", &link).unwrap();
+        let log = tempfile::tempfile().unwrap();
+        let argv0 = crate::sys::spawn::arg0(&binary.canonical).unwrap();
+        let spawned = crate::sys::spawn::spawn(&crate::sys::spawn::SpawnRequest {
+            executable: &binary.file,
+            script: binary.script_exec(),
+            argv: vec![argv0],
+            env: Vec::new(),
+            log: &log,
+            pass: None,
+        })
+        .unwrap();
+        // The exec has happened when spawn returns; `exec sleep` replaces
+        // the shell only once it has read the script, well after.
+        let ran = std::fs::read_link(format!("/proc/{}/exe", spawned.pid));
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", spawned.pid));
+        // SAFETY: our unreaped child.
+        unsafe { libc::kill(spawned.pid as libc::pid_t, libc::SIGKILL) };
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(spawned.pid as libc::pid_t, &mut status, 0) };
+        let ran = ran.unwrap();
+        assert!(
+            ran == checked || ran == Path::new("/bin/sleep").canonicalize().unwrap(),
+            "ran {}",
+            ran.display()
+        );
+        let cmdline = cmdline.unwrap();
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        if ran == checked {
+            assert_eq!(args[0], link.as_os_str().as_bytes());
+            assert!(args[1].starts_with(b"/dev/fd/"), "{args:?}");
+        }
+    }
 
     #[test]
     fn a_file_changed_since_its_stamp_cannot_vouch_for_its_digest() {

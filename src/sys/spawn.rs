@@ -15,8 +15,9 @@
 //! 5. every descriptor from 3 up marked close-on-exec, except the ones passed
 //!    on purpose (a script's own descriptor, see below, and the listening
 //!    socket a launcher bound for the backend);
-//! 6. `execveat(fd, "", AT_EMPTY_PATH)` of the descriptor that was hashed, so
-//!    a file swapped at the path after hashing is never the one that runs.
+//! 6. `execveat(fd, "", AT_EMPTY_PATH)` of the descriptor that was hashed (or,
+//!    for a script, of its interpreter's), so a file swapped at the path
+//!    after hashing is never the one that runs.
 //!
 //! An exec failure is written as an errno to a close-on-exec pipe, so the
 //! parent learns of it (and reaps the child) before it ever reports a pid:
@@ -24,8 +25,14 @@
 //! file the kernel cannot run fails with `ENOEXEC` instead of being handed to
 //! `/bin/sh`.
 //!
-//! For a `#!` script the kernel hands the interpreter `/dev/fd/N`; the
-//! script's descriptor is therefore kept open across exec (and only then).
+//! A `#!` script is not handed to the kernel, which would look its
+//! interpreter up by path (and `/usr/bin/env` would look the program up on
+//! `PATH`) after the launcher checked it. The launcher executes the
+//! interpreter's descriptor itself, opened where it was resolved and checked,
+//! with the command line the kernel would have built (`interpreter [arg]
+//! /dev/fd/N args...`, or `NAME /dev/fd/N args...` for `#!/usr/bin/env
+//! NAME`), and keeps the script's descriptor N open across the exec (and only
+//! then).
 //!
 //! This module starts processes; it does not wait for them, verify them or
 //! reap them (see `reaper` and `launcher`).
@@ -40,9 +47,10 @@ use std::os::unix::ffi::OsStrExt;
 pub struct SpawnRequest<'a> {
     /// The open executable (the descriptor that was hashed).
     pub executable: &'a File,
-    /// Whether the executable is a `#!` script (its descriptor must stay open).
-    pub is_script: bool,
-    /// `argv`, including `argv[0]`.
+    /// Set when the executable is a `#!` script: the interpreter runs it.
+    pub script: Option<ScriptExec<'a>>,
+    /// `argv`, including `argv[0]` (for a script, `argv[0]` is replaced as
+    /// the kernel would: see [`ScriptExec`]).
     pub argv: Vec<CString>,
     /// The complete environment as `NAME=value` strings.
     pub env: Vec<CString>,
@@ -52,6 +60,18 @@ pub struct SpawnRequest<'a> {
     /// socket a launcher bound for it); everything else from 3 up is closed
     /// at exec.
     pub pass: Option<RawFd>,
+}
+
+/// How a `#!` script is started: the interpreter's descriptor is executed
+/// with the command line the kernel would have built for the script
+/// (`leading` arguments, then `/dev/fd/N` naming the script's descriptor,
+/// then `argv[1..]`), and the script's descriptor stays open across the exec.
+pub struct ScriptExec<'a> {
+    /// The interpreter, opened where it was resolved and checked.
+    pub interpreter: &'a File,
+    /// The arguments before `/dev/fd/N`: the interpreter as the `#!` line
+    /// names it and the line's argument, or `NAME` for `/usr/bin/env NAME`.
+    pub leading: Vec<CString>,
 }
 
 /// A started child: its pid and a pidfd that names it even after the pid is
@@ -122,8 +142,10 @@ const CHILD_STACK: usize = 64 * 1024;
 /// What the child needs, prepared by the parent before the clone.
 #[derive(Clone, Copy)]
 struct ChildArgs {
-    exe: RawFd,
-    keep_exe_open: bool,
+    /// The descriptor to execute.
+    exec: RawFd,
+    /// A script's descriptor, kept open across the exec (or -1).
+    script: RawFd,
     null: RawFd,
     log: RawFd,
     err_pipe: RawFd,
@@ -183,8 +205,8 @@ unsafe fn clone_child(args: &ChildArgs, stack: &mut [u8]) -> libc::pid_t {
 /// into memory prepared before it.
 unsafe fn child_exec(args: &ChildArgs) -> ! {
     let ChildArgs {
-        exe,
-        keep_exe_open,
+        exec,
+        script,
         null,
         log,
         err_pipe,
@@ -243,7 +265,7 @@ unsafe fn child_exec(args: &ChildArgs) -> ! {
             libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
         }
     }
-    if keep_exe_open && libc::fcntl(exe, libc::F_SETFD, 0) < 0 {
+    if script >= 0 && libc::fcntl(script, libc::F_SETFD, 0) < 0 {
         fail(err_pipe);
     }
     if pass >= 0 && libc::fcntl(pass, libc::F_SETFD, 0) < 0 {
@@ -252,7 +274,7 @@ unsafe fn child_exec(args: &ChildArgs) -> ! {
     // 6. Run exactly the file behind the descriptor.
     libc::syscall(
         libc::SYS_execveat,
-        exe,
+        exec,
         c"".as_ptr(),
         argv,
         envp,
@@ -267,16 +289,47 @@ pub fn spawn(request: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
     let null = above_stdio(null.as_raw_fd()).map_err(setup("duplicate /dev/null"))?;
     let log = above_stdio(request.log.as_raw_fd()).map_err(setup("duplicate log file"))?;
     let exe = above_stdio(request.executable.as_raw_fd()).map_err(setup("duplicate executable"))?;
+    let interpreter = match &request.script {
+        Some(script) => Some(
+            above_stdio(script.interpreter.as_raw_fd()).map_err(setup("duplicate interpreter"))?,
+        ),
+        None => None,
+    };
     let (err_read, err_write) = cloexec_pipe().map_err(setup("create exec-status pipe"))?;
 
-    let mut argv: Vec<*const libc::c_char> = request.argv.iter().map(|a| a.as_ptr()).collect();
+    // A script: the command line the kernel would build, with the script's
+    // descriptor number as it will be in the child.
+    let script_argv: Vec<CString> = match &request.script {
+        Some(script) => {
+            let dev_fd = CString::new(format!("/dev/fd/{}", exe.as_raw_fd()))
+                .map_err(|e| setup("build command line")(io::Error::other(e)))?;
+            script
+                .leading
+                .iter()
+                .cloned()
+                .chain(std::iter::once(dev_fd))
+                .chain(request.argv.iter().skip(1).cloned())
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    let argv_source = if request.script.is_some() {
+        &script_argv
+    } else {
+        &request.argv
+    };
+    let mut argv: Vec<*const libc::c_char> = argv_source.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = request.env.iter().map(|e| e.as_ptr()).collect();
     envp.push(std::ptr::null());
 
+    let (exec, script) = match &interpreter {
+        Some(interpreter) => (interpreter.as_raw_fd(), exe.as_raw_fd()),
+        None => (exe.as_raw_fd(), -1),
+    };
     let args = ChildArgs {
-        exe: exe.as_raw_fd(),
-        keep_exe_open: request.is_script,
+        exec,
+        script,
         null: null.as_raw_fd(),
         log: log.as_raw_fd(),
         err_pipe: err_write.as_raw_fd(),
