@@ -17,6 +17,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Callable
 
 import pytest
@@ -95,7 +96,8 @@ def assert_fds_return_to(handle: rp.BackendHandle, baseline: int) -> None:
 
 
 def assert_clean_shutdown(handle: rp.BackendHandle) -> None:
-    assert handle.shutdown(timeout=HANG_GUARD) == 0
+    rc = handle.shutdown(timeout=HANG_GUARD)
+    assert rc == 0, Path(handle.log_path).read_text(errors="replace")[:3000]
     assert state_of(handle.pid) is None
     assert not os.path.exists(handle.endpoint.path)
 

@@ -15,11 +15,14 @@ import running_process as rp
 
 def serve(conn: rp.BackendConnection) -> None:
     with conn:
-        while True:
-            data = conn.recv(65536)
-            if not data:
-                return
-            conn.sendall(data)
+        try:
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                conn.sendall(data)
+        except (ConnectionResetError, BrokenPipeError):
+            return  # the client went away mid-conversation: nothing to answer
 
 
 def main() -> int:
