@@ -295,6 +295,9 @@ def attack(mode: str, where: str, arg: Optional[str]) -> None:
         # keeps the renamed socket file) and act as the next mode says.
         mode = mode[len("steal-") :]
         os.rename(path, path + ".real")
+    # Copied while the victim surely lives: once the path is bound, the
+    # launcher may refuse us on the peer pid and kill the victim at once.
+    identity = copied_identity(victim, env) if mode == "copy" else b""
     try:
         if mode.startswith("plant-"):
             plant(mode, path, arg)
@@ -313,7 +316,6 @@ def attack(mode: str, where: str, arg: Optional[str]) -> None:
             conn, _ = server.accept()
             held.append(conn)
     elif mode == "copy":
-        identity = copied_identity(victim, env)
         print(f"ready {victim} {path}", flush=True)
 
         def handle(conn: socket.socket) -> None:
