@@ -54,7 +54,8 @@ pub use contract::names::{
     Version, BACKEND_SOCKET_NAME_LEN, SUN_PATH_MAX,
 };
 pub use contract::service::{
-    Isolation, Listener, ServiceDefinition, MAX_ALLOW_LIST, MAX_LABELS, MAX_SERVICEDEF_BYTES,
+    EnvPolicy, Isolation, Listener, ServiceDefinition, MAX_ALLOW_LIST, MAX_LABELS,
+    MAX_SERVICEDEF_BYTES,
 };
 pub use contract::trace::TraceContext;
 pub use launch::endpoint::BackendEndpointAllocator;

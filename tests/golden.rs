@@ -4,7 +4,7 @@
 
 use running_process::wire::{decode_frame, encode_frame, MAX_FRAME_BODY};
 use running_process::wire::{FrameKind, FrameMsg, PayloadEncoding};
-use running_process::{DaemonProcess, Endpoint, Isolation, Listener, ServiceDefinition};
+use running_process::{DaemonProcess, Endpoint, EnvPolicy, Isolation, Listener, ServiceDefinition};
 
 /// A length-delimited field: tag `(field << 3) | 2`, length, bytes.
 fn len_field(field: u8, bytes: &[u8]) -> Vec<u8> {
@@ -33,6 +33,9 @@ fn service_definition_encoding_is_pinned() {
         labels: [("k".to_owned(), "v".to_owned())].into(),
         args: Vec::new(),
         listener: Listener::Inherit,
+        env_policy: EnvPolicy::Inherit,
+        env_allow: Vec::new(),
+        env_set: Default::default(),
     };
     let expected = [
         len_field(1, b"zc"),
@@ -82,6 +85,30 @@ fn service_definition_encoding_is_pinned() {
         binds_itself
     );
     let unknown = [expected.clone(), vec![0xd0, 0x3e, 0x07]].concat();
+    assert!(ServiceDefinition::from_bytes(&unknown).is_err());
+
+    // The environment policy rides in fields 1003 (varint, tag 8024), 1004
+    // (repeated string, tag 8034) and 1005 (map entries, tag 8042), all
+    // absent for the defaults.
+    let baseline = ServiceDefinition {
+        env_policy: EnvPolicy::Baseline,
+        env_allow: vec!["Z_*".into()],
+        env_set: [("K".to_owned(), "v".to_owned())].into(),
+        ..sd.clone()
+    };
+    let entry = [len_field(1, b"K"), len_field(2, b"v")].concat();
+    let with_env = [
+        expected.clone(),
+        vec![0xd8, 0x3e, 0x01],
+        vec![0xe2, 0x3e, 3],
+        b"Z_*".to_vec(),
+        vec![0xea, 0x3e, entry.len() as u8],
+        entry,
+    ]
+    .concat();
+    assert_eq!(baseline.to_bytes(), with_env);
+    assert_eq!(ServiceDefinition::from_bytes(&with_env).unwrap(), baseline);
+    let unknown = [expected.clone(), vec![0xd8, 0x3e, 0x07]].concat();
     assert!(ServiceDefinition::from_bytes(&unknown).is_err());
 
     let explicit = ServiceDefinition {

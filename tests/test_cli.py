@@ -287,8 +287,8 @@ def test_launch_ls_probe_stop_text(c: Cli) -> None:
     code, out, _ = c.run("ls", *c.st())
     assert code == 0
     header, row = out.strip().splitlines()
-    assert header.split() == ["KEY", "PID", "VERSION", "UPTIME", "ALIVE", "ENDPOINT"]
-    assert row.split()[:3] == [KEY, str(pid), VERSION] and row.split()[4] == "yes"
+    assert header.split() == ["KEY", "PID", "VERSION", "UPTIME", "ALIVE", "ENV", "ENDPOINT"]
+    assert row.split()[:3] == [KEY, str(pid), VERSION] and row.split()[4:6] == ["yes", "inherit"]
     code, out, _ = c.run("probe", KEY, *c.st())
     assert code == 0 and out.splitlines()[0] == f"{KEY}: ok"
     code, out, _ = c.run("stop", KEY, *c.st())
@@ -643,3 +643,45 @@ def test_no_command_line_ends_in_a_traceback(c: Cli, argv: list[str], tmp_path: 
     assert isinstance(code, int)
     assert "Traceback" not in err
     assert "\x1b" not in err
+
+
+def test_the_environment_policy_is_written_shown_listed_and_diagnosed(
+    c: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, _, err = c.write(
+        "--env-policy", "baseline", "--env-allow", "ZCCACHE_*", "--env-set", "RUST_LOG=info"
+    )  # fmt: skip
+    assert code == 0, err
+    code, out, _ = c.run("servicedef", "show", SERVICE, *c.sd())
+    assert any(
+        line.split() == ["environment", "baseline", "+ZCCACHE_*", "set", "RUST_LOG"]
+        for line in out.splitlines()
+    )
+    code, fields = c.json("servicedef", "show", SERVICE, *c.sd())
+    assert (fields["env_policy"], fields["env_allow"], fields["env_set"]) == (
+        "baseline",
+        ["ZCCACHE_*"],
+        {"RUST_LOG": "info"},
+    )
+    code, _, err = c.launch()
+    assert code == 0, err
+    code, rows = c.json("ls", *c.st())
+    assert [row["environment"] for row in rows] == ["baseline +ZCCACHE_* set RUST_LOG"]
+    monkeypatch.setenv("PYTHONPATH", "/tmp/elsewhere")
+    code, report = c.json("doctor", *c.sd(), *c.st())
+    assert report["environment"]["definitions"] == {SERVICE: "baseline +ZCCACHE_* set RUST_LOG"}
+    assert "PYTHONPATH" in report["environment"]["scrubbed_here"]
+    assert report["environment"]["scrub"] == list(rp.DEFAULT_ENV_SCRUB)
+    code, out, _ = c.run("doctor", *c.sd(), *c.st())
+    assert "would remove PYTHONPATH" in out
+    assert c.run("stop", "--all", *c.st())[0] == 0
+
+
+def test_a_bad_env_set_is_a_one_line_usage_error(c: Cli) -> None:
+    code, _, err = c.write("--env-set", "novalue")
+    assert code == cli.EXIT_USAGE
+    assert_one_line_failure(err, "InvalidEnvSetError")
+    code, _, err = c.write("--env-allow", "not a name")
+    assert code == cli.EXIT_USAGE
+    assert_one_line_failure(err, "InvalidServiceDefinitionError")
+    assert "--env-allow" in err

@@ -29,6 +29,8 @@ __all__ = [
     "ENV_EXE_DIGEST",
     "ENV_LISTENER_FD",
     "ENV_OWNED_BIND",
+    "ENV_IS_DAEMON",
+    "DEFAULT_ENV_SCRUB",
     "ENV_SETTLE_MS",
     "V1_ENV_NAMES",
     "SUN_PATH_MAX",
@@ -37,6 +39,7 @@ __all__ = [
     "MACHINE_ID_PATHS",
     "Isolation",
     "Listener",
+    "EnvPolicy",
     "ServiceDefinition",
     "Endpoint",
     "BrokerInstanceKey",
@@ -109,6 +112,16 @@ ENV_OWNED_BIND: Final[str]
 """``RUNNING_PROCESS_BROKER_OWNED_BIND``: set to ``0``, ``false``, ``no`` or
 ``off`` in the launcher's environment, it turns the launcher-side bind off for
 every definition, as if each said ``Listener.BIND``."""
+ENV_IS_DAEMON: Final[str]
+"""``RUNNING_PROCESS_IS_DAEMON``: set to ``1`` for a backend started with the
+login baseline environment (``EnvPolicy.BASELINE``), as the current
+generation of the contract marks the daemons it spawns."""
+DEFAULT_ENV_SCRUB: Final[list[str]]
+"""The variables removed from everything a backend takes from the caller,
+unless a launcher is given its own ``env_scrub`` (a trailing ``*`` matches a
+prefix): the dynamic loader's, glibc's set-uid list, and the start-up hooks
+of interpreters and shells (``PYTHONPATH``, ``NODE_OPTIONS``, ``PERL5OPT``,
+``BASH_ENV``, ``BASH_FUNC_*``...)."""
 ENV_EXE_DIGEST: Final[str]
 """``RUNNING_PROCESS_EXE_DIGEST``: the launcher's SHA-256 of the executable it
 started, with the stamp of the file it hashed (this project's addition, set
@@ -187,6 +200,39 @@ class Listener:
     def __hash__(self) -> int: ...
 
 @final
+class EnvPolicy:
+    """Which environment a backend starts with (protobuf field 1003 of the
+    definition, this package's addition). Whatever the policy, the scrub
+    list applies to what is taken from the caller, the contract's variables
+    are the launcher's, and ``env_set`` is applied last."""
+
+    INHERIT: ClassVar[EnvPolicy]
+    """The caller's environment minus the scrub list (the default); wire
+    value 0."""
+    BASELINE: ClassVar[EnvPolicy]
+    """A login baseline, as the current generation of the contract spawns
+    daemons: ``USER``, ``LOGNAME``, ``HOME``, ``SHELL`` from the password
+    database, ``PATH`` rebuilt (``/usr/local/bin:/usr/bin:/bin``, with the
+    ``sbin`` directories for root), ``LANG``, ``TZ``, ``TMPDIR``,
+    ``XDG_RUNTIME_DIR`` and ``LC_*`` carried over, ``RUNNING_PROCESS_IS_DAEMON=1``,
+    plus the names in ``env_allow``; wire value 1."""
+    CLEAN: ClassVar[EnvPolicy]
+    """Nothing from the caller but the names in ``env_allow``; wire value 2."""
+
+    @staticmethod
+    def from_value(value: int) -> EnvPolicy:
+        """The member with wire value ``value``; ``ValueError`` for others."""
+    @property
+    def name(self) -> str:
+        """``"INHERIT"``, ``"BASELINE"`` or ``"CLEAN"``."""
+    @property
+    def value(self) -> int:
+        """The wire value (0, 1, 2)."""
+    def __int__(self) -> int: ...
+    def __eq__(self, other: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
 class ServiceDefinition:
     """A backend service: the v1 ``ServiceDefinition`` message.
 
@@ -208,6 +254,13 @@ class ServiceDefinition:
     ``listener`` says who binds the endpoint (see :class:`Listener`): by
     default the launcher, which hands the listening socket over; ``BIND`` for
     a backend that binds it itself.
+
+    ``env_policy``, ``env_allow`` and ``env_set`` (fields 1003-1005) decide
+    the backend's environment (see :class:`EnvPolicy`): ``env_allow`` names
+    the variables (or ``PREFIX*``) taken from the caller under ``BASELINE``
+    and ``CLEAN``; ``env_set`` sets variables whatever the policy (not the
+    contract's own). At most 64 entries each; names of letters, digits and
+    ``_``; values of at most 4096 bytes without NUL.
     """
 
     def __new__(
@@ -222,6 +275,9 @@ class ServiceDefinition:
         labels: Optional[Mapping[str, str]] = None,
         args: Sequence[str] = ...,
         listener: Listener = ...,
+        env_policy: EnvPolicy = ...,
+        env_allow: Sequence[str] = ...,
+        env_set: Mapping[str, str] = ...,
     ) -> Self: ...
     @property
     def service_name(self) -> str: ...
@@ -247,6 +303,20 @@ class ServiceDefinition:
     @property
     def listener(self) -> Listener:
         """Who binds the endpoint."""
+    @property
+    def env_policy(self) -> EnvPolicy:
+        """Which environment the backend starts with."""
+    @property
+    def env_allow(self) -> list[str]:
+        """A copy of the names taken from the caller under ``BASELINE`` and ``CLEAN``."""
+    @property
+    def env_set(self) -> dict[str, str]:
+        """A copy of the variables set for the backend."""
+    @property
+    def env_summary(self) -> str:
+        """The environment policy in one line (``"inherit"``,
+        ``"baseline +ZCCACHE_*"``, ``"clean +TOKEN set PATH"``), as
+        ``running-process ls`` shows it."""
     def validate(self) -> None:
         """Re-applies every rule; raises the first broken one."""
     def check_version(self, version: str) -> None:
@@ -926,6 +996,11 @@ class PoolEntry:
         a running process whose start time, uid and executable stamp are the
         recorded ones, on the recorded boot (a recycled pid, or a manifest
         that records no start time, is not alive). No probe is made."""
+    @property
+    def environment(self) -> Optional[str]:
+        """The environment policy it was started with, in one line (see
+        :attr:`ServiceDefinition.env_summary`); None for records written
+        before it was kept."""
 
 @final
 class BackendPool:

@@ -56,6 +56,9 @@ pub const ENV_LISTENER_FD: &str = "RUNNING_PROCESS_BROKER_LISTENER_FD";
 /// turns the launcher-side bind off for every definition (the contract's
 /// opt-out); any other value, or none, leaves it to each definition.
 pub const ENV_OWNED_BIND: &str = "RUNNING_PROCESS_BROKER_OWNED_BIND";
+/// Set to `1` for a backend started with the login baseline environment, as
+/// the current generation of the contract marks the daemons it spawns.
+pub const ENV_IS_DAEMON: &str = "RUNNING_PROCESS_IS_DAEMON";
 /// Socket activation by a service manager (`sd_listen_fds`): the number of
 /// sockets passed from descriptor 3 up, for the process named by
 /// [`ENV_LISTEN_PID`].

@@ -48,6 +48,18 @@ pub struct ServiceDefinitionMsg {
     /// [`crate::contract::service::Listener`].
     #[prost(int32, tag = "1002")]
     pub listener: i32,
+    /// This project's addition: the environment policy (0 inherit, 1 login
+    /// baseline, 2 clean). See [`crate::contract::service::EnvPolicy`].
+    #[prost(int32, tag = "1003")]
+    pub env_policy: i32,
+    /// This project's addition: variables taken from the caller under the
+    /// baseline and clean policies.
+    #[prost(string, repeated, tag = "1004")]
+    pub env_allow: Vec<String>,
+    /// This project's addition: variables set for the backend (sorted, so
+    /// encoding stays deterministic).
+    #[prost(btree_map = "string, string", tag = "1005")]
+    pub env_set: BTreeMap<String, String>,
 }
 
 /// `running_process.broker.v1.Endpoint`.

@@ -103,6 +103,129 @@ impl Listener {
     }
 }
 
+/// Which environment a backend starts with (this project's addition,
+/// protobuf field 1003 of the definition). Whatever the policy, the
+/// launcher's scrub list is applied to every variable taken from the
+/// caller, the contract's variables are the launcher's own, and
+/// [`ServiceDefinition::env_set`] is applied last; the same definition gives
+/// the same environment whoever launches it (but for what `Inherit` and
+/// [`ServiceDefinition::env_allow`] take from the caller).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EnvPolicy {
+    /// The caller's environment, minus the scrub list (loader, interpreter
+    /// and shell injection variables by default).
+    #[default]
+    Inherit = 0,
+    /// A login baseline, as the current generation of the v1 contract
+    /// spawns daemons: `USER`, `LOGNAME`, `HOME`, `SHELL` from the password
+    /// database and `PATH` rebuilt; `LANG`, `TZ`, `TMPDIR`,
+    /// `XDG_RUNTIME_DIR` and `LC_*` carried over; `RUNNING_PROCESS_IS_DAEMON=1`;
+    /// plus the names in `env_allow`.
+    Baseline = 1,
+    /// Nothing from the caller but the names in `env_allow`, as a service
+    /// manager's unit does.
+    Clean = 2,
+}
+
+impl EnvPolicy {
+    /// The policy with wire value `value`, if there is one.
+    pub fn from_i32(value: i32) -> Option<EnvPolicy> {
+        match value {
+            0 => Some(EnvPolicy::Inherit),
+            1 => Some(EnvPolicy::Baseline),
+            2 => Some(EnvPolicy::Clean),
+            _ => None,
+        }
+    }
+
+    /// Upper-case name, as in Python (`INHERIT`, `BASELINE`, `CLEAN`).
+    pub fn name(self) -> &'static str {
+        match self {
+            EnvPolicy::Inherit => "INHERIT",
+            EnvPolicy::Baseline => "BASELINE",
+            EnvPolicy::Clean => "CLEAN",
+        }
+    }
+}
+
+/// Most entries of `env_allow`, and of `env_set`.
+pub const MAX_ENV_ENTRIES: usize = 64;
+/// Longest value of `env_set`, in bytes.
+pub const MAX_ENV_VALUE_LEN: usize = 4096;
+
+/// Whether `name` is a plain environment variable name: a letter or `_`,
+/// then letters, digits and `_`, at most 128 bytes.
+fn is_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && name.len() <= 128
+}
+
+/// Whether `name` is one the launcher sets itself (the contract's), never
+/// taken from the caller nor from a definition.
+pub fn is_contract_env_name(name: &str) -> bool {
+    use crate::contract::env;
+    name.starts_with("RUNNING_PROCESS_BROKER_V1_")
+        || [
+            env::ENV_EXE_DIGEST,
+            env::ENV_LISTENER_FD,
+            env::ENV_LISTEN_FDS,
+            env::ENV_LISTEN_PID,
+            env::ENV_LISTEN_FDNAMES,
+            env::ENV_IS_DAEMON,
+        ]
+        .contains(&name)
+}
+
+fn check_env(allow: &[String], set: &BTreeMap<String, String>) -> Result<(), ValidationError> {
+    for (field, len) in [("env_allow", allow.len()), ("env_set", set.len())] {
+        if len > MAX_ENV_ENTRIES {
+            return Err(sd_error(
+                field,
+                "",
+                format!("has {len} entries; at most {MAX_ENV_ENTRIES} are allowed"),
+            ));
+        }
+    }
+    for entry in allow {
+        let name = entry.strip_suffix('*').unwrap_or(entry);
+        let prefix_ok =
+            entry.ends_with('*') && !name.is_empty() && is_env_name(&format!("{name}A"));
+        if !(is_env_name(name) || prefix_ok) {
+            return Err(sd_error(
+                "env_allow",
+                entry,
+                "must be a variable name (letters, digits, _) or a prefix ending in *",
+            ));
+        }
+    }
+    for (name, value) in set {
+        if !is_env_name(name) {
+            return Err(sd_error(
+                "env_set",
+                name,
+                "must be a variable name (letters, digits and _, not starting with a digit)",
+            ));
+        }
+        if is_contract_env_name(name) {
+            return Err(sd_error(
+                "env_set",
+                name,
+                "is set by the launcher (a contract variable)",
+            ));
+        }
+        if value.contains('\0') || value.len() > MAX_ENV_VALUE_LEN {
+            return Err(sd_error(
+                "env_set",
+                name,
+                format!("value must hold no NUL byte and at most {MAX_ENV_VALUE_LEN} bytes"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A backend service: the v1 `ServiceDefinition` message as a Rust value.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct ServiceDefinition {
@@ -125,6 +248,15 @@ pub struct ServiceDefinition {
     pub args: Vec<String>,
     /// Who binds the endpoint (see [`Listener`]).
     pub listener: Listener,
+    /// Which environment the backend starts with (see [`EnvPolicy`]).
+    pub env_policy: EnvPolicy,
+    /// Variables taken from the caller under `Baseline` and `Clean` (names,
+    /// or prefixes ending in `*`); ignored under `Inherit`, which takes them
+    /// all. The scrub list still applies.
+    pub env_allow: Vec<String>,
+    /// Variables set to these values, whatever the policy, as a service
+    /// manager's `Environment=` does (not the contract's own).
+    pub env_set: BTreeMap<String, String>,
 }
 
 fn sd_error(field: &'static str, value: &str, reason: impl Into<String>) -> ValidationError {
@@ -258,7 +390,8 @@ impl ServiceDefinition {
         for (key, value) in &self.labels {
             check_label(key, value)?;
         }
-        validate_args(&self.args)
+        validate_args(&self.args)?;
+        check_env(&self.env_allow, &self.env_set)
     }
 
     /// Applies the version policy: `version` must be valid, not below
@@ -315,6 +448,9 @@ impl ServiceDefinition {
             labels: self.labels.clone(),
             args: self.args.clone(),
             listener: self.listener as i32,
+            env_policy: self.env_policy as i32,
+            env_allow: self.env_allow.clone(),
+            env_set: self.env_set.clone(),
         }
     }
 
@@ -329,6 +465,12 @@ impl ServiceDefinition {
             what: "ServiceDefinition",
             reason: format!("listener {} is not a listener mode", msg.listener),
         })?;
+        let env_policy =
+            EnvPolicy::from_i32(msg.env_policy).ok_or_else(|| DecodeError::Malformed {
+                what: "ServiceDefinition",
+                reason: format!("env_policy {} is not an environment policy", msg.env_policy),
+            })?;
+        check_env(&msg.env_allow, &msg.env_set)?;
         let sd = Self::from_text(
             msg.service_name,
             msg.binary_path,
@@ -340,7 +482,13 @@ impl ServiceDefinition {
             msg.labels,
             msg.args,
         )?;
-        Ok(ServiceDefinition { listener, ..sd })
+        Ok(ServiceDefinition {
+            listener,
+            env_policy,
+            env_allow: msg.env_allow,
+            env_set: msg.env_set,
+            ..sd
+        })
     }
 
     /// A validated definition from its fields as text (an empty
@@ -370,6 +518,9 @@ impl ServiceDefinition {
             labels: BTreeMap::new(),
             args: Vec::new(),
             listener: Listener::default(),
+            env_policy: EnvPolicy::default(),
+            env_allow: Vec::new(),
+            env_set: BTreeMap::new(),
         };
         // Name, paths and isolation first, as `validate` orders them.
         sd.validate()?;

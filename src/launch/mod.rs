@@ -26,6 +26,7 @@
 mod adopt;
 mod attest;
 pub mod endpoint;
+mod environ;
 mod error;
 mod fixed;
 mod handle;
@@ -34,6 +35,7 @@ mod ready;
 mod start;
 pub mod verify;
 
+pub use environ::{describe as describe_environment, DEFAULT_ENV_SCRUB};
 pub use error::LaunchError;
 use fixed::{check_fixed_endpoint, fixed_fs_error};
 pub use handle::BackendHandle;
@@ -43,7 +45,6 @@ use handle::Verified;
 use policy::check_policy;
 use ready::wait_ready_and_verify;
 use start::Reservation;
-pub use start::DEFAULT_ENV_SCRUB;
 use verify::ExeProof;
 
 use std::collections::{BTreeMap, HashMap};
@@ -428,7 +429,15 @@ impl CommandBackendLauncher {
         // has its own, so the child's exit closes the socket.
         let listener = self.bind_listener(sd, &reservation, &binary)?;
         let inherited = listener.is_some();
-        let watch = self.start(key, trace, &binary, &reservation, &argv, listener.as_ref());
+        let watch = self.start(
+            key,
+            sd,
+            trace,
+            &binary,
+            &reservation,
+            &argv,
+            listener.as_ref(),
+        );
         drop(listener);
         let watch = watch?;
         let expected = DaemonProcess {
@@ -498,7 +507,9 @@ impl CommandBackendLauncher {
 /// Applies the allow-list rules to a definition's binary: opened, checked
 /// and hashed once, as a launch does.
 fn open_binary(sd: &ServiceDefinition) -> Result<BackendBinary, LaunchError> {
-    let path_var = std::env::var_os("PATH");
+    // `#!/usr/bin/env NAME` finds NAME where the backend would: on the
+    // PATH its environment policy gives it.
+    let path_var = environ::backend_path(sd);
     open_backend(
         &sd.binary_path,
         &sd.per_version_binary_dir,

@@ -4,17 +4,16 @@
 //! scrubbed), and the detached spawn of exactly the hashed descriptor,
 //! watched from then on.
 
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{CString, OsString};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::error::{shortage, LaunchError};
 use super::handle::remove_socket_file;
-use super::CommandBackendLauncher;
+use super::{environ, CommandBackendLauncher};
 use crate::contract::env;
 use crate::contract::error::{AllocError, FsError};
 use crate::contract::identity::Endpoint;
@@ -27,23 +26,6 @@ use crate::sys::fs::{create_private_file, ensure_private_dir};
 use crate::sys::net::bind_private_socket;
 use crate::sys::reaper::ChildWatch;
 use crate::sys::spawn::{self, SpawnError, SpawnRequest};
-
-/// Environment variables removed from a backend's environment by default:
-/// every `LD_*` loader variable and the other variables glibc ignores for
-/// set-uid programs because they change what code a process loads.
-pub const DEFAULT_ENV_SCRUB: &[&str] = &[
-    "LD_*",
-    "GCONV_PATH",
-    "GETCONF_DIR",
-    "HOSTALIASES",
-    "LOCALDOMAIN",
-    "LOCPATH",
-    "MALLOC_TRACE",
-    "NIS_PATH",
-    "NLSPATH",
-    "RESOLV_HOST_CONF",
-    "RES_OPTIONS",
-];
 
 /// An endpoint allocated for a backend and, once opened, its log file. Until
 /// [`Reservation::keep`] is called, dropping it removes whatever the launch
@@ -140,9 +122,11 @@ impl CommandBackendLauncher {
     /// the backend's environment and its output in the log, and watches it.
     /// Once the child is reaped its socket file goes and its endpoint is
     /// released, whoever holds its handle.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn start(
         &self,
         key: &BackendKey,
+        sd: &ServiceDefinition,
         trace: &TraceContext,
         binary: &BackendBinary,
         reservation: &Reservation,
@@ -151,7 +135,7 @@ impl CommandBackendLauncher {
     ) -> Result<ChildWatch, LaunchError> {
         let listener_fd = listener.map(AsRawFd::as_raw_fd);
         let env: Vec<CString> = self
-            .environment(key, &reservation.endpoint, trace, binary, listener_fd)
+            .environment(key, sd, &reservation.endpoint, trace, binary, listener_fd)
             .iter()
             .filter_map(|(k, v)| spawn::env_entry(k, v))
             .collect();
@@ -207,34 +191,14 @@ impl CommandBackendLauncher {
     fn environment(
         &self,
         key: &BackendKey,
+        sd: &ServiceDefinition,
         endpoint: &Endpoint,
         trace: &TraceContext,
         binary: &BackendBinary,
         listener: Option<RawFd>,
     ) -> Vec<(OsString, OsString)> {
-        let scrubbed = |name: &OsStr| {
-            let name = name.as_bytes();
-            name.starts_with(b"RUNNING_PROCESS_BROKER_V1_")
-                || [
-                    env::ENV_EXE_DIGEST,
-                    env::ENV_LISTENER_FD,
-                    env::ENV_LISTEN_FDS,
-                    env::ENV_LISTEN_PID,
-                    env::ENV_LISTEN_FDNAMES,
-                ]
-                .iter()
-                .any(|inherited| name == inherited.as_bytes())
-                || self
-                    .options
-                    .env_scrub
-                    .iter()
-                    .any(|rule| match rule.strip_suffix('*') {
-                        Some(prefix) => name.starts_with(prefix.as_bytes()),
-                        None => name == rule.as_bytes(),
-                    })
-        };
-        let mut vars: Vec<(OsString, OsString)> =
-            std::env::vars_os().filter(|(k, _)| !scrubbed(k)).collect();
+        let mut vars =
+            environ::backend_environment(sd, &self.options.env_scrub, std::env::vars_os());
         let mut set = |k: &str, v: &str| vars.push((k.into(), v.into()));
         set(env::ENV_SERVICE_NAME, key.service_name());
         set(env::ENV_SERVICE_VERSION, key.service_version());

@@ -42,6 +42,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
 
     m.add_class::<values::PyIsolation>()?;
     m.add_class::<values::PyListener>()?;
+    m.add_class::<values::PyEnvPolicy>()?;
     m.add_class::<values::PyServiceDefinition>()?;
     m.add_class::<values::PyEndpoint>()?;
     m.add_class::<values::PyBrokerInstanceKey>()?;
@@ -94,6 +95,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ENV_SETTLE_MS", env::ENV_SETTLE_MS)?;
     m.add("ENV_LISTENER_FD", env::ENV_LISTENER_FD)?;
     m.add("ENV_OWNED_BIND", env::ENV_OWNED_BIND)?;
+    m.add("ENV_IS_DAEMON", env::ENV_IS_DAEMON)?;
+    m.add(
+        "DEFAULT_ENV_SCRUB",
+        crate::launch::DEFAULT_ENV_SCRUB.to_vec(),
+    )?;
     m.add("V1_ENV_NAMES", PyTuple::new(py, env::V1_ENV_NAMES)?)?;
     m.add("SUN_PATH_MAX", crate::contract::names::SUN_PATH_MAX)?;
     m.add(

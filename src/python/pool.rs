@@ -65,6 +65,13 @@ impl PyPoolEntry {
         self.inner.alive
     }
 
+    /// The environment policy it was started with, in one line (see
+    /// ``ServiceDefinition.env_summary``); None for older records.
+    #[getter]
+    fn environment(&self) -> Option<String> {
+        self.inner.environment.clone()
+    }
+
     fn __repr__(&self, py: Python<'_>) -> String {
         format!(
             "<PoolEntry {} pid={} alive={} endpoint={}>",

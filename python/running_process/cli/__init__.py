@@ -259,6 +259,24 @@ def _parser() -> argparse.ArgumentParser:
         "or the backend itself (bind)",
     )
     write.add_argument(
+        "--env-policy",
+        choices=["inherit", "baseline", "clean"],
+        help="the backend's environment: the caller's minus the scrub list (inherit, the default), "
+        "a login baseline (baseline) or only what --env-allow names (clean)",
+    )
+    write.add_argument(
+        "--env-allow",
+        action="append",
+        metavar="NAME",
+        help="a variable (or PREFIX*) taken from the caller under baseline and clean (repeatable)",
+    )
+    write.add_argument(
+        "--env-set",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a variable set for the backend, whatever the policy (repeatable)",
+    )
+    write.add_argument(
         "--dir", metavar="DIR", help="service definition directory (default: rp.service_def_dir())"
     )
     write.set_defaults(func=cmd_servicedef_write)

@@ -95,6 +95,10 @@ def sd_fields(sd: rp.ServiceDefinition) -> dict[str, Any]:
         "labels": sd.labels,
         "args": sd.args,
         "listener": sd.listener.name.lower(),
+        "env_policy": sd.env_policy.name.lower(),
+        "env_allow": sd.env_allow,
+        "env_set": sd.env_set,
+        "environment": sd.env_summary,
     }
 
 
@@ -112,6 +116,7 @@ def _print_sd(fields: dict[str, Any]) -> None:
             ("labels", ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "(none)"),
             ("args", " ".join(shlex.quote(a) for a in fields["args"]) or "(none)"),
             ("listener", fields["listener"]),
+            ("environment", fields["environment"]),
         ]
     )
 
@@ -156,6 +161,7 @@ def entry_fields(entry: rp.PoolEntry, now_ms: Optional[int] = None) -> dict[str,
         "started_at_unix_ms": daemon.started_at_unix_ms,
         "uptime_secs": round(uptime, 3),
         "alive": entry.alive,
+        "environment": entry.environment,
     }
 
 
@@ -198,35 +204,23 @@ def _run_with_progress(what: str, work: Callable[[], _T], enabled: bool, stream:
     return result[0]
 
 
-def _parse_pairs(items: Sequence[str], flag: str, example: str) -> dict[str, str]:
-    """``NAME=value`` items as a dict; a missing ``=`` is a usage error."""
+def _parse_pairs(
+    items: Sequence[str], flag: str, example: str, error: str = "InvalidArgumentError"
+) -> dict[str, str]:
+    """``NAME=value`` items of ``flag`` as a dict; a missing ``=`` or name is
+    a usage error (``error``) that shows the form to write."""
     pairs: dict[str, str] = {}
     for item in items:
         name, sep, value = item.partition("=")
-        if not sep:
+        if not sep or not name:
             raise CliError(
-                "InvalidArgumentError",
-                f"{flag} {printable(repr(item))} has no '='",
+                error,
+                f"{flag} {printable(repr(item))} has no '=' after a name",
                 EXIT_USAGE,
                 f"write {example}",
             )
         pairs[name] = value
     return pairs
-
-
-def _parse_labels(items: Sequence[str]) -> dict[str, str]:
-    labels: dict[str, str] = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise CliError(
-                "InvalidLabelError",
-                f"label {item!r} is not key=value",
-                EXIT_USAGE,
-                "write labels as --label team=build",
-            )
-        labels[key] = value
-    return labels
 
 
 def cmd_servicedef_write(args: argparse.Namespace) -> int:
@@ -238,9 +232,14 @@ def cmd_servicedef_write(args: argparse.Namespace) -> int:
         "per_version_binary_dir": os.path.abspath(args.root),
         "isolation": isolation,
         "version_allow_list": list(args.allow or []),
-        "labels": _parse_labels(args.label or []),
+        "labels": _parse_pairs(args.label or [], "--label", "--label team=build", "InvalidLabelError"),
         "args": list(args.arg or []),
         "listener": getattr(rp.Listener, (args.listener or "inherit").upper()),
+        "env_policy": getattr(rp.EnvPolicy, (args.env_policy or "inherit").upper()),
+        "env_allow": list(args.env_allow or []),
+        "env_set": _parse_pairs(
+            args.env_set or [], "--env-set", "--env-set RUST_LOG=info", "InvalidEnvSetError"
+        ),
     }
     if args.instance:
         kwargs["explicit_instance"] = args.instance
@@ -272,6 +271,9 @@ def _flag_for(field: str) -> str:
         "labels": "label",
         "args": "arg",
         "isolation": "isolation",
+        "env_policy": "env-policy",
+        "env_allow": "env-allow",
+        "env_set": "env-set",
     }.get(field.split("[")[0].split(".")[0], field)
 
 
@@ -378,7 +380,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if not rows:
         print(f"no backends recorded in {pool.state_dir}")
         return EXIT_OK
-    header = ("KEY", "PID", "VERSION", "UPTIME", "ALIVE", "ENDPOINT")
+    header = ("KEY", "PID", "VERSION", "UPTIME", "ALIVE", "ENV", "ENDPOINT")
     table = [
         (
             r["key"],
@@ -386,6 +388,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
             r["version"],
             format_duration(r["uptime_secs"]),
             "yes" if r["alive"] else "no",
+            r["environment"] or "?",
             r["endpoint"],
         )
         for r in rows

@@ -80,6 +80,32 @@ def _tmp_tree_report(xdg: Optional[str], sock_dir: str) -> Optional[dict[str, An
     return {"v1_path": v1, "path": os.path.dirname(sock_dir), "taken_by_uid": taken}
 
 
+def _environment_report(def_dir: Optional[str]) -> dict[str, Any]:
+    """The scrub list, which variables of this environment it would keep
+    from a backend, and the environment policy of each saved definition."""
+    scrub = list(rp.DEFAULT_ENV_SCRUB)
+
+    def scrubbed(name: str) -> bool:
+        return any(name.startswith(r[:-1]) if r.endswith("*") else name == r for r in scrub)
+
+    definitions: dict[str, str] = {}
+    if def_dir is not None and os.path.isdir(def_dir):
+        for entry in sorted(os.listdir(def_dir)):
+            if not entry.endswith(".servicedef"):
+                continue
+            try:
+                sd = rp.ServiceDefinition.load_file(os.path.join(def_dir, entry))
+            except rp.RunningProcessError as err:
+                definitions[entry[: -len(".servicedef")]] = f"unreadable: {one_line(str(err))}"
+                continue
+            definitions[sd.service_name] = sd.env_summary
+    return {
+        "scrub": scrub,
+        "scrubbed_here": sorted(name for name in os.environ if scrubbed(name)),
+        "definitions": definitions,
+    }
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     sock_dir = rp.socket_dir()
     state_dir = args.state_dir or rp.BackendPool(make_launcher()).state_dir
@@ -120,6 +146,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         )
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     tmp_tree = _tmp_tree_report(xdg, sock_dir)
+    environment = _environment_report(def_dir if dirs["service_def_dir"]["status"] != "insecure" else None)
     insecure = [f"{name} {d['path']} {d['problem']}" for name, d in dirs.items() if d["status"] == "insecure"]
     code = EXIT_REFUSED if insecure else EXIT_FAILURE if problems else EXIT_OK
     report: dict[str, Any] = {
@@ -135,6 +162,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         "backend_socket_path_len": socket_path_len,
         "sun_path_budget": budget,
         "compact_socket_names": compact_names,
+        "environment": environment,
         "insecure": insecure,
         "problems": problems,
         "exit_code": code,
@@ -181,6 +209,15 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                 + ("" if budget >= 0 else " TOO LONG"),
             ),
         ]
+        scrubbed = environment["scrubbed_here"]
+        rows.append(
+            (
+                "env scrub",
+                f"{len(environment['scrub'])} rules; "
+                + (f"would remove {', '.join(scrubbed)} from here" if scrubbed else "nothing to remove here"),
+            )
+        )
+        rows += [(f"env of {name}", summary) for name, summary in environment["definitions"].items()]
         print_rows(rows)
         verdict = "all OK" if code == EXIT_OK else "INSECURE" if insecure else "PROBLEMS FOUND"
         print(f"doctor: {verdict}")

@@ -13,7 +13,7 @@ mod trace;
 pub(crate) use codes::{returncode, PyErrorCode};
 pub(crate) use identity::{json_form, PyDaemonProcess};
 pub(crate) use keys::{PyBackendKey, PyBrokerInstanceKey, PyEndpoint};
-pub(crate) use service::{PyIsolation, PyListener, PyServiceDefinition};
+pub(crate) use service::{PyEnvPolicy, PyIsolation, PyListener, PyServiceDefinition};
 pub(crate) use trace::PyTraceContext;
 
 use std::collections::BTreeMap;

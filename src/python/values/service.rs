@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use super::{labels_from_mapping, path_text, pyrepr, reduce_by_name, ByName};
-use crate::contract::service::{Isolation, Listener, ServiceDefinition};
+use crate::contract::service::{EnvPolicy, Isolation, Listener, ServiceDefinition};
 
 /// The Python face of a contract enum: a frozen enum class with the same
 /// members in upper case, conversions both ways, `from_value`, `name`,
@@ -114,6 +114,21 @@ wire_enum!(
     "``\"INHERIT\"``, ``\"BIND\"``"
 );
 
+wire_enum!(
+    /// Which environment a backend starts with: the caller's minus the scrub
+    /// list (``INHERIT``, the default), a login baseline as the current
+    /// generation of the contract spawns daemons (``BASELINE``), or nothing
+    /// from the caller but the names allowed (``CLEAN``).
+    PyEnvPolicy("EnvPolicy") <-> EnvPolicy {
+        INHERIT = 0 <-> Inherit,
+        BASELINE = 1 <-> Baseline,
+        CLEAN = 2 <-> Clean,
+    }
+    "an EnvPolicy",
+    "0, 1 or 2",
+    "``\"INHERIT\"``, ``\"BASELINE\"``, ``\"CLEAN\"``"
+);
+
 /// A backend service (the v1 ``ServiceDefinition`` message).
 #[pyclass(
     name = "ServiceDefinition",
@@ -125,6 +140,27 @@ wire_enum!(
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct PyServiceDefinition {
     pub(crate) inner: ServiceDefinition,
+}
+
+/// The environment fields of a definition's repr, where not the defaults.
+fn env_repr(py: Python<'_>, sd: &ServiceDefinition) -> String {
+    let mut text = String::new();
+    if sd.env_policy != EnvPolicy::Inherit {
+        text.push_str(&format!(", env_policy=EnvPolicy.{}", sd.env_policy.name()));
+    }
+    if !sd.env_allow.is_empty() {
+        let names: Vec<String> = sd.env_allow.iter().map(|a| pyrepr(py, a)).collect();
+        text.push_str(&format!(", env_allow=[{}]", names.join(", ")));
+    }
+    if !sd.env_set.is_empty() {
+        let pairs: Vec<String> = sd
+            .env_set
+            .iter()
+            .map(|(k, v)| format!("{}: {}", pyrepr(py, k), pyrepr(py, v)))
+            .collect();
+        text.push_str(&format!(", env_set={{{}}}", pairs.join(", ")));
+    }
+    text
 }
 
 #[pymethods]
@@ -141,6 +177,9 @@ impl PyServiceDefinition {
         labels = None,
         args = Vec::new(),
         listener = PyListener::INHERIT,
+        env_policy = PyEnvPolicy::INHERIT,
+        env_allow = Vec::new(),
+        env_set = BTreeMap::new(),
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -154,6 +193,9 @@ impl PyServiceDefinition {
         labels: Option<Bound<'_, PyAny>>,
         args: Vec<String>,
         listener: PyListener,
+        env_policy: PyEnvPolicy,
+        env_allow: Vec<String>,
+        env_set: BTreeMap<String, String>,
     ) -> PyResult<Self> {
         let labels = match labels {
             None => BTreeMap::new(),
@@ -172,8 +214,12 @@ impl PyServiceDefinition {
         )?;
         let inner = ServiceDefinition {
             listener: listener.into(),
+            env_policy: env_policy.into(),
+            env_allow,
+            env_set,
             ..inner
         };
+        inner.validate()?;
         Ok(PyServiceDefinition { inner })
     }
 
@@ -242,6 +288,32 @@ impl PyServiceDefinition {
     #[getter]
     fn listener(&self) -> PyListener {
         self.inner.listener.into()
+    }
+
+    /// Which environment the backend starts with.
+    #[getter]
+    fn env_policy(&self) -> PyEnvPolicy {
+        self.inner.env_policy.into()
+    }
+
+    /// A copy of the names (or ``PREFIX*``) taken from the caller under
+    /// ``BASELINE`` and ``CLEAN``.
+    #[getter]
+    fn env_allow(&self) -> Vec<String> {
+        self.inner.env_allow.clone()
+    }
+
+    /// A copy of the variables set for the backend, whatever the policy.
+    #[getter]
+    fn env_set(&self) -> BTreeMap<String, String> {
+        self.inner.env_set.clone()
+    }
+
+    /// The environment policy in one line (``"inherit"``, ``"baseline
+    /// +ZCCACHE_*"``, ``"clean +TOKEN set PATH"``), as ``ls`` shows it.
+    #[getter]
+    fn env_summary(&self) -> String {
+        crate::launch::describe_environment(&self.inner)
     }
 
     /// Re-applies every rule of the contract; raises on the first broken one.
@@ -314,7 +386,7 @@ impl PyServiceDefinition {
         format!(
             "ServiceDefinition(service_name={}, binary_path={}, per_version_binary_dir={}, \
              isolation=Isolation.{}, explicit_instance={}, min_version={}, \
-             version_allow_list=[{}], labels={{{}}}{}{})",
+             version_allow_list=[{}], labels={{{}}}{}{}{})",
             pyrepr(py, &sd.service_name),
             pyrepr(py, self.binary_path()),
             pyrepr(py, self.per_version_binary_dir()),
@@ -333,6 +405,7 @@ impl PyServiceDefinition {
                 Listener::Inherit => String::new(),
                 other => format!(", listener=Listener.{}", other.name()),
             },
+            env_repr(py, sd),
         )
     }
 

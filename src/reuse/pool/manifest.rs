@@ -43,6 +43,11 @@ pub struct Manifest {
     /// then the process is never signalled.
     #[serde(default)]
     pub process: Option<ProcessMark>,
+    /// The environment policy the backend was started with, as
+    /// `launch::describe_environment` says it (`inherit`, `baseline
+    /// +ZCCACHE_*`...), for `ls`. Absent in older manifests.
+    #[serde(default)]
+    pub environment: Option<String>,
 }
 
 /// A manifest as read: the identity it records and, when recorded, the mark
@@ -77,6 +82,7 @@ pub struct ManifestParts {
     pub daemon: DaemonProcess,
     pub binary_stamp: Option<FileStamp>,
     pub mark: Option<ProcessMark>,
+    pub environment: Option<String>,
 }
 
 /// Decodes and validates a manifest (format version, key, identity).
@@ -95,6 +101,7 @@ pub fn parse_parts(bytes: &[u8]) -> Result<ManifestParts, ManifestError> {
         daemon,
         binary_stamp: manifest.binary_stamp,
         mark: manifest.process,
+        environment: manifest.environment,
     })
 }
 
@@ -152,6 +159,7 @@ pub fn write(
     name: &str,
     key: &BackendKey,
     handle: &BackendHandle,
+    environment: &str,
 ) -> Result<(), FsError> {
     let daemon = handle.daemon();
     // Read while the handle still watches the process: if it is alive
@@ -176,6 +184,7 @@ pub fn write(
         binary_stamp: handle.binary_stamp(),
         launched_by_pid: std::process::id(),
         process,
+        environment: Some(environment.to_owned()),
     };
     let text = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
     write_atomic(dir, name, &text).map(|_| ())

@@ -98,6 +98,9 @@ pub struct PoolEntry {
     /// not alive; neither is one the manifest records no such mark for, nor
     /// one recorded on another boot). No probe is made.
     pub alive: bool,
+    /// The environment policy it was started with (see
+    /// `launch::describe_environment`); None for older manifests.
+    pub environment: Option<String>,
 }
 
 /// Backends shared between processes through manifests in a state directory.
@@ -240,9 +243,15 @@ impl BackendPool {
         }
     }
 
-    fn write_manifest(&self, key: &BackendKey, handle: &BackendHandle) -> Result<(), FsError> {
+    fn write_manifest(
+        &self,
+        key: &BackendKey,
+        sd: &ServiceDefinition,
+        handle: &BackendHandle,
+    ) -> Result<(), FsError> {
         let name = format!("{}.json", Self::stem(key));
-        manifest::write(&self.state_dir, &name, key, handle)
+        let environment = crate::launch::describe_environment(sd);
+        manifest::write(&self.state_dir, &name, key, handle, &environment)
     }
 
     fn adopt(
@@ -437,7 +446,7 @@ impl BackendPool {
                 return Err(e.into());
             }
         };
-        if let Err(e) = self.write_manifest(key, &handle) {
+        if let Err(e) = self.write_manifest(key, sd, &handle) {
             handle.kill();
             self.remove_lock_file_if_unused(key, &lock);
             return Err(e.into());
@@ -471,6 +480,7 @@ impl BackendPool {
                 key: parts.key,
                 daemon: parts.daemon,
                 alive,
+                environment: parts.environment,
             });
         }
         entries.sort_by(|a, b| a.key.cmp(&b.key));
