@@ -1001,6 +1001,12 @@ class PoolEntry:
         """The environment policy it was started with, in one line (see
         :attr:`ServiceDefinition.env_summary`); None for records written
         before it was kept."""
+    @property
+    def retired(self) -> bool:
+        """Whether it was set aside while busy (it gave no probe answer in
+        time while its threads kept running): no longer handed out, never
+        signalled by the pool, left to finish with its clients; ``stop``
+        and ``stop_all`` still end it."""
 
 @final
 class BackendPool:

@@ -72,12 +72,24 @@ impl PyPoolEntry {
         self.inner.environment.clone()
     }
 
+    /// Whether it was set aside while busy: no longer handed out, left to
+    /// finish with its clients.
+    #[getter]
+    fn retired(&self) -> bool {
+        self.inner.retired
+    }
+
     fn __repr__(&self, py: Python<'_>) -> String {
         format!(
-            "<PoolEntry {} pid={} alive={} endpoint={}>",
+            "<PoolEntry {} pid={} alive={}{} endpoint={}>",
             self.inner.key,
             self.inner.daemon.pid,
             if self.inner.alive { "True" } else { "False" },
+            if self.inner.retired {
+                " retired=True"
+            } else {
+                ""
+            },
             pyrepr(py, &self.inner.daemon.ipc_endpoint.path)
         )
     }

@@ -193,11 +193,54 @@ impl Pidfd {
 
     /// SIGKILL to the process; a process already gone is not an error.
     pub fn kill(&self) -> io::Result<()> {
-        match rustix::process::pidfd_send_signal(&self.0, rustix::process::Signal::KILL) {
+        self.signal(rustix::process::Signal::KILL)
+    }
+
+    /// SIGTERM to the process; a process already gone is not an error.
+    pub fn term(&self) -> io::Result<()> {
+        self.signal(rustix::process::Signal::TERM)
+    }
+
+    fn signal(&self, signal: rustix::process::Signal) -> io::Result<()> {
+        match rustix::process::pidfd_send_signal(&self.0, signal) {
             Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// How much `pid` has run so far: its threads' context switches (voluntary
+/// and not) and CPU ticks, summed. Two readings that differ show that some
+/// thread of the process ran in between; a process that is stopped, or
+/// whose every thread is blocked for good, reads the same.
+pub fn activity(pid: u32) -> io::Result<u64> {
+    let mut total: u64 = 0;
+    for task in fs::read_dir(format!("/proc/{pid}/task"))? {
+        let Ok(task) = task else { continue };
+        let Ok(status) = fs::read_to_string(task.path().join("status")) else {
+            continue; // the thread ended meanwhile
+        };
+        for line in status.lines() {
+            if let Some(rest) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                total = total.wrapping_add(rest.trim().parse().unwrap_or(0));
+            }
+        }
+    }
+    let stat = fs::read(format!("/proc/{pid}/stat"))?;
+    let close = stat.iter().rposition(|&b| b == b')').unwrap_or(0);
+    let rest = String::from_utf8_lossy(&stat[close + 1..]).into_owned();
+    // utime and stime are fields 14 and 15, the 11th and 12th after the
+    // state (field 3).
+    let ticks: u64 = rest
+        .split_ascii_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    Ok(total.wrapping_add(ticks))
 }
 
 /// Whether the process of `pidfd` ends within `timeout` (None: waits for

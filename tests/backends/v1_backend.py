@@ -18,7 +18,10 @@ forked child bind and answer (with the parent's identity), as a process
 squatting on the endpoint would; "no-relisten" serves on the passed listener
 without listening on it again, so connections keep naming the launcher;
 "ignore-listener" binds the path as if no listener had been passed;
-"ignore-term" ignores SIGTERM, so stopping it takes a SIGKILL.
+"ignore-term" ignores SIGTERM, so stopping it takes a SIGKILL;
+"stall-on-signal" serves until SIGUSR1 or SIGUSR2, then accepts nothing
+more, with a thread still working (SIGUSR1: busy) or blocked for good
+(SIGUSR2: hung); it prints "busy" or "hung" once stalled.
 
 V1_BACKEND_IDENTITY chooses the generation of the identity it answers
 with: "sha256" (default; the first generation, 4.5.x: SHA-256 in field 3),
@@ -209,6 +212,21 @@ def main() -> None:
                     return
                 conn.sendall(data)
 
+    if mode == "stall-on-signal":
+        import signal
+
+        def stall(signum: int, _frame: object) -> None:
+            # Runs in the main thread, which never returns to accept():
+            # SIGUSR1 keeps it working (waking every few milliseconds),
+            # SIGUSR2 blocks it for good.
+            print("busy" if signum == signal.SIGUSR1 else "hung", flush=True)
+            if signum == signal.SIGUSR1:
+                while True:
+                    time.sleep(0.005)
+            threading.Event().wait()
+
+        signal.signal(signal.SIGUSR1, stall)
+        signal.signal(signal.SIGUSR2, stall)
     while True:
         conn, _ = server.accept()
         threading.Thread(target=serve, args=(conn,), daemon=True).start()

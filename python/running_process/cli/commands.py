@@ -161,6 +161,7 @@ def entry_fields(entry: rp.PoolEntry, now_ms: Optional[int] = None) -> dict[str,
         "started_at_unix_ms": daemon.started_at_unix_ms,
         "uptime_secs": round(uptime, 3),
         "alive": entry.alive,
+        "retired": entry.retired,
         "environment": entry.environment,
     }
 
@@ -387,7 +388,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
             str(r["pid"]),
             r["version"],
             format_duration(r["uptime_secs"]),
-            "yes" if r["alive"] else "no",
+            ("retired" if r["retired"] else "yes") if r["alive"] else "no",
             r["environment"] or "?",
             r["endpoint"],
         )

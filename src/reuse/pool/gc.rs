@@ -167,8 +167,12 @@ impl BackendPool {
                 self.remove_dead_endpoint(&recorded);
             }
             remove(path, meta, &mut report.records, &mut report.bytes);
-            if let Ok(lock_meta) = fs::symlink_metadata(&lock_path) {
-                remove(&lock_path, &lock_meta, &mut report.locks, &mut report.bytes);
+            // A retired record's key may have a live backend of its own:
+            // its lock file goes only with its manifest (below).
+            if !parts.retired {
+                if let Ok(lock_meta) = fs::symlink_metadata(&lock_path) {
+                    remove(&lock_path, &lock_meta, &mut report.locks, &mut report.bytes);
+                }
             }
             drop(held);
         }

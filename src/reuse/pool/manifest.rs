@@ -48,6 +48,13 @@ pub struct Manifest {
     /// +ZCCACHE_*`...), for `ls`. Absent in older manifests.
     #[serde(default)]
     pub environment: Option<String>,
+    /// Set on the record of a backend that stopped answering while it was
+    /// busy (see `BackendPool::get_or_launch`): it is no longer handed out,
+    /// another backend serves the key, and it is left to drain. Kept under
+    /// its own name beside the key's manifest, so `ls`, `stop` and `gc`
+    /// still know it.
+    #[serde(default)]
+    pub retired: bool,
 }
 
 /// A manifest as read: the identity it records and, when recorded, the mark
@@ -83,6 +90,7 @@ pub struct ManifestParts {
     pub binary_stamp: Option<FileStamp>,
     pub mark: Option<ProcessMark>,
     pub environment: Option<String>,
+    pub retired: bool,
 }
 
 /// Decodes and validates a manifest (format version, key, identity).
@@ -102,6 +110,7 @@ pub fn parse_parts(bytes: &[u8]) -> Result<ManifestParts, ManifestError> {
         binary_stamp: manifest.binary_stamp,
         mark: manifest.process,
         environment: manifest.environment,
+        retired: manifest.retired,
     })
 }
 
@@ -185,6 +194,7 @@ pub fn write(
         launched_by_pid: std::process::id(),
         process,
         environment: Some(environment.to_owned()),
+        retired: false,
     };
     let text = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
     write_atomic(dir, name, &text).map(|_| ())
@@ -223,6 +233,37 @@ pub fn add_binary_stamp(
     manifest.binary_stamp = Some(stamp);
     let text = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
     write_atomic(dir, name, &text).map(|_| true)
+}
+
+/// Moves the manifest `dir/name` of `daemon` aside to `dir/retired_name`,
+/// marked retired, if it still records `daemon` (the caller holds the key's
+/// lock). Returns whether it was moved.
+pub fn set_aside(
+    dir: &Path,
+    name: &str,
+    retired_name: &str,
+    daemon: &DaemonProcess,
+) -> Result<bool, FsError> {
+    let Some(bytes) = read_bytes(&dir.join(name)) else {
+        return Ok(false);
+    };
+    let (Ok(parts), Ok(mut manifest)) = (
+        parse_parts(&bytes),
+        serde_json::from_slice::<Manifest>(&bytes),
+    ) else {
+        return Ok(false);
+    };
+    if &parts.daemon != daemon {
+        return Ok(false);
+    }
+    manifest.retired = true;
+    let text = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
+    write_atomic(dir, retired_name, &text)?;
+    match std::fs::remove_file(dir.join(name)) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(FsError::io("remove", dir.join(name), e)),
+    }
 }
 
 /// The manifest decoder on its own, without the pool, the key check or the

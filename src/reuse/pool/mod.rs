@@ -52,6 +52,7 @@ use std::time::Duration;
 use crate::contract::error::FsError;
 use crate::sys::fs::ensure_private_dir;
 use crate::sys::host;
+use crate::sys::proc;
 use lock::{Acquired, KeyLock};
 use manifest::Recorded;
 use mark::{prove_recorded, recorded_alive, recorded_process_gone, NotProven};
@@ -101,6 +102,9 @@ pub struct PoolEntry {
     /// The environment policy it was started with (see
     /// `launch::describe_environment`); None for older manifests.
     pub environment: Option<String>,
+    /// Set aside while busy: no longer handed out, left to drain (see
+    /// [`BackendPool::get_or_launch`]).
+    pub retired: bool,
 }
 
 /// Backends shared between processes through manifests in a state directory.
@@ -279,17 +283,58 @@ impl BackendPool {
             })
     }
 
+    /// `recorded` failed verification with `err` under the key's lock and a
+    /// new backend is about to replace it. One that only did not answer in
+    /// time while its threads kept running (`before` is its
+    /// [`proc::activity`] from just before the verification) is busy, not
+    /// hung: all its descriptors in use by clients, say, with the probe
+    /// waiting in its backlog. It is set aside, never signalled: its record
+    /// moves to `<stem>.retired-<pid>.json`, so it is no longer handed out
+    /// but `ls`, `stop` and `gc` still know it, and it keeps serving its
+    /// clients until it idles out. Any other failure goes to
+    /// [`BackendPool::retire`].
+    fn make_way(
+        &self,
+        key: &BackendKey,
+        recorded: &Recorded,
+        err: &LaunchError,
+        before: Option<u64>,
+    ) {
+        let daemon = &recorded.daemon;
+        let working = no_answer(err)
+            && before
+                .is_some_and(|before| proc::activity(daemon.pid).is_ok_and(|now| now != before));
+        if working && prove_recorded(key, daemon, recorded.mark.as_ref()).is_ok() {
+            let stem = Self::stem(key);
+            let retired = format!("{stem}.retired-{}.json", daemon.pid);
+            match manifest::set_aside(&self.state_dir, &format!("{stem}.json"), &retired, daemon) {
+                Ok(true) => {
+                    log::warn!(
+                        "pid {}, the backend of {key}, gave no answer ({err}) but is working: \
+                         retired (no longer handed out, left to finish with its clients), \
+                         not signalled; a new backend takes its place",
+                        daemon.pid
+                    );
+                    return;
+                }
+                Ok(false) => {}
+                Err(e) => log::warn!("cannot set the record of pid {} aside: {e}", daemon.pid),
+            }
+        }
+        self.retire(key, recorded, err);
+    }
+
     /// After `recorded` failed verification with `err` (under the key's
     /// lock): kills its process if the failure is the backend's (see
     /// [`backend_at_fault`]) and the process is provably the recorded one
-    /// (see [`BackendPool::kill_recorded`]). Returns whether it was killed.
+    /// (see [`BackendPool::end_recorded`]). Returns whether it was killed.
     fn retire(&self, key: &BackendKey, recorded: &Recorded, err: &LaunchError) -> bool {
         let pid = recorded.daemon.pid;
         if !backend_at_fault(err) {
             self.remove_dead_endpoint(recorded);
             return false;
         }
-        match self.kill_recorded(key, recorded) {
+        match self.end_recorded(key, recorded, None) {
             Ok(()) => {
                 log::warn!(
                     "killed pid {pid}, the recorded backend of {key}: it failed verification ({err})"
@@ -339,18 +384,33 @@ impl BackendPool {
         }
     }
 
-    /// SIGKILL to the recorded process, only once it is proven to be that
+    /// Ends the recorded process, only once it is proven to be that
     /// process: same boot; then, through a pidfd opened first, the start
     /// time, uid and executable stamp read again for the pid, and the
     /// environment it was started with naming this key and the recorded
     /// endpoint; then the pidfd shows the process still running, so the
-    /// reads described it; then the signal goes through the pidfd. Waits (up
-    /// to [`KILL_WAIT`]) for it to end and removes the socket file it could
-    /// not remove itself.
-    fn kill_recorded(&self, key: &BackendKey, recorded: &Recorded) -> Result<(), NotProven> {
+    /// reads described it; then the signals go through the pidfd: SIGKILL
+    /// at once, or with a `grace`, SIGTERM first and SIGKILL once it has
+    /// passed. Waits (up to [`KILL_WAIT`]) for it to end and removes the
+    /// socket file it could not remove itself.
+    fn end_recorded(
+        &self,
+        key: &BackendKey,
+        recorded: &Recorded,
+        grace: Option<Duration>,
+    ) -> Result<(), NotProven> {
         let daemon = &recorded.daemon;
         let pidfd = prove_recorded(key, daemon, recorded.mark.as_ref())?;
-        pidfd.kill().map_err(NotProven::Signal)?;
+        let ended = match grace {
+            Some(grace) => {
+                pidfd.term().map_err(NotProven::Signal)?;
+                pidfd.ended_within(grace)
+            }
+            None => false,
+        };
+        if !ended {
+            pidfd.kill().map_err(NotProven::Signal)?;
+        }
         if !pidfd.ended_within(KILL_WAIT) {
             log::warn!(
                 "pid {} has not ended {KILL_WAIT:?} after SIGKILL",
@@ -432,11 +492,10 @@ impl BackendPool {
         };
         // Under the lock, a backend that still fails is the one to replace.
         if let Some(recorded) = recorded {
+            let before = proc::activity(recorded.daemon.pid).ok();
             match self.adopt(key, sd, &recorded, trace) {
                 Ok(handle) => return Ok(handle),
-                Err(e) => {
-                    self.retire(key, &recorded, &e);
-                }
+                Err(e) => self.make_way(key, &recorded, &e, before),
             }
         }
         let handle = match self.launcher.launch(key, sd, trace) {
@@ -481,6 +540,7 @@ impl BackendPool {
                 daemon: parts.daemon,
                 alive,
                 environment: parts.environment,
+                retired: parts.retired,
             });
         }
         entries.sort_by(|a, b| a.key.cmp(&b.key));
@@ -518,11 +578,17 @@ impl BackendPool {
                         handle.shutdown_with(grace, keep_log);
                         true
                     }
+                    // Busy, or hung: proven, it gets SIGTERM and the grace
+                    // a stop gives, as a backend that answered would.
+                    Err(e) if no_answer(&e) => {
+                        self.end_recorded(key, &recorded, Some(grace)).is_ok()
+                    }
                     Err(e) => self.retire(key, &recorded, &e),
                 }
             }
             None => false,
         };
+        let stopped = self.stop_retired(key, grace) || stopped;
         let path = self.manifest_path(key);
         match fs::remove_file(&path) {
             Ok(()) => {}
@@ -549,16 +615,61 @@ impl BackendPool {
         self.adopt(key, &sd, &recorded, trace).ok()
     }
 
-    /// Stops every backend of the pool; returns how many were running.
-    /// Logs go as with [`BackendPool::stop`] unless `keep_log`.
+    /// Stops every backend of the pool; returns how many keys had one (or
+    /// a retired one) running. Logs go as with [`BackendPool::stop`] unless
+    /// `keep_log`.
     pub fn stop_all(&self, grace: Duration, keep_log: bool) -> Result<usize, PoolError> {
+        let mut keys: Vec<BackendKey> = self.list()?.into_iter().map(|e| e.key).collect();
+        keys.dedup();
         let mut stopped = 0;
-        for entry in self.list()? {
-            if self.stop_with(&entry.key, grace, keep_log)? {
+        for key in keys {
+            if self.stop_with(&key, grace, keep_log)? {
                 stopped += 1;
             }
         }
         Ok(stopped)
+    }
+
+    /// Ends the retired backends of `key` (SIGTERM, `grace`, SIGKILL, each
+    /// proven to be the recorded process first) and removes their records;
+    /// the caller holds the key's lock. Returns whether one was running.
+    fn stop_retired(&self, key: &BackendKey, grace: Duration) -> bool {
+        let prefix = format!("{}.retired-", Self::stem(key));
+        let Ok(listing) = fs::read_dir(&self.state_dir) else {
+            return false;
+        };
+        let mut stopped = false;
+        for item in listing.flatten() {
+            let name = item.file_name().to_string_lossy().into_owned();
+            if !name.starts_with(&prefix) || !name.ends_with(".json") {
+                continue;
+            }
+            let path = item.path();
+            let Some(parts) =
+                manifest::read_bytes(&path).and_then(|b| manifest::parse_parts(&b).ok())
+            else {
+                continue;
+            };
+            if &parts.key != key {
+                continue;
+            }
+            let recorded = Recorded {
+                daemon: parts.daemon,
+                mark: parts.mark,
+                binary_stamp: parts.binary_stamp,
+            };
+            match self.end_recorded(key, &recorded, Some(grace)) {
+                Ok(()) => stopped = true,
+                Err(why) => log::info!(
+                    "not signalling pid {} named by a retired record of {key}: {why}",
+                    recorded.daemon.pid
+                ),
+            }
+            if let Err(e) = fs::remove_file(&path) {
+                log::warn!("cannot remove {}: {e}", path.display());
+            }
+        }
+        stopped
     }
 }
 
@@ -583,12 +694,26 @@ fn recorded_definition(key: &BackendKey, daemon: &DaemonProcess) -> ServiceDefin
     }
 }
 
+/// Whether a failed verification says only that the backend gave no
+/// answer in time (the probe timed out, or its connection could not even
+/// be queued): busy or hung, not wrong.
+fn no_answer(err: &LaunchError) -> bool {
+    match err {
+        LaunchError::Probe(ProbeError::Timeout { .. }) => true,
+        LaunchError::Probe(ProbeError::Io { source, .. }) => matches!(
+            source.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ),
+        _ => false,
+    }
+}
+
 /// Whether a failed verification is the backend's doing: it does not
 /// answer, answers wrongly, is not at its endpoint, or is not (or no longer)
 /// what was recorded. A failure on our side (the caller's definition, the
 /// binary policy, running out of descriptors, the random source) is not, and
 /// never leads to a signal. Which process may then be signalled is decided
-/// by [`BackendPool::kill_recorded`], not here.
+/// by [`BackendPool::end_recorded`], not here.
 fn backend_at_fault(err: &LaunchError) -> bool {
     match err {
         LaunchError::Mismatch { .. } | LaunchError::Stale { .. } => true,
