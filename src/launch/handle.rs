@@ -19,6 +19,7 @@ use crate::contract::names::is_backend_socket_name;
 use crate::contract::stamp::FileStamp;
 use crate::contract::trace::TraceContext;
 use crate::launch::endpoint::BackendEndpointAllocator;
+use crate::sys::proc;
 use crate::sys::reaper::{ChildWatch, Exit};
 
 /// What a handle needs from the process behind it. The real one
@@ -38,6 +39,11 @@ pub(crate) trait Process: Send + Sync {
     fn terminate(&self, grace: Duration) -> (Exit, bool);
     /// SIGKILL; returns once it has ended.
     fn kill(&self) -> Exit;
+    /// Whether this process spawned it and reaps it: then its reaper ends
+    /// what it leaves behind.
+    fn reaped_here(&self) -> bool {
+        true
+    }
     /// The whole verification again: peer credentials, executable, probe,
     /// identity.
     fn reverify(
@@ -57,6 +63,10 @@ pub(super) struct Verified {
 }
 
 impl Process for Verified {
+    fn reaped_here(&self) -> bool {
+        self.watch.is_own_child()
+    }
+
     fn is_alive(&self) -> bool {
         self.watch.is_alive()
     }
@@ -248,7 +258,9 @@ impl BackendHandle {
     /// unless `keep_log`. A backend that had to be killed, or failed, keeps
     /// its log for the post-mortem.
     pub fn shutdown_with(&self, grace: Duration, keep_log: bool) -> Exit {
+        let since = self.helpers_since();
         let (exit, in_grace) = self.inner.process.terminate(grace);
+        self.end_helpers(since);
         self.cleanup();
         let clean = match exit {
             Exit::Code(0) | Exit::Signal(libc::SIGTERM) => true,
@@ -263,9 +275,36 @@ impl BackendHandle {
 
     /// SIGKILL; always reaped.
     pub fn kill(&self) -> Exit {
+        let since = self.helpers_since();
         let exit = self.inner.process.kill();
+        self.end_helpers(since);
         self.cleanup();
         exit
+    }
+
+    /// For a backend another process spawned (whose reaper is not ours):
+    /// its start time, read while it runs, so [`BackendHandle::end_helpers`]
+    /// can tell its helpers from older processes.
+    fn helpers_since(&self) -> Option<u64> {
+        if self.inner.process.reaped_here() {
+            return None; // the reaper ends what it leaves behind
+        }
+        proc::stat(self.inner.daemon.pid)
+            .ok()
+            .map(|s| s.start_ticks)
+    }
+
+    /// Ends what an adopted backend forked that outlived it outside its
+    /// process group (found by the endpoint their environment inherited).
+    fn end_helpers(&self, since: Option<u64>) {
+        if let Some(since) = since {
+            proc::end_marked(
+                crate::contract::env::ENV_BACKEND_PIPE,
+                &self.inner.daemon.ipc_endpoint.path,
+                since,
+                self.inner.daemon.pid,
+            );
+        }
     }
 
     /// Once the backend is gone: its socket file (if it left one) is removed

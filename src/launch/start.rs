@@ -24,6 +24,7 @@ use crate::launch::endpoint::BackendEndpointAllocator;
 use crate::sys::exe::BackendBinary;
 use crate::sys::fs::{create_private_file, ensure_private_dir};
 use crate::sys::net::bind_private_socket;
+use crate::sys::proc;
 use crate::sys::reaper::ChildWatch;
 use crate::sys::spawn::{self, SpawnError, SpawnRequest};
 
@@ -177,7 +178,22 @@ impl CommandBackendLauncher {
         let reaped_allocator = reservation.allocator.clone();
         let attested = Arc::clone(&self.attested);
         let proven_at = reservation.endpoint.path.clone();
+        let backend_pid = spawned.pid;
+        // Started before the backend's own start: every helper it forks
+        // starts at or after this.
+        let since_ticks = proc::stat(spawned.pid).map_or(0, |s| s.start_ticks);
         ChildWatch::start(spawned, move || {
+            // Helpers the backend forked that left its process group (the
+            // group itself is killed before the reap): found by the
+            // endpoint their environment inherited.
+            let escaped =
+                proc::end_marked(env::ENV_BACKEND_PIPE, &proven_at, since_ticks, backend_pid);
+            if !escaped.is_empty() {
+                log::info!(
+                    "ended {} process(es) pid {backend_pid} left behind outside its process group: {escaped:?}",
+                    escaped.len()
+                );
+            }
             attested.forget_endpoint(&proven_at);
             remove_socket_file(&reaped_endpoint);
             if let Some(allocator) = reaped_allocator {

@@ -209,6 +209,58 @@ impl Pidfd {
     }
 }
 
+/// Ends (SIGKILL, through pidfds) every process of this user other than
+/// `except` that started at or after `since_ticks` (field 22 of
+/// `/proc/<pid>/stat`, this boot) and carries `name=value` in the
+/// environment it was started with: what a backend forked, wherever it went
+/// (another process group, another session, re-parented to init), since
+/// its children inherit the backend's endpoint variable unless they clear
+/// it. Each process is proven through a pidfd opened before the checks and
+/// still running after them, so a reused pid is never signalled. Returns
+/// the pids signalled.
+pub fn end_marked(name: &str, value: &str, since_ticks: u64, except: u32) -> Vec<u32> {
+    let euid = crate::sys::host::effective_uid();
+    let me = std::process::id();
+    let mut ended = Vec::new();
+    let Ok(listing) = fs::read_dir("/proc") else {
+        return ended;
+    };
+    for item in listing.flatten() {
+        let Some(pid) = item
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == except || pid == me {
+            continue;
+        }
+        // The directory belongs to the process's effective uid (cheap).
+        if !item
+            .metadata()
+            .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == euid)
+        {
+            continue;
+        }
+        // Cheap filter first: most processes are older than the backend.
+        let started_since = || stat(pid).is_ok_and(|s| s.start_ticks >= since_ticks);
+        if !started_since() {
+            continue;
+        }
+        let Ok(pidfd) = Pidfd::open(pid) else {
+            continue;
+        };
+        let marked = started_since()
+            && start_environment(pid)
+                .is_ok_and(|env| env_value(&env, name) == Some(value.as_bytes()));
+        if marked && !pidfd.ended_within(Duration::ZERO) && pidfd.kill().is_ok() {
+            ended.push(pid);
+        }
+    }
+    ended
+}
+
 /// How much `pid` has run so far: its threads' context switches (voluntary
 /// and not) and CPU ticks, summed. Two readings that differ show that some
 /// thread of the process ran in between; a process that is stopped, or

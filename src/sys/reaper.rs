@@ -182,6 +182,12 @@ impl ChildWatch {
         None
     }
 
+    /// Whether this process spawned it (and so reaps it, and ends what it
+    /// left behind when it is reaped).
+    pub fn is_own_child(&self) -> bool {
+        self.state.own_child
+    }
+
     pub fn pid(&self) -> u32 {
         self.state.pid
     }

@@ -23,6 +23,10 @@ without listening on it again, so connections keep naming the launcher;
 more, with a thread still working (SIGUSR1: busy) or blocked for good
 (SIGUSR2: hung); it prints "busy" or "hung" once stalled.
 
+With V1_BACKEND_HELPERS=FILE it first starts two helpers that leave its
+process group and session and record their pids in FILE (see
+``start_helpers``).
+
 V1_BACKEND_IDENTITY chooses the generation of the identity it answers
 with: "sha256" (default; the first generation, 4.5.x: SHA-256 in field 3),
 "blake3-only" (the current generation as zccache answers: fields 8 and 9,
@@ -110,6 +114,42 @@ def nonce(received: bytes) -> bytes:
     return received
 
 
+def start_helpers(record: str) -> None:
+    """Two helpers that leave the backend's process group and session: one
+    forked child that calls setsid(), and one grandchild that does after its
+    parent exits (a double fork: it ends up re-parented to init). Each
+    appends ``helper PID`` to the file ``record`` and sleeps until killed."""
+
+    def helper() -> None:
+        os.setsid()
+        with open(record, "a") as f:
+            f.write(f"helper {os.getpid()}\n")
+        while True:
+            time.sleep(3600)
+
+    if os.fork() == 0:
+        try:
+            helper()
+        finally:
+            os._exit(0)
+    middle = os.fork()
+    if middle == 0:
+        try:
+            if os.fork() == 0:
+                helper()
+        finally:
+            os._exit(0)
+    os.waitpid(middle, 0)
+    # Serve only once both are recorded, so a test that reads the record
+    # after the backend answered (or failed to) finds them.
+    while True:
+        with open(record, "a+") as f:
+            f.seek(0)
+            if f.read().count("helper ") >= 2:
+                return
+        time.sleep(0.001)
+
+
 def main() -> None:
     mode = MODE
     if mode == "ignore-term":
@@ -179,6 +219,8 @@ def main() -> None:
         server.bind(path)
         server.listen(16)
     print(f"v1 backend pid {os.getpid()} listening on {path}", flush=True)
+    if os.environ.get("V1_BACKEND_HELPERS"):
+        start_helpers(os.environ["V1_BACKEND_HELPERS"])
 
     def serve(conn: socket.socket) -> None:
         with conn:

@@ -417,6 +417,14 @@ impl BackendPool {
                 daemon.pid
             );
         }
+        // What it forked goes with it, wherever it went: proven above to be
+        // the recorded backend, its helpers carry its endpoint.
+        proc::end_marked(
+            crate::contract::env::ENV_BACKEND_PIPE,
+            &daemon.ipc_endpoint.path,
+            recorded.mark.as_ref().map_or(0, |mark| mark.start_ticks),
+            daemon.pid,
+        );
         let socket = Path::new(&daemon.ipc_endpoint.path);
         if socket.parent() == Some(self.launcher.socket_dir()) {
             if let Ok(meta) = fs::symlink_metadata(socket) {
