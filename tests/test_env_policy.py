@@ -50,8 +50,8 @@ def launched_env(dirs: BackendDirs, launches: Launches, sd: rp.ServiceDefinition
 
 def without_launch_values(env: dict[str, str]) -> dict[str, str]:
     """What stays the same from one launch to the next (not the endpoint,
-    trace, listener or digest of this launch)."""
-    varying = ("RUNNING_PROCESS_BROKER_", "RUNNING_PROCESS_EXE_DIGEST")
+    trace, listener, digest or log of this launch)."""
+    varying = ("RUNNING_PROCESS_BROKER_", "RUNNING_PROCESS_EXE_DIGEST", "RUNNING_PROCESS_LOG_")
     return {k: v for k, v in env.items() if not k.startswith(varying)}
 
 

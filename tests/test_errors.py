@@ -50,6 +50,7 @@ SAMPLES: list[tuple[type[rp.RunningProcessError], dict[str, Any], tuple[type[Bas
         {"reason": "busy", "path": "/s/k.lock", "waited": 9.5, "holder_pid": 42, "holder_state": "S"},
         (),
     ),
+    (rp.BackendLimitError, {"reason": "full", "limit": 64, "running": 64, "dir": "/run/s"}, ()),
     (rp.InsecureFileError, {"path": "/d/x.servicedef", "reason": "mode 0666"}, ()),
     (rp.FilesystemError, {"path": "/f", "operation": "open", "os_errno": 2}, (OSError,)),
     (rp.FilesystemError, {"path": "/f", "operation": "open", "os_errno": None}, (OSError,)),

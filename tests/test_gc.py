@@ -10,6 +10,7 @@ import fcntl
 import os
 import signal
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -174,3 +175,39 @@ def test_gc_command(kit: Kit, capsys: pytest.CaptureFixture[str]) -> None:
     assert '"records"' in capsys.readouterr().out
     assert list(kit.state_dir.glob("*.json")) == []
     assert cli.main(["gc", "--min-age", "-1", *state]) == cli.EXIT_USAGE
+
+
+def age(*paths: Path) -> None:
+    """Sets the times of ``paths`` two hours back."""
+    old = time.time() - 7200
+    for path in paths:
+        os.utime(path, (old, old), follow_symlinks=False)
+
+
+def test_a_pool_collects_by_itself_once_leftovers_pile_up(kit: Kit, dirs: BackendDirs) -> None:
+    """After a launch, a log directory of more than 128 files makes the
+    pool collect (once per ten minutes at most): the old logs of ended
+    backends go, a live backend's log stays."""
+    handle = gone_backend(kit)
+    record = kit.manifest()
+    age(record, record.with_suffix(".lock"), Path(handle.log_path))
+    piled = [dirs.log_dir / f"v1echo-1.0.0-{i:032x}.log" for i in range(128)]
+    for path in piled:
+        path.write_text("ended\n")
+    age(*piled)
+
+    def launch_other(name: str) -> rp.BackendHandle:
+        sd = dirs.sd(service_name=name)
+        handle = kit.pool.get_or_launch(rp.BackendKey.for_service(sd, "1.0.0"), sd)
+        kit.handles.append(handle)
+        return handle
+
+    live = launch_other("other")
+    assert logs(kit) == [os.path.basename(live.log_path)]
+    assert not record.exists()
+    # Piled up again: not before ten minutes for this pool.
+    for path in piled:
+        path.write_text("ended\n")
+    age(*piled)
+    launch_other("third")
+    assert len(logs(kit)) == 130

@@ -30,6 +30,11 @@ __all__ = [
     "ENV_LISTENER_FD",
     "ENV_OWNED_BIND",
     "ENV_IS_DAEMON",
+    "ENV_MAX_BACKENDS",
+    "DEFAULT_MAX_BACKENDS",
+    "DEFAULT_MAX_LOG_BYTES",
+    "ENV_LOG_FILE",
+    "ENV_LOG_MAX_BYTES",
     "DEFAULT_ENV_SCRUB",
     "ENV_SETTLE_MS",
     "V1_ENV_NAMES",
@@ -116,6 +121,21 @@ ENV_IS_DAEMON: Final[str]
 """``RUNNING_PROCESS_IS_DAEMON``: set to ``1`` for a backend started with the
 login baseline environment (``EnvPolicy.BASELINE``), as the current
 generation of the contract marks the daemons it spawns."""
+ENV_MAX_BACKENDS: Final[str]
+"""``RUNNING_PROCESS_MAX_BACKENDS``: read by the launcher, not passed on: the
+most backends of the user that may run at once (``0``: no limit); it
+overrides a launcher's ``max_backends``."""
+DEFAULT_MAX_BACKENDS: Final[int]
+"""The default ``max_backends`` of a launcher (64)."""
+DEFAULT_MAX_LOG_BYTES: Final[int]
+"""The default ``max_log_bytes`` of a launcher (16 MiB)."""
+ENV_LOG_FILE: Final[str]
+"""``RUNNING_PROCESS_LOG_FILE``: the backend's log (its standard output and
+error), set with ``RUNNING_PROCESS_LOG_MAX_BYTES`` by a launcher that bounds
+logs; a backend built on the SDK rotates it to ``<log>.1`` past the bound."""
+ENV_LOG_MAX_BYTES: Final[str]
+"""``RUNNING_PROCESS_LOG_MAX_BYTES``: the size the backend's log may reach
+before the SDK rotates it."""
 DEFAULT_ENV_SCRUB: Final[list[str]]
 """The variables removed from everything a backend takes from the caller,
 unless a launcher is given its own ``env_scrub`` (a trailing ``*`` matches a
@@ -601,8 +621,8 @@ class CommandBackendLauncher:
     ``per_version_binary_dir`` (neither writable by group or other), hashes
     the binary once and executes that same descriptor, starts it detached (new
     session, stdin ``/dev/null``, output to a private log file, cwd ``/``,
-    umask 077, no inherited descriptors, the v1 environment with loader
-    variables such as ``LD_PRELOAD`` scrubbed), waits until it accepts, and
+    umask 077, no inherited descriptors, the v1 environment with loader and
+    interpreter injection variables scrubbed), waits until it accepts, and
     verifies peer credentials, ``/proc/<pid>/exe``, the hashed file, boot id
     and the nonce probe. Any failure after the spawn kills and reaps the
     process and removes its socket file and log.
@@ -617,6 +637,8 @@ class CommandBackendLauncher:
         socket_dir: Optional[_Path] = None,
         env_scrub: Optional[Sequence[str]] = None,
         full_probe_interval: float = 5.0,
+        max_backends: Optional[int] = ...,
+        max_log_bytes: Optional[int] = ...,
     ) -> Self: ...
     @staticmethod
     def for_current_user(
@@ -626,11 +648,21 @@ class CommandBackendLauncher:
         socket_dir: Optional[_Path] = None,
         env_scrub: Optional[Sequence[str]] = None,
         full_probe_interval: float = 5.0,
+        max_backends: Optional[int] = ...,
+        max_log_bytes: Optional[int] = ...,
     ) -> CommandBackendLauncher:
         """A launcher for the calling user. ``idle_timeout_secs`` is passed to
         the backend (default 30; None: never idle out); ``env_scrub`` lists variable names
         removed from the backend's environment (a trailing ``*`` matches a
-        prefix; default: ``LD_*`` and glibc's other unsafe loader variables).
+        prefix; default: ``DEFAULT_ENV_SCRUB``, the loader's variables and
+        the start-up hooks of interpreters and shells).
+        ``max_backends`` is the most backends of the user that may run at
+        once in the socket directory (None: no limit); one launch more is a
+        ``BackendLimitError`` before anything is spawned;
+        ``RUNNING_PROCESS_MAX_BACKENDS`` overrides it (``0``: no limit).
+        ``max_log_bytes`` (default 16 MiB; None: unbounded) is the size a
+        backend's log may reach before a backend built on the SDK rotates
+        it to ``<log>.1``.
         Logs go to ``log_dir``, by default ``logs`` beside the user's default
         socket directory (also when ``socket_dir`` is given).
 

@@ -50,6 +50,7 @@ __all__ = [
     "StaleIdentityError",
     "LauncherError",
     "KeyBusyError",
+    "BackendLimitError",
     "BackendServerError",
     "RefusedError",
 ]
@@ -321,6 +322,16 @@ class KeyBusyError(BackendLaunchError):
     waited: float
     holder_pid: Optional[int]
     holder_state: Optional[str]
+
+
+class BackendLimitError(BackendLaunchError):
+    """The user already runs ``running`` backends in the socket directory
+    ``dir``, the launcher's limit (``limit``; ``max_backends``, or
+    ``RUNNING_PROCESS_MAX_BACKENDS``) or more. Nothing was spawned."""
+
+    limit: int
+    running: int
+    dir: str
 
 
 class BackendServerError(RunningProcessError):

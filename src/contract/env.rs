@@ -59,6 +59,13 @@ pub const ENV_OWNED_BIND: &str = "RUNNING_PROCESS_BROKER_OWNED_BIND";
 /// Set to `1` for a backend started with the login baseline environment, as
 /// the current generation of the contract marks the daemons it spawns.
 pub const ENV_IS_DAEMON: &str = "RUNNING_PROCESS_IS_DAEMON";
+/// This project's addition: the path of the backend's log (its standard
+/// output and error), set with [`ENV_LOG_MAX_BYTES`] by a launcher that
+/// bounds logs; the SDK then keeps the bound (see `sdk::logcap`).
+pub const ENV_LOG_FILE: &str = "RUNNING_PROCESS_LOG_FILE";
+/// This project's addition: the size the backend's log may reach before
+/// the SDK rotates it to `<log>.1`.
+pub const ENV_LOG_MAX_BYTES: &str = "RUNNING_PROCESS_LOG_MAX_BYTES";
 /// Socket activation by a service manager (`sd_listen_fds`): the number of
 /// sockets passed from descriptor 3 up, for the process named by
 /// [`ENV_LISTEN_PID`].

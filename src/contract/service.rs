@@ -174,6 +174,8 @@ pub fn is_contract_env_name(name: &str) -> bool {
             env::ENV_LISTEN_PID,
             env::ENV_LISTEN_FDNAMES,
             env::ENV_IS_DAEMON,
+            env::ENV_LOG_FILE,
+            env::ENV_LOG_MAX_BYTES,
         ]
         .contains(&name)
 }

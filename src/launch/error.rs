@@ -80,6 +80,18 @@ pub enum LaunchError {
         waited: Duration,
         holder: crate::sys::keylock::Holder,
     },
+    /// The user already runs `running` backends in the socket directory
+    /// (`limit` or more): nothing was spawned. See
+    /// [`crate::launch::LaunchOptions::max_backends`].
+    #[error(
+        "{running} backends already run in {dir} (the limit is {limit}); stop some \
+         (running-process stop --all, or let them idle out) or raise the limit"
+    )]
+    TooManyBackends {
+        limit: u32,
+        running: usize,
+        dir: PathBuf,
+    },
     /// An identity read from a file or manifest describes a process that is
     /// gone: its pid has ended, or it ran in another boot. It was not
     /// trusted, and nothing was signalled.

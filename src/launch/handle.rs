@@ -268,7 +268,7 @@ impl BackendHandle {
             _ => false,
         };
         if clean && !keep_log {
-            let _ = std::fs::remove_file(&self.inner.log_path);
+            super::start::remove_log(&self.inner.log_path);
         }
         exit
     }

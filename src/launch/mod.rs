@@ -104,7 +104,30 @@ pub struct LaunchOptions {
     /// `launch::attest`) before the full probe is due again. Zero: every
     /// adoption probes.
     pub full_probe_interval: Duration,
+    /// Most backends of the user that may run at once in the socket
+    /// directory (their endpoint sockets are counted; one nothing listens
+    /// on does not count). A launch beyond it is refused with
+    /// [`LaunchError::TooManyBackends`] before anything is spawned. None: no
+    /// limit. [`ENV_MAX_BACKENDS`] in the launching environment overrides
+    /// it (`0` for no limit).
+    pub max_backends: Option<u32>,
+    /// The size a backend's log may reach before it is rotated to
+    /// `<log>.1` (kept by backends built on the SDK, which get the bound in
+    /// `RUNNING_PROCESS_LOG_FILE` and `RUNNING_PROCESS_LOG_MAX_BYTES`; see
+    /// `sdk::logcap`). None: unbounded.
+    pub max_log_bytes: Option<u64>,
 }
+
+/// Default [`LaunchOptions::max_log_bytes`]: 16 MiB.
+pub const DEFAULT_MAX_LOG_BYTES: u64 = 16 << 20;
+
+/// Default [`LaunchOptions::max_backends`].
+pub const DEFAULT_MAX_BACKENDS: u32 = 64;
+
+/// Read by the launcher, not passed on: the most backends of the user that
+/// may run at once (`0`: no limit); overrides
+/// [`LaunchOptions::max_backends`].
+pub const ENV_MAX_BACKENDS: &str = "RUNNING_PROCESS_MAX_BACKENDS";
 
 /// Default [`LaunchOptions::full_probe_interval`].
 pub const DEFAULT_FULL_PROBE_INTERVAL: Duration = Duration::from_secs(5);
@@ -118,6 +141,8 @@ impl Default for LaunchOptions {
             socket_dir: None,
             env_scrub: DEFAULT_ENV_SCRUB.iter().map(|s| (*s).to_owned()).collect(),
             full_probe_interval: DEFAULT_FULL_PROBE_INTERVAL,
+            max_backends: Some(DEFAULT_MAX_BACKENDS),
+            max_log_bytes: Some(DEFAULT_MAX_LOG_BYTES),
         }
     }
 }
@@ -347,6 +372,7 @@ impl CommandBackendLauncher {
         expand_args(&sd.args, &values)?;
         let binary = self.admit(key, sd)?;
         let Some(endpoint) = &request.endpoint else {
+            self.check_backend_limit()?;
             let reservation = self.reserve(key, &binary)?;
             return self.run(key, sd, trace, binary, reservation, request, started);
         };
@@ -530,6 +556,61 @@ impl ServiceDefinition {
 }
 
 impl CommandBackendLauncher {
+    /// The limit on running backends in force: [`ENV_MAX_BACKENDS`] if set
+    /// to a number, else the option.
+    pub fn max_backends(&self) -> Option<u32> {
+        match std::env::var(ENV_MAX_BACKENDS)
+            .ok()
+            .map(|v| v.trim().parse::<u32>())
+        {
+            Some(Ok(0)) => None,
+            Some(Ok(limit)) => Some(limit),
+            _ => self.options.max_backends,
+        }
+    }
+
+    /// Refuses a launch while the user's running backends reach the limit.
+    /// Counting the socket files is a directory listing; only at the limit
+    /// is each one connected to, so an endpoint nothing listens on any more
+    /// does not count. Launches running at the same moment in several
+    /// processes each see the others' sockets only once bound, so they can
+    /// pass the limit by as many as run at once.
+    fn check_backend_limit(&self) -> Result<(), LaunchError> {
+        let Some(limit) = self.max_backends() else {
+            return Ok(());
+        };
+        let Ok(listing) = std::fs::read_dir(&self.socket_dir) else {
+            return Ok(()); // no directory yet: no backend
+        };
+        let sockets: Vec<PathBuf> = listing
+            .flatten()
+            .filter(|item| {
+                item.file_name()
+                    .to_str()
+                    .is_some_and(crate::contract::names::is_backend_socket_name)
+                    && item
+                        .file_type()
+                        .is_ok_and(|t| std::os::unix::fs::FileTypeExt::is_socket(&t))
+            })
+            .map(|item| item.path())
+            .collect();
+        if sockets.len() < limit as usize {
+            return Ok(());
+        }
+        let running = sockets
+            .iter()
+            .filter(|path| !crate::sys::net::socket_is_stale(path))
+            .count();
+        if running < limit as usize {
+            return Ok(());
+        }
+        Err(LaunchError::TooManyBackends {
+            limit,
+            running,
+            dir: self.socket_dir.clone(),
+        })
+    }
+
     /// The longest wait for a key's lock: a holder launches (up to the
     /// ready timeout) and verifies (up to as long again), twice over, plus
     /// five seconds. A stopped holder loses the key sooner (see

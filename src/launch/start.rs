@@ -66,7 +66,7 @@ impl Drop for Reservation {
             allocator.release(path);
         }
         if let Some((_, log)) = &self.log {
-            let _ = std::fs::remove_file(log);
+            remove_log(log);
         }
     }
 }
@@ -136,7 +136,7 @@ impl CommandBackendLauncher {
     ) -> Result<ChildWatch, LaunchError> {
         let listener_fd = listener.map(AsRawFd::as_raw_fd);
         let env: Vec<CString> = self
-            .environment(key, sd, &reservation.endpoint, trace, binary, listener_fd)
+            .environment(key, sd, reservation, trace, binary, listener_fd)
             .iter()
             .filter_map(|(k, v)| spawn::env_entry(k, v))
             .collect();
@@ -208,14 +208,21 @@ impl CommandBackendLauncher {
         &self,
         key: &BackendKey,
         sd: &ServiceDefinition,
-        endpoint: &Endpoint,
+        reservation: &Reservation,
         trace: &TraceContext,
         binary: &BackendBinary,
         listener: Option<RawFd>,
     ) -> Vec<(OsString, OsString)> {
         let mut vars =
             environ::backend_environment(sd, &self.options.env_scrub, std::env::vars_os());
+        let endpoint = &reservation.endpoint;
         let mut set = |k: &str, v: &str| vars.push((k.into(), v.into()));
+        if let Some(max) = self.options.max_log_bytes {
+            if let Some(log) = reservation.log_path().to_str() {
+                set(env::ENV_LOG_FILE, log);
+                set(env::ENV_LOG_MAX_BYTES, &max.to_string());
+            }
+        }
         set(env::ENV_SERVICE_NAME, key.service_name());
         set(env::ENV_SERVICE_VERSION, key.service_version());
         set(env::ENV_BACKEND_PIPE, &endpoint.path);
@@ -316,4 +323,13 @@ pub(super) fn log_file_name(key: &BackendKey, endpoint: &Endpoint) -> String {
         key.service_name(),
         key.service_version()
     )
+}
+
+/// Removes a backend's log and the older part a bounded log was rotated to
+/// (`<log>.1`).
+pub(super) fn remove_log(log: &Path) {
+    let _ = std::fs::remove_file(log);
+    let mut rotated = log.as_os_str().to_owned();
+    rotated.push(".1");
+    let _ = std::fs::remove_file(rotated);
 }

@@ -70,6 +70,7 @@ pub(crate) const EXCEPTION_FIELDS: &[(&str, &[&str])] = &[
         "KeyBusyError",
         &["reason", "path", "waited", "holder_pid", "holder_state"],
     ),
+    ("BackendLimitError", &["reason", "limit", "running", "dir"]),
     ("BackendServerError", &["variable", "reason"]),
     ("RefusedError", &["code", "reason", "retry_after_ms"]),
 ];
@@ -453,6 +454,16 @@ pub(crate) fn launch_error(py: Python<'_>, err: LaunchError) -> PyErr {
                 value(py, holder.pid),
                 value(py, holder.state.map(String::from)),
             ],
+        ),
+        LaunchError::TooManyBackends {
+            limit,
+            running,
+            dir,
+        } => launch_class(
+            py,
+            "BackendLimitError",
+            message,
+            vec![value(py, limit), value(py, running), path_value(py, &dir)],
         ),
         LaunchError::FixedEndpoint { .. } => launch_class(py, "EndpointError", message, vec![]),
         LaunchError::Stale { field, .. } => {

@@ -20,7 +20,7 @@ use crate::contract::identity::DaemonProcess;
 use crate::contract::keys::BackendKey;
 use crate::launch::{
     BackendHandle, BackendLauncher, CommandBackendLauncher, LaunchOptions, LaunchRequest,
-    DEFAULT_ENV_SCRUB,
+    DEFAULT_ENV_SCRUB, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_LOG_BYTES,
 };
 use crate::sys::host;
 use crate::sys::identity_file::read_identity_file;
@@ -55,6 +55,8 @@ fn build_launcher(
     socket_dir: Option<PathBuf>,
     env_scrub: Option<Vec<String>>,
     full_probe_interval: f64,
+    max_backends: Option<u32>,
+    max_log_bytes: Option<u64>,
 ) -> PyResult<PyCommandBackendLauncher> {
     let idle_timeout_secs = match idle_timeout_secs {
         None => None,
@@ -70,6 +72,8 @@ fn build_launcher(
         env_scrub: env_scrub
             .unwrap_or_else(|| DEFAULT_ENV_SCRUB.iter().map(|s| (*s).to_owned()).collect()),
         full_probe_interval: duration("full_probe_interval", full_probe_interval)?,
+        max_backends,
+        max_log_bytes,
     };
     let inner = match user_sid_hash {
         Some(hash) => CommandBackendLauncher::new(hash, options)?,
@@ -95,7 +99,8 @@ impl PyCommandBackendLauncher {
 #[pymethods]
 impl PyCommandBackendLauncher {
     #[new]
-    #[pyo3(signature = (user_sid_hash, idle_timeout_secs = Some(30), ready_timeout = 10.0, log_dir = None, socket_dir = None, env_scrub = None, full_probe_interval = 5.0))]
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (user_sid_hash, idle_timeout_secs = Some(30), ready_timeout = 10.0, log_dir = None, socket_dir = None, env_scrub = None, full_probe_interval = 5.0, max_backends = Some(DEFAULT_MAX_BACKENDS), max_log_bytes = Some(DEFAULT_MAX_LOG_BYTES)))]
     fn new(
         user_sid_hash: &str,
         idle_timeout_secs: Option<u32>,
@@ -104,6 +109,8 @@ impl PyCommandBackendLauncher {
         socket_dir: Option<PathBuf>,
         env_scrub: Option<Vec<String>>,
         full_probe_interval: f64,
+        max_backends: Option<u32>,
+        max_log_bytes: Option<u64>,
     ) -> PyResult<Self> {
         super::logbridge::connect_here();
         build_launcher(
@@ -114,12 +121,15 @@ impl PyCommandBackendLauncher {
             socket_dir,
             env_scrub,
             full_probe_interval,
+            max_backends,
+            max_log_bytes,
         )
     }
 
     /// A launcher for the calling user (its per-user hash from this machine).
     #[staticmethod]
-    #[pyo3(signature = (idle_timeout_secs = Some(30), ready_timeout = 10.0, log_dir = None, socket_dir = None, env_scrub = None, full_probe_interval = 5.0))]
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (idle_timeout_secs = Some(30), ready_timeout = 10.0, log_dir = None, socket_dir = None, env_scrub = None, full_probe_interval = 5.0, max_backends = Some(DEFAULT_MAX_BACKENDS), max_log_bytes = Some(DEFAULT_MAX_LOG_BYTES)))]
     fn for_current_user(
         idle_timeout_secs: Option<u32>,
         ready_timeout: f64,
@@ -127,6 +137,8 @@ impl PyCommandBackendLauncher {
         socket_dir: Option<PathBuf>,
         env_scrub: Option<Vec<String>>,
         full_probe_interval: f64,
+        max_backends: Option<u32>,
+        max_log_bytes: Option<u64>,
     ) -> PyResult<Self> {
         super::logbridge::connect_here();
         build_launcher(
@@ -137,6 +149,8 @@ impl PyCommandBackendLauncher {
             socket_dir,
             env_scrub,
             full_probe_interval,
+            max_backends,
+            max_log_bytes,
         )
     }
 

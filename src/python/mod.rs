@@ -96,6 +96,14 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ENV_LISTENER_FD", env::ENV_LISTENER_FD)?;
     m.add("ENV_OWNED_BIND", env::ENV_OWNED_BIND)?;
     m.add("ENV_IS_DAEMON", env::ENV_IS_DAEMON)?;
+    m.add("ENV_MAX_BACKENDS", crate::launch::ENV_MAX_BACKENDS)?;
+    m.add("DEFAULT_MAX_BACKENDS", crate::launch::DEFAULT_MAX_BACKENDS)?;
+    m.add(
+        "DEFAULT_MAX_LOG_BYTES",
+        crate::launch::DEFAULT_MAX_LOG_BYTES,
+    )?;
+    m.add("ENV_LOG_FILE", env::ENV_LOG_FILE)?;
+    m.add("ENV_LOG_MAX_BYTES", env::ENV_LOG_MAX_BYTES)?;
     m.add(
         "DEFAULT_ENV_SCRUB",
         crate::launch::DEFAULT_ENV_SCRUB.to_vec(),

@@ -47,6 +47,8 @@ pub struct ServerConfig {
     /// A listening socket passed to this process to serve on instead of
     /// binding the path.
     pub(super) inherited: Option<InheritedListener>,
+    /// The log bound a launcher asked for (see `sdk::logcap`).
+    pub(super) log_cap: Option<super::logcap::LogCap>,
 }
 
 /// Listening sockets passed to this process, by descriptor number: the
@@ -174,6 +176,7 @@ impl ServerConfig {
             endpoint_variable: None,
             identity_file: None,
             inherited: None,
+            log_cap: None,
         })
     }
 
@@ -273,6 +276,7 @@ impl ServerConfig {
             endpoint_variable: Some(ENV_BACKEND_PIPE),
             identity_file: None,
             inherited: inherited_from(&lookup)?,
+            log_cap: super::logcap::LogCap::from_lookup(&lookup),
         })
     }
 

@@ -78,6 +78,7 @@ mod accept;
 mod bind;
 mod classify;
 mod config;
+mod logcap;
 mod signals;
 
 use accept::{accept_loop, ListenerGuard, Shared, State};
@@ -327,6 +328,9 @@ impl BackendServer {
                 },
             )?;
             guard.identity_file = Some(identity_file.clone());
+        }
+        if let Some(cap) = &config.log_cap {
+            cap.clone().start();
         }
         // If the thread cannot start, the closure and the guard in it are
         // dropped, which removes the socket file.

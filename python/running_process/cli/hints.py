@@ -131,6 +131,11 @@ def hint_for(err: BaseException) -> Optional[str]:
             f"(XDG_RUNTIME_DIR up to 36); set XDG_RUNTIME_DIR to a shorter private directory; "
             f"`{PROG} doctor` shows the sun_path budget"
         )
+    if isinstance(err, rp.BackendLimitError):
+        return (
+            f"`{PROG} ls` lists them; `{PROG} stop KEY` or `stop --all` ends some, or set "
+            f"{rp.ENV_MAX_BACKENDS} to a higher limit (0: none)"
+        )
     if isinstance(err, rp.HostIdentityError):
         return "the machine id and boot id are needed to name sockets; see `running-process doctor`"
     if isinstance(err, (rp.DecodeError, rp.ServiceDefinitionStemMismatchError)):

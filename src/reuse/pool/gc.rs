@@ -27,6 +27,10 @@ use crate::contract::error::FsError;
 use crate::sys::host;
 use crate::sys::keylock as lock;
 
+/// The default `min_age`: a file younger than this may belong to a launch
+/// still setting up.
+pub const DEFAULT_MIN_AGE: Duration = Duration::from_secs(60);
+
 /// What a garbage collection removed (or, in a dry run, would remove).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct GcReport {
@@ -201,7 +205,10 @@ impl BackendPool {
         // is not even considered.
         let logs: Vec<_> = old_entries(self.launcher.log_dir(), min_age)?
             .into_iter()
-            .filter(|(path, meta)| meta.is_file() && extension_is(path, "log"))
+            .filter(|(path, meta)| {
+                meta.is_file()
+                    && (extension_is(path, "log") || path.to_string_lossy().ends_with(".log.1"))
+            })
             .collect();
         if !logs.is_empty() {
             let open = open_files();

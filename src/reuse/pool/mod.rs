@@ -69,6 +69,12 @@ pub use manifest::ManifestError;
 /// How long a killed backend is given to be gone before its socket file is
 /// removed anyway.
 const KILL_WAIT: Duration = Duration::from_secs(5);
+/// How often, at most, a pool collects garbage by itself (see
+/// [`BackendPool::gc_if_due`]).
+pub const AUTO_GC_EVERY: Duration = Duration::from_secs(600);
+/// Files in the log directory past which a pool collects by itself: twice
+/// the default limit on running backends.
+pub const AUTO_GC_FILES: usize = 2 * crate::launch::DEFAULT_MAX_BACKENDS as usize;
 
 /// Why a pool operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +119,8 @@ pub struct BackendPool {
     state_dir: PathBuf,
     state_base: Option<PathBuf>,
     verify_timeout: Duration,
+    /// When this pool last collected by itself.
+    last_auto_gc: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl BackendPool {
@@ -132,6 +140,7 @@ impl BackendPool {
             state_dir,
             state_base,
             verify_timeout: Duration::from_secs(5),
+            last_auto_gc: std::sync::Mutex::new(None),
         }
     }
 
@@ -519,7 +528,45 @@ impl BackendPool {
             return Err(e.into());
         }
         drop(lock);
+        self.gc_if_due();
         Ok(handle)
+    }
+
+    /// Automatic garbage collection, after a launch: once the launcher's
+    /// log directory holds more than [`AUTO_GC_FILES`] files (what ended
+    /// backends leave piles up there first), at most once per
+    /// [`AUTO_GC_EVERY`] for this pool, with the default `min_age`. Counting
+    /// is one directory listing; nothing is written to decide. Failures are
+    /// logged, never raised: the launch has succeeded.
+    fn gc_if_due(&self) {
+        let piled = fs::read_dir(self.launcher.log_dir())
+            .map(|listing| listing.count() > AUTO_GC_FILES)
+            .unwrap_or(false);
+        if !piled {
+            return;
+        }
+        {
+            let mut last = self
+                .last_auto_gc
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|at| at.elapsed() < AUTO_GC_EVERY) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        match self.gc(false, gc::DEFAULT_MIN_AGE) {
+            Ok(report) => log::info!(
+                "automatic gc of {}: {} records, {} locks, {} logs, {} sockets, {} bytes",
+                self.state_dir.display(),
+                report.records.len(),
+                report.locks.len(),
+                report.logs.len(),
+                report.sockets.len(),
+                report.bytes
+            ),
+            Err(e) => log::warn!("automatic gc of {} failed: {e}", self.state_dir.display()),
+        }
     }
 
     /// Every backend recorded in the pool (manifests that do not parse are
