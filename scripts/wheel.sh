@@ -4,9 +4,10 @@
 # sdist, both into WHEEL_OUT (default dist/). Then it checks the wheel's tag,
 # the C library symbols its extension takes (none newer than glibc 2.17, none
 # unversioned), installs it into a fresh virtual environment from the wheel
-# alone (no index, no source build) and, from there, runs the demo and
-# launches, verifies and stops the installed example backend. The sdist is
-# unpacked and type-checked on its own, so it holds what a source build needs.
+# alone (no index, no source build, no Rust toolchain on PATH) and, from
+# there, runs the demo and launches, verifies and stops the installed example
+# backend. The sdist is unpacked and type-checked on its own, so it holds
+# what a source build needs.
 #
 # The build tools (maturin, zig through the `ziglang` package, auditwheel)
 # come from the package index into a virtual environment under RP_CACHE_DIR
@@ -59,16 +60,29 @@ tar -xzf "${sdists[0]}" -C "$check/sdist"
 (cd "$check"/sdist/* && CARGO_TARGET_DIR="$CACHE_DIR/sdist-target" cargo check -q --locked --features python)
 echo "sdist: complete (cargo check --features python passes in the unpacked tree)"
 
-# A fresh environment that can only take the wheel: a source build would fail.
+# A fresh environment that can only take the wheel (a source build would
+# fail), installed and used with no Rust toolchain on PATH.
 "$PYTHON" -m venv "$check/venv"
-"$check/venv/bin/python" -m pip install -q --no-index --only-binary :all: "$wheel"
+# The few tools used below, found while the whole PATH is there (a system
+# Rust may live in /usr/bin).
+mkdir_=$(command -v mkdir)
+cp_=$(command -v cp)
+no_rust_path=$(printf '%s\n' "$PATH" | tr ':' '\n' | while read -r dir; do
+    if [ -n "$dir" ] && [ ! -e "$dir/cargo" ] && [ ! -e "$dir/rustc" ]; then printf '%s:' "$dir"; fi
+done)
 (
+    export PATH="${no_rust_path%:}"
+    if command -v cargo >/dev/null || command -v rustc >/dev/null; then
+        echo "a Rust toolchain is still on PATH" >&2
+        exit 1
+    fi
+    "$check/venv/bin/python" -m pip install -q --no-index --only-binary :all: "$wheel"
     cd "$check"
     export XDG_RUNTIME_DIR="$check/run" XDG_STATE_HOME="$check/state" XDG_CONFIG_HOME="$check/config"
-    mkdir -m 700 "$XDG_RUNTIME_DIR"
+    "$mkdir_" -m 700 "$XDG_RUNTIME_DIR"
     venv/bin/running-process demo
-    mkdir -p echo/1.0.0
-    cp venv/bin/running-process-echo-backend echo/1.0.0/echo
+    "$mkdir_" -p echo/1.0.0
+    "$cp_" venv/bin/running-process-echo-backend echo/1.0.0/echo
     venv/bin/running-process servicedef write echo --isolation shared --binary echo/1.0.0/echo --root echo/1.0.0
     venv/bin/running-process launch echo --version 1.0.0
     venv/bin/running-process ls
