@@ -1,5 +1,5 @@
 //! Entry points for the fuzz targets (`fuzz/`) and the malformed-input tests
-//! (`tests/malformed.rs`): decoders that are private to their modules, under
+//! (`tests/malformed/`): decoders that are private to their modules, under
 //! names that say what they decode. Not part of the supported API.
 //!
 //! Every other decoder is public already: [`crate::wire`] (frames and the
