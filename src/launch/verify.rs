@@ -128,7 +128,7 @@ impl ExeProof {
             script: binary
                 .interpreter
                 .as_ref()
-                .map(|i| (binary.canonical.clone(), i.script_arg_index)),
+                .map(|i| (binary.canonical.clone(), i.script_arg_index())),
             stamp: binary.stamp,
             stamp_vouches: binary.stamp_vouches,
         }

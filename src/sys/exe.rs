@@ -97,11 +97,6 @@ pub struct ScriptInterpreter {
     pub exe: PathBuf,
     /// The `#!` line's interpreter path as written.
     pub declared: String,
-    /// Where the script's `/dev/fd/N` stands on the command line of the
-    /// process: `interpreter /dev/fd/N` (1), or `interpreter ARG /dev/fd/N`
-    /// (2) when the `#!` line has an argument; `/usr/bin/env NAME` runs
-    /// `NAME /dev/fd/N` (1); one more for a Python interpreter's `-I`.
-    pub script_arg_index: usize,
     /// The command line before `/dev/fd/N`, as the kernel (and `env`) would
     /// build it: the declared interpreter and the `#!` line's argument, or
     /// `NAME` alone for `/usr/bin/env NAME`; for a CPython interpreter,
@@ -125,6 +120,16 @@ pub struct BackendBinary {
     /// resolved and checked; the launcher executes this descriptor, so no
     /// second lookup by name (by the kernel or by `env`) can pick another.
     pub interpreter_file: Option<File>,
+}
+
+impl ScriptInterpreter {
+    /// Where the script's `/dev/fd/N` stands on the command line of the
+    /// process: right after [`ScriptInterpreter::leading_args`]
+    /// (`interpreter /dev/fd/N` is 1, `interpreter ARG /dev/fd/N` 2,
+    /// `NAME /dev/fd/N` for `/usr/bin/env NAME` 1, one more for `-I`).
+    pub fn script_arg_index(&self) -> usize {
+        self.leading_args.len()
+    }
 }
 
 impl BackendBinary {
@@ -284,7 +289,25 @@ pub fn check_trusted_path(file: &Path) -> Result<(), BinaryError> {
     let euid = crate::sys::host::effective_uid();
     let owner_ok = |uid: u32| uid == euid || uid == 0;
     let meta = std::fs::metadata(file).map_err(io_error("stat", file))?;
-    if !owner_ok(meta.uid()) {
+    check_trusted_file(file, &meta)?;
+    for dir in file.ancestors().skip(1) {
+        let meta = std::fs::metadata(dir).map_err(io_error("stat", dir))?;
+        let mode = meta.permissions().mode() & 0o7777;
+        if !owner_ok(meta.uid()) || (mode & 0o022 != 0 && mode & 0o1000 == 0) {
+            return Err(BinaryError::InsecurePermissions {
+                path: dir.to_path_buf(),
+                mode,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `file` (with its metadata `meta`) is owned by this user or root and not
+/// writable by group or other.
+fn check_trusted_file(file: &Path, meta: &Metadata) -> Result<(), BinaryError> {
+    let euid = crate::sys::host::effective_uid();
+    if meta.uid() != euid && meta.uid() != 0 {
         return Err(BinaryError::NotExecutable {
             path: file.to_path_buf(),
             reason: format!(
@@ -299,16 +322,6 @@ pub fn check_trusted_path(file: &Path) -> Result<(), BinaryError> {
             path: file.to_path_buf(),
             mode,
         });
-    }
-    for dir in file.ancestors().skip(1) {
-        let meta = std::fs::metadata(dir).map_err(io_error("stat", dir))?;
-        let mode = meta.permissions().mode() & 0o7777;
-        if !owner_ok(meta.uid()) || (mode & 0o022 != 0 && mode & 0o1000 == 0) {
-            return Err(BinaryError::InsecurePermissions {
-                path: dir.to_path_buf(),
-                mode,
-            });
-        }
     }
     Ok(())
 }
@@ -396,8 +409,10 @@ fn script_interpreter(
     } else {
         (interp, vec![declared.to_owned(), arg.to_owned()])
     };
-    check_trusted_path(&exe)?;
+    // Every directory on the way was checked by the resolution; the file
+    // itself is judged through the descriptor that will be executed.
     let opened = open_interpreter(&exe).map_err(|reason| bad(&reason))?;
+    check_trusted_file(&exe, &opened.metadata().map_err(io_error("stat", &exe))?)?;
     let mut leading_args = leading_args;
     if is_python(&exe) {
         // Isolated mode: no PYTHON* variable, no user site directory and,
@@ -410,7 +425,6 @@ fn script_interpreter(
         ScriptInterpreter {
             exe,
             declared: declared.to_owned(),
-            script_arg_index: leading_args.len(),
             leading_args,
         },
         opened,
