@@ -295,11 +295,10 @@ impl BackendHandle {
     }
 
     /// Ends what an adopted backend forked that outlived it outside its
-    /// process group (found by the endpoint their environment inherited).
+    /// process group (see [`end_escaped_helpers`]).
     fn end_helpers(&self, since: Option<u64>) {
         if let Some(since) = since {
-            proc::end_marked(
-                crate::contract::env::ENV_BACKEND_PIPE,
+            end_escaped_helpers(
                 &self.inner.daemon.ipc_endpoint.path,
                 since,
                 self.inner.daemon.pid,
@@ -315,6 +314,26 @@ impl BackendHandle {
         if let Some(allocator) = &self.inner.reserved_in {
             allocator.release(path);
         }
+    }
+}
+
+/// Ends the helpers the backend `pid` at `endpoint`, started at
+/// `since_ticks`, forked and that left its process group (a `setsid()`
+/// child, a double-forked grandchild re-parented to init): found by the
+/// endpoint their start-up environment inherited (see
+/// [`proc::end_marked`]). Called once the backend has ended.
+pub(crate) fn end_escaped_helpers(endpoint: &str, since_ticks: u64, pid: u32) {
+    let ended = proc::end_marked(
+        crate::contract::env::ENV_BACKEND_PIPE,
+        endpoint,
+        since_ticks,
+        pid,
+    );
+    if !ended.is_empty() {
+        log::info!(
+            "ended {} process(es) pid {pid} left behind outside its process group: {ended:?}",
+            ended.len()
+        );
     }
 }
 

@@ -38,6 +38,7 @@ pub mod verify;
 pub use environ::{describe as describe_environment, DEFAULT_ENV_SCRUB};
 pub use error::LaunchError;
 use fixed::{check_fixed_endpoint, fixed_fs_error};
+pub(crate) use handle::end_escaped_helpers;
 pub use handle::BackendHandle;
 #[cfg(any(test, feature = "bench"))]
 pub(crate) use handle::Process;

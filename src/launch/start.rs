@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::error::{shortage, LaunchError};
-use super::handle::remove_socket_file;
+use super::handle::{end_escaped_helpers, remove_socket_file};
 use super::{environ, CommandBackendLauncher};
 use crate::contract::env;
 use crate::contract::error::{AllocError, FsError};
@@ -183,17 +183,8 @@ impl CommandBackendLauncher {
         // starts at or after this.
         let since_ticks = proc::stat(spawned.pid).map_or(0, |s| s.start_ticks);
         ChildWatch::start(spawned, move || {
-            // Helpers the backend forked that left its process group (the
-            // group itself is killed before the reap): found by the
-            // endpoint their environment inherited.
-            let escaped =
-                proc::end_marked(env::ENV_BACKEND_PIPE, &proven_at, since_ticks, backend_pid);
-            if !escaped.is_empty() {
-                log::info!(
-                    "ended {} process(es) pid {backend_pid} left behind outside its process group: {escaped:?}",
-                    escaped.len()
-                );
-            }
+            // The group itself is killed before the reap.
+            end_escaped_helpers(&proven_at, since_ticks, backend_pid);
             attested.forget_endpoint(&proven_at);
             remove_socket_file(&reaped_endpoint);
             if let Some(allocator) = reaped_allocator {

@@ -137,9 +137,7 @@ impl BackendPool {
             if !extension_is(path, "json") || !meta.is_file() {
                 continue;
             }
-            let Some(parts) =
-                manifest::read_bytes(path).and_then(|b| manifest::parse_parts(&b).ok())
-            else {
+            let Some(parts) = manifest::read_parts(path) else {
                 continue;
             };
             if !recorded_process_gone(&parts.daemon, parts.mark.as_ref()) {
@@ -156,17 +154,11 @@ impl BackendPool {
                 }
             };
             // Under the lock, the record must still be the gone one.
-            let still = manifest::read_bytes(path)
-                .and_then(|b| manifest::parse_parts(&b).ok())
-                .is_some_and(|now| now.daemon == parts.daemon);
+            let still = manifest::read_parts(path).is_some_and(|now| now.daemon == parts.daemon);
             if !still {
                 continue;
             }
-            let recorded = manifest::Recorded {
-                daemon: parts.daemon.clone(),
-                mark: parts.mark,
-                binary_stamp: parts.binary_stamp,
-            };
+            let recorded = parts.recorded();
             if !dry_run {
                 self.remove_dead_endpoint(&recorded);
             }

@@ -126,11 +126,25 @@ pub fn parse(bytes: &[u8], wanted: &BackendKey) -> Result<Recorded, ManifestErro
             wanted: wanted.to_string(),
         });
     }
-    Ok(Recorded {
-        daemon: parts.daemon,
-        mark: parts.mark,
-        binary_stamp: parts.binary_stamp,
-    })
+    Ok(parts.recorded())
+}
+
+impl ManifestParts {
+    /// What the pool adopts, stops or removes by: the identity, the mark and
+    /// the binary's stamp.
+    pub fn recorded(&self) -> Recorded {
+        Recorded {
+            daemon: self.daemon.clone(),
+            mark: self.mark,
+            binary_stamp: self.binary_stamp,
+        }
+    }
+}
+
+/// The parts of the manifest file at `path`, if it can be read and parses
+/// (the reason logged otherwise, as by [`read_bytes`]).
+pub fn read_parts(path: &Path) -> Option<ManifestParts> {
+    parse_parts(&read_bytes(path)?).ok()
 }
 
 /// Reads the bytes of a manifest file (capped); None when absent, too large

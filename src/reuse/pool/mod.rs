@@ -428,8 +428,7 @@ impl BackendPool {
         }
         // What it forked goes with it, wherever it went: proven above to be
         // the recorded backend, its helpers carry its endpoint.
-        proc::end_marked(
-            crate::contract::env::ENV_BACKEND_PIPE,
+        crate::launch::end_escaped_helpers(
             &daemon.ipc_endpoint.path,
             recorded.mark.as_ref().map_or(0, |mark| mark.start_ticks),
             daemon.pid,
@@ -583,10 +582,7 @@ impl BackendPool {
             if path.extension().and_then(|e| e.to_str()) != Some("json") {
                 continue;
             }
-            let Some(bytes) = manifest::read_bytes(&path) else {
-                continue;
-            };
-            let Ok(parts) = manifest::parse_parts(&bytes) else {
+            let Some(parts) = manifest::read_parts(&path) else {
                 continue;
             };
             let alive = recorded_alive(&parts.daemon, parts.mark.as_ref());
@@ -700,19 +696,13 @@ impl BackendPool {
                 continue;
             }
             let path = item.path();
-            let Some(parts) =
-                manifest::read_bytes(&path).and_then(|b| manifest::parse_parts(&b).ok())
-            else {
+            let Some(parts) = manifest::read_parts(&path) else {
                 continue;
             };
             if &parts.key != key {
                 continue;
             }
-            let recorded = Recorded {
-                daemon: parts.daemon,
-                mark: parts.mark,
-                binary_stamp: parts.binary_stamp,
-            };
+            let recorded = parts.recorded();
             match self.end_recorded(key, &recorded, Some(grace)) {
                 Ok(()) => stopped = true,
                 Err(why) => log::info!(
