@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import running_process as rp
-from support.launch import BackendDirs, Launches, install, key_for
+from support.launch import BackendDirs, Launches, key_for
 
 INJECTION = {
     "PYTHONPATH": "/tmp/evil",
@@ -119,8 +119,7 @@ def test_clean_takes_only_what_is_allowed_and_set(
 
 
 def env_shebang(dirs: BackendDirs) -> Path:
-    body = dirs.script.read_bytes().split(b"\n", 1)[1]
-    return install(dirs.version_dir / "env-backend", b"#!/usr/bin/env rp-test-python\n" + body)
+    return dirs.script_with("env-backend", "/usr/bin/env rp-test-python")
 
 
 def test_an_env_script_finds_its_program_on_the_policys_path(
@@ -210,3 +209,24 @@ def test_the_pool_records_the_policy_for_ls(dirs: BackendDirs) -> None:
         assert manifest["environment"] == "clean +TOOL_*"
     finally:
         pool.stop_all()
+
+
+def test_another_process_adopts_an_env_script_on_the_policys_path_too(
+    dirs: BackendDirs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The adopter looks the interpreter up where the launch did (the
+    policy's PATH), not on its own PATH, which here lacks it: the backend is
+    adopted, not replaced."""
+    tools = dirs.root / "tools"
+    tools.mkdir(mode=0o755)
+    (tools / "rp-test-python").symlink_to(sys.executable)
+    sd = dirs.sd(env_shebang(dirs), env_policy=rp.EnvPolicy.CLEAN, env_set={"PATH": str(tools)})
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    state = dirs.root / "state"
+    first = rp.BackendPool(dirs.launcher(), state)
+    try:
+        handle = first.get_or_launch(key_for(sd), sd)
+        other = rp.BackendPool(dirs.launcher(), state)
+        assert other.get_or_launch(key_for(sd), sd).pid == handle.pid
+    finally:
+        first.stop_all()

@@ -126,7 +126,9 @@ impl CommandBackendLauncher {
             field: "pid",
             reason: format!("{} has ended ({e})", daemon.pid),
         })?;
-        let path_var = std::env::var_os("PATH");
+        // The interpreter of a `#!/usr/bin/env NAME` script is found where
+        // the launch found it: on the PATH of the definition's policy.
+        let path_var = super::environ::backend_path(sd);
         // Every digest the record claims is checked against the binary: a
         // BLAKE3-only record needs no SHA-256.
         let need = match daemon.real_sha256() {

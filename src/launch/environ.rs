@@ -146,6 +146,18 @@ pub(crate) fn backend_environment<S: AsRef<str>>(
     scrub: &[S],
     caller: impl IntoIterator<Item = (OsString, OsString)>,
 ) -> Vec<(OsString, OsString)> {
+    environment_of(sd, scrub, caller, true)
+}
+
+/// [`backend_environment`]; without `account`, the login baseline leaves
+/// out what the password database says (for a caller that wants only the
+/// `PATH`, which does not depend on it).
+fn environment_of<S: AsRef<str>>(
+    sd: &ServiceDefinition,
+    scrub: &[S],
+    caller: impl IntoIterator<Item = (OsString, OsString)>,
+    account: bool,
+) -> Vec<(OsString, OsString)> {
     let usable = |name: &OsStr| {
         let text = name.to_str().unwrap_or_default();
         !matches_any(scrub, name.as_bytes()) && !is_contract_env_name(text)
@@ -163,8 +175,10 @@ pub(crate) fn backend_environment<S: AsRef<str>>(
                     .find(|(k, _)| k.as_bytes() == name.as_bytes())
                     .map(|(_, v)| v.clone())
             };
-            match password_entry(uid) {
+            let entry = if account { password_entry(uid) } else { None };
+            match entry {
                 Some(entry) => vars.extend(entry),
+                None if !account => {}
                 None => {
                     // No account: what the caller says about itself.
                     for name in ["USER", "LOGNAME", "HOME", "SHELL"] {
@@ -199,10 +213,12 @@ pub(crate) fn backend_environment<S: AsRef<str>>(
 }
 
 /// The `PATH` the backend will see under `sd`'s policy (a `#!/usr/bin/env
-/// NAME` script's `NAME` is looked up there), if any.
+/// NAME` script's `NAME` is looked up there, by a launch and by every
+/// adoption alike), if any. The same rules as [`backend_environment`],
+/// without reading the password database.
 pub(crate) fn backend_path(sd: &ServiceDefinition) -> Option<OsString> {
-    let caller = std::env::vars_os().filter(|(k, _)| k == "PATH");
-    backend_environment::<&str>(sd, &[], caller)
+    let caller = std::env::var_os("PATH").map(|path| (OsString::from("PATH"), path));
+    environment_of::<&str>(sd, &[], caller, false)
         .into_iter()
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v)
