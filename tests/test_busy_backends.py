@@ -61,20 +61,29 @@ def records(state: Path) -> list[dict[str, object]]:
     )
 
 
+def stalling_backend(
+    dirs: BackendDirs, pool: rp.BackendPool, monkeypatch: pytest.MonkeyPatch
+) -> tuple[rp.BackendHandle, rp.ServiceDefinition, rp.BackendKey]:
+    """A ``stall-on-signal`` backend launched through ``pool``; later
+    launches start ordinary echo backends."""
+    monkeypatch.setenv("V1_BACKEND_MODE", "stall-on-signal")
+    sd = dirs.sd()
+    key = key_for(sd)
+    handle = pool.get_or_launch(key, sd)
+    monkeypatch.setenv("V1_BACKEND_MODE", "echo")
+    return handle, sd, key
+
+
 def test_a_busy_backend_is_retired_not_killed_and_left_to_its_clients(
     dirs: BackendDirs, pools: tuple[rp.BackendPool, rp.BackendPool], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first, second = pools
-    monkeypatch.setenv("V1_BACKEND_MODE", "stall-on-signal")
-    sd = dirs.sd()
-    key = key_for(sd)
-    busy = first.get_or_launch(key, sd)
+    busy, sd, key = stalling_backend(dirs, first, monkeypatch)
     client = busy.connect()
     client.settimeout(HANG_GUARD)
     client.sendall(b"hello")
     assert receive(client, 5) == b"hello"
     stall(busy, signal.SIGUSR1)
-    monkeypatch.setenv("V1_BACKEND_MODE", "echo")
     fresh = second.get_or_launch(key, sd)
     assert fresh.pid != busy.pid
     fresh.verify()
@@ -99,38 +108,21 @@ def test_a_busy_backend_is_retired_not_killed_and_left_to_its_clients(
     assert list(Path(second.state_dir).glob("*.json")) == []
 
 
-def test_a_hung_backend_is_killed_and_replaced(
-    dirs: BackendDirs, pools: tuple[rp.BackendPool, rp.BackendPool], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("how", ["hung", "stopped"])
+def test_a_backend_that_makes_no_progress_is_killed_and_replaced(
+    dirs: BackendDirs, pools: tuple[rp.BackendPool, rp.BackendPool], monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
+    """Blocked for good (hung), or SIGSTOPped while it would otherwise be
+    working: no thread runs, so it is not busy, and is killed."""
     first, second = pools
-    monkeypatch.setenv("V1_BACKEND_MODE", "stall-on-signal")
-    sd = dirs.sd()
-    key = key_for(sd)
-    hung = first.get_or_launch(key, sd)
-    stall(hung, signal.SIGUSR2)
-    monkeypatch.setenv("V1_BACKEND_MODE", "echo")
+    stuck, sd, key = stalling_backend(dirs, first, monkeypatch)
+    if how == "hung":
+        stall(stuck, signal.SIGUSR2)
+    else:
+        stall(stuck, signal.SIGUSR1)
+        os.kill(stuck.pid, signal.SIGSTOP)
+        poll_until(lambda: state_of(stuck.pid) in ("T", "t"), what="the backend to stop")
     fresh = second.get_or_launch(key, sd)
-    assert fresh.pid != hung.pid
-    poll_until(lambda: not process_running(hung.pid), what="the hung backend to be killed")
-    assert hung.wait(timeout=5.0) == -signal.SIGKILL
-    assert [e.daemon.pid for e in second.list()] == [fresh.pid]
-
-
-def test_a_stopped_backend_is_hung_not_busy(
-    dirs: BackendDirs, pools: tuple[rp.BackendPool, rp.BackendPool], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """SIGSTOP freezes every thread of a backend that would otherwise be
-    working: no progress, so it is hung, and killed."""
-    first, second = pools
-    monkeypatch.setenv("V1_BACKEND_MODE", "stall-on-signal")
-    sd = dirs.sd()
-    key = key_for(sd)
-    stopped = first.get_or_launch(key, sd)
-    stall(stopped, signal.SIGUSR1)
-    os.kill(stopped.pid, signal.SIGSTOP)
-    poll_until(lambda: state_of(stopped.pid) in ("T", "t"), what="the backend to stop")
-    monkeypatch.setenv("V1_BACKEND_MODE", "echo")
-    fresh = second.get_or_launch(key, sd)
-    assert fresh.pid != stopped.pid
-    assert stopped.wait(timeout=5.0) == -signal.SIGKILL
+    assert fresh.pid != stuck.pid
+    assert stuck.wait(timeout=HANG_GUARD) == -signal.SIGKILL
     assert [e.daemon.pid for e in second.list()] == [fresh.pid]

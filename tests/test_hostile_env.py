@@ -284,12 +284,6 @@ def test_a_script_interpreter_in_a_world_writable_directory_is_refused(
     assert err.path == str(loose)
 
 
-def env_script(dirs: BackendDirs, program: str) -> Path:
-    """The v1 test backend behind ``#!/usr/bin/env PROGRAM``."""
-    body = dirs.script.read_bytes().split(b"\n", 1)[1]
-    return install(dirs.version_dir / "env-backend", f"#!/usr/bin/env {program}\n".encode() + body)
-
-
 @pytest.mark.parametrize("mode", [0o775, 0o777])
 def test_an_env_program_found_in_a_path_directory_others_can_write_is_refused(
     dirs: BackendDirs, launches: Launches, monkeypatch: pytest.MonkeyPatch, mode: int
@@ -302,7 +296,9 @@ def test_an_env_program_found_in_a_path_directory_others_can_write_is_refused(
     os.chmod(shared, mode)
     (shared / "rp-test-python").symlink_to(sys.executable)
     monkeypatch.setenv("PATH", f"{shared}:{os.environ.get('PATH', '/usr/bin:/bin')}")
-    err = refused_binary(dirs, launches, dirs.sd(env_script(dirs, "rp-test-python")))
+    err = refused_binary(
+        dirs, launches, dirs.sd(dirs.script_with("env-backend", "/usr/bin/env rp-test-python"))
+    )
     assert err.variant == "InsecurePermissions"
     assert err.path == str(shared)
 
@@ -314,8 +310,7 @@ def test_a_shebang_through_a_link_in_a_directory_others_can_write_is_refused(
     loose.mkdir()
     os.chmod(loose, 0o777)
     (loose / "py").symlink_to(sys.executable)
-    body = dirs.script.read_bytes().split(b"\n", 1)[1]
-    script = install(dirs.version_dir / "linked", f"#!{loose}/py\n".encode() + body)
+    script = dirs.script_with("linked", f"{loose}/py")
     err = refused_binary(dirs, launches, dirs.sd(script))
     assert err.variant == "InsecurePermissions"
     assert err.path == str(loose)
@@ -331,8 +326,7 @@ def test_every_link_of_the_resolution_is_checked(dirs: BackendDirs, launches: La
     trusted = dirs.root / "bin"
     trusted.mkdir(mode=0o755)
     (trusted / "py").symlink_to(loose / "py")
-    body = dirs.script.read_bytes().split(b"\n", 1)[1]
-    script = install(dirs.version_dir / "chained", f"#!{trusted}/py\n".encode() + body)
+    script = dirs.script_with("chained", f"{trusted}/py")
     err = refused_binary(dirs, launches, dirs.sd(script))
     assert err.variant == "InsecurePermissions"
     assert err.path == str(loose)
@@ -353,8 +347,7 @@ def test_a_link_in_a_sticky_shared_directory_counts_only_if_it_is_the_users(
     link.symlink_to(sys.executable)
     if owner == "theirs":
         os.chown(link, OTHER_UID, OTHER_UID, follow_symlinks=False)
-    body = dirs.script.read_bytes().split(b"\n", 1)[1]
-    script = install(dirs.version_dir / "sticky-linked", f"#!{link}\n".encode() + body)
+    script = dirs.script_with("sticky-linked", str(link))
     sd = dirs.sd(script)
     if owner == "mine":
         handle = launches.launch(dirs.launcher(), key_for(sd), sd)
@@ -370,8 +363,7 @@ def test_an_interpreter_that_is_itself_a_script_is_refused(dirs: BackendDirs, la
     """The launcher executes the interpreter by descriptor; a script there
     would make the kernel look its own interpreter up by path again."""
     wrapper = install(dirs.root / "wrapper", f"#!{sys.executable}\n".encode())
-    body = dirs.script.read_bytes().split(b"\n", 1)[1]
-    script = install(dirs.version_dir / "wrapped", f"#!{wrapper}\n".encode() + body)
+    script = dirs.script_with("wrapped", str(wrapper))
     err = refused_binary(dirs, launches, dirs.sd(script))
     assert err.variant == "BadInterpreter"
     assert "not a binary" in str(err)
@@ -386,7 +378,9 @@ def test_relative_path_directories_are_not_searched(
     (dirs.root / "relbin" / "rp-test-python").symlink_to(sys.executable)
     monkeypatch.chdir(dirs.root)
     monkeypatch.setenv("PATH", "relbin")
-    err = refused_binary(dirs, launches, dirs.sd(env_script(dirs, "rp-test-python")))
+    err = refused_binary(
+        dirs, launches, dirs.sd(dirs.script_with("env-backend", "/usr/bin/env rp-test-python"))
+    )
     assert err.variant == "BadInterpreter"
     assert "not on the launch PATH" in str(err)
 

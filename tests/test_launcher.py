@@ -500,10 +500,7 @@ def test_symlink_inside_the_root_runs_the_canonical_file(dirs: BackendDirs, laun
 
 
 def test_interpreter_argument_in_shebang(dirs: BackendDirs, launches: Launches) -> None:
-    script = install(
-        dirs.version_dir / "unbuffered",
-        f"#!{sys.executable} -u\n".encode() + dirs.script.read_bytes().split(b"\n", 1)[1],
-    )
+    script = dirs.script_with("unbuffered", f"{sys.executable} -u")
     sd = dirs.sd(binary=script)
     handle = launches.launch(dirs.launcher(), key_for(sd), sd)
     assert handle.daemon.exe_path == os.path.realpath(script)
@@ -517,10 +514,7 @@ def test_env_shebang_resolves_on_the_launch_path(
     bin_dir.mkdir()
     (bin_dir / "rp-test-python").symlink_to(sys.executable)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}")
-    script = install(
-        dirs.version_dir / "envbackend",
-        b"#!/usr/bin/env rp-test-python\n" + dirs.script.read_bytes().split(b"\n", 1)[1],
-    )
+    script = dirs.script_with("envbackend", "/usr/bin/env rp-test-python")
     sd = dirs.sd(binary=script)
     handle = launches.launch(dirs.launcher(), key_for(sd), sd)
     assert handle.daemon.exe_path == os.path.realpath(script)
@@ -636,8 +630,7 @@ def test_no_descriptor_or_thread_leak_across_launches(dirs: BackendDirs) -> None
 
 def v1_variant(dirs: BackendDirs, name: str, prelude: str) -> Path:
     """The v1 backend with Python ``prelude`` run first."""
-    body = dirs.script.read_bytes().split(b"\n", 1)[1]
-    return install(dirs.version_dir / name, f"#!{sys.executable}\n{prelude}\n".encode() + body)
+    return dirs.script_with(name, sys.executable, prelude)
 
 
 def test_shutdown_escalates_to_sigkill(dirs: BackendDirs, launches: Launches) -> None:

@@ -107,6 +107,14 @@ class BackendDirs:
         fields.update(overrides)
         return rp.ServiceDefinition(**fields)
 
+    def script_with(self, name: str, shebang: str, prelude: str = "") -> Path:
+        """The v1 backend installed as ``name`` in the per-version root under
+        another ``#!`` line (``shebang``, without ``#!``), with Python
+        ``prelude`` run first."""
+        body = self.script.read_bytes().split(b"\n", 1)[1]
+        head = f"#!{shebang}\n" + (f"{prelude}\n" if prelude else "")
+        return install(self.version_dir / name, head.encode() + body)
+
     def launcher(self, **kwargs: Any) -> rp.CommandBackendLauncher:
         """A launcher for the current user using this tree's directories."""
         options: dict[str, Any] = {
